@@ -1,0 +1,1 @@
+"""chat-client: the interactive terminal client for the chat server."""
