@@ -3,14 +3,16 @@
 Every operation is one short critical section: check and change the registry, number the event,
 and hand it to each member's outbox with a non-blocking `deliver()`. No socket I/O, no waiting,
 no callbacks into other locks happen under the lock, so one slow client can never stall the room,
-and every member sees the events in the same order (the order of the room's ids).
+and every member sees the events in the same order (the order of the room's ids). Only after
+the lock is released are the members asked to `flush()` (send without blocking) or, if their
+queue was full, dropped.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from chat import events as ev
@@ -26,9 +28,35 @@ class Member(Protocol):
         """Queues `event` for the client without blocking; False if its send queue is full."""
         ...
 
+    def flush(self) -> None:
+        """Sends what is queued if it can without blocking; called outside the room lock."""
+        ...
+
     def drop(self, reason: str) -> None:
         """Disconnects the client with `reason`; called outside the room lock."""
         ...
+
+
+class _Handover:
+    """Who got an event under the lock: flush them, or drop those who refused, after it."""
+
+    __slots__ = ("refused", "took")
+
+    def __init__(self) -> None:
+        self.took: list[Member] = []
+        self.refused: list[Member] = []
+
+    def give_locked(self, members: Iterable[Member], event: ev.Event) -> _Handover:
+        for member in members:
+            (self.took if member.deliver(event) else self.refused).append(member)
+        return self
+
+    def complete(self) -> None:
+        """Outside the lock: the I/O part of the operation."""
+        for member in self.refused:
+            member.drop(ev.LeaveReason.SENDQ_EXCEEDED)
+        for member in self.took:
+            member.flush()
 
 
 class NickTaken(Exception):
@@ -45,8 +73,9 @@ class Room:
     Thread safety: `_lock` guards `_by_key`, `_nick_of` and `_next_id`. Each public method takes
     it once, briefly; while holding it a method only touches these dicts, builds one event and
     calls members' `deliver()`, which takes only the member's own outbox lock (lock order:
-    room lock, then outbox lock; never the reverse). Members whose outbox is full are collected
-    and dropped after the lock is released, because dropping one is I/O.
+    room lock, then outbox lock; never the reverse). Who took the event and who refused it (a
+    full outbox) is collected in a `_Handover`, completed after the lock is released: flushing
+    and dropping members is socket I/O.
     """
 
     def __init__(self, name: str = DEFAULT_ROOM, clock: Callable[[], float] = time.time) -> None:
@@ -88,10 +117,9 @@ class Room:
             welcome = ev.Welcome(nick=nick, room=self.name, users=users, ts=self._clock())
             # The welcome goes first, so the newcomer's stream starts with it.
             member.deliver(welcome)
-            overflowed = self._publish_locked(
-                lambda i, ts: ev.Joined(i, ts, self.name, nick=nick, count=len(self._nick_of))
-            )
-        self._drop_all(overflowed)
+            joined = ev.Joined(*self._stamp_locked(), nick=nick, count=len(self._nick_of))
+            handover = _Handover().give_locked(self._nick_of, joined)
+        handover.complete()
         return welcome
 
     def leave(self, member: Member, reason: str, message: str = "") -> bool:
@@ -101,18 +129,15 @@ class Room:
             if nick is None:
                 return False
             del self._by_key[nick_key(nick)]
-            overflowed = self._publish_locked(
-                lambda i, ts: ev.Left(
-                    i,
-                    ts,
-                    self.name,
-                    nick=nick,
-                    reason=reason,
-                    message=message,
-                    count=len(self._nick_of),
-                )
+            left = ev.Left(
+                *self._stamp_locked(),
+                nick=nick,
+                reason=reason,
+                message=message,
+                count=len(self._nick_of),
             )
-        self._drop_all(overflowed)
+            handover = _Handover().give_locked(self._nick_of, left)
+        handover.complete()
         return True
 
     def rename(self, member: Member, new: str) -> None:
@@ -127,28 +152,33 @@ class Room:
             del self._by_key[nick_key(old)]
             self._by_key[nick_key(new)] = (new, member)
             self._nick_of[member] = new
-            overflowed = self._publish_locked(
-                lambda i, ts: ev.Renamed(i, ts, self.name, old=old, new=new)
-            )
-        self._drop_all(overflowed)
+            renamed = ev.Renamed(*self._stamp_locked(), old=old, new=new)
+            handover = _Handover().give_locked(self._nick_of, renamed)
+        handover.complete()
 
-    def say(self, member: Member, text: str) -> None:
-        """A message from `member` to everyone else (the sender knows what it wrote)."""
+    def say(self, member: Member, *texts: str) -> None:
+        """Messages from `member` to everyone else (the sender knows what it wrote).
+
+        Several texts become consecutive messages handed over as one `Batch`: one trip through
+        the lock and one queue entry per member, however many lines the sender pasted.
+        """
         with self._lock:
             nick = self._nick_of[member]
-            overflowed = self._publish_locked(
-                lambda i, ts: ev.Message(i, ts, self.name, sender=nick, text=text), skip=member
+            messages = tuple(
+                ev.Message(*self._stamp_locked(), sender=nick, text=text) for text in texts
             )
-        self._drop_all(overflowed)
+            event: ev.Event = messages[0] if len(messages) == 1 else ev.Batch(messages)
+            others = (m for m in self._nick_of if m is not member)
+            handover = _Handover().give_locked(others, event)
+        handover.complete()
 
     def act(self, member: Member, text: str) -> None:
         """An action (`/me`), shown to everyone, its author included."""
         with self._lock:
             nick = self._nick_of[member]
-            overflowed = self._publish_locked(
-                lambda i, ts: ev.Action(i, ts, self.name, sender=nick, text=text)
-            )
-        self._drop_all(overflowed)
+            action = ev.Action(*self._stamp_locked(), sender=nick, text=text)
+            handover = _Handover().give_locked(self._nick_of, action)
+        handover.complete()
 
     def whisper(self, member: Member, to: str, text: str) -> None:
         """A private message to the member called `to`, copied to its sender; raises NoSuchNick."""
@@ -158,43 +188,27 @@ class Room:
             if target is None:
                 raise NoSuchNick(to)
             recipient_nick, recipient = target
-            event = ev.PrivateMessage(
-                self._take_id_locked(),
-                self._clock(),
-                self.name,
-                sender=sender,
-                recipient=recipient_nick,
-                text=text,
+            private = ev.PrivateMessage(
+                *self._stamp_locked(), sender=sender, recipient=recipient_nick, text=text
             )
-            overflowed = [m for m in {recipient, member} if not m.deliver(event)]
-        self._drop_all(overflowed)
+            handover = _Handover().give_locked({recipient: None, member: None}, private)
+        handover.complete()
 
     def announce(self, text: str) -> None:
         """A server notice to every member."""
         with self._lock:
             notice = ev.Notice(text=text, ts=self._clock())
-            overflowed = [m for m in self._nick_of if not m.deliver(notice)]
-        self._drop_all(overflowed)
+            handover = _Handover().give_locked(self._nick_of, notice)
+        handover.complete()
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _take_id_locked(self) -> int:
+    def _stamp_locked(self) -> tuple[int, float, str]:
+        """The next event's id, time and room: ids increase by one per event, in lock order.
+
+        Delivering under the lock, in id order, is what gives every member the same order of
+        events; it is cheap because `deliver()` only appends to a queue.
+        """
         event_id = self._next_id
         self._next_id += 1
-        return event_id
-
-    def _publish_locked(
-        self, make: Callable[[int, float], ev.RoomEvent], skip: Member | None = None
-    ) -> list[Member]:
-        """Numbers a new event, offers it to every member but `skip`; returns those who refused.
-
-        Delivering under the lock is what gives every member the same order of events; it is
-        cheap because `deliver()` only appends to a queue.
-        """
-        event = make(self._take_id_locked(), self._clock())
-        return [m for m in self._nick_of if m is not skip and not m.deliver(event)]
-
-    @staticmethod
-    def _drop_all(members: list[Member]) -> None:
-        for member in members:
-            member.drop(ev.LeaveReason.SENDQ_EXCEEDED)
+        return event_id, self._clock(), self.name

@@ -65,6 +65,11 @@ def parse(line: str, registered: bool) -> ev.Request:
 
 def encode(event: ev.Event, recipient: str) -> bytes:
     """The line(s) `recipient` sees for `event`, newline included."""
+    if isinstance(event, ev.Batch):
+        cached = event.wire.get(NAME)
+        if cached is None:
+            cached = event.wire[NAME] = b"".join(encode(e, recipient) for e in event.events)
+        return cached
     if isinstance(event, ev.RoomEvent) and not isinstance(event, ev.PrivateMessage):
         cached = event.wire.get(NAME)
         if cached is None:
