@@ -272,6 +272,21 @@ class Renamed(RoomEvent):
     rooms: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Batch:
+    """Several room events that happened in a row, delivered as one queue entry.
+
+    A client that pastes or scripts 50 lines is read in one `recv()`; handing each member one
+    batch instead of 50 events is what keeps fan-out cheap (one lock round and one wake-up per
+    member per batch). Its encoded form is cached per wire format like a RoomEvent's.
+    """
+
+    events: tuple[RoomEvent, ...]
+    wire: dict[str, bytes] = field(
+        default_factory=_wire_cache, init=False, repr=False, compare=False
+    )
+
+
 # Replies to one client only: not numbered, not cached.
 
 
@@ -375,6 +390,7 @@ class Goodbye:
 # Renamed are RoomEvents.
 Event = (
     RoomEvent
+    | Batch
     | Greeting
     | Welcome
     | UserList

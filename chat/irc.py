@@ -75,13 +75,18 @@ class IrcSession(Session):
     def _greet(self) -> None:
         pass  # IRC clients speak first
 
+    def _receive_timeout(self) -> float | None:
+        config = self._config
+        if self.nick is None:
+            return config.register_timeout_s
+        return config.irc_timeout_s - config.irc_ping_s if self._ping_sent else config.irc_ping_s
+
     def _on_timeout(self) -> bool:
         if self.nick is None:
             return False  # registration timeout: the base class says goodbye
         if not self._ping_sent:
             self._ping_sent = True
             self._send(irc.format_line("", "PING", self._server))
-            self._sock.settimeout(self._config.irc_timeout_s - self._config.irc_ping_s)
             return True
         seconds = int(self._config.irc_timeout_s)
         self._set_reason(ev.LeaveReason.PING_TIMEOUT)
@@ -96,10 +101,14 @@ class IrcSession(Session):
         else:  # the connection ends: timeout, endless line, flood kick
             self._send(irc.format_line("", "ERROR", f"Closing link: ({error.message})"))
 
+    def _handle_all(self, lines: list[Line]) -> None:
+        self._ping_sent = False  # the client is alive after all
+        for line in lines:
+            self._handle(line)
+            if self._reason is not None:
+                break
+
     def _handle(self, line: Line) -> None:
-        if self._ping_sent:  # the client is alive after all
-            self._ping_sent = False
-            self._sock.settimeout(self._config.irc_ping_s)
         if line.too_long:
             self._reply_error(ProtocolError("line_too_long", "too long"))
             return
@@ -199,7 +208,6 @@ class IrcSession(Session):
             self._numeric(irc.ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
             return
         self.nick = nick
-        self._sock.settimeout(self._config.irc_ping_s)
         log.info("%s registered as %s (IRC)", self._label(), nick)
         s, me = self._server, nick
         self._send(
@@ -497,7 +505,9 @@ class IrcSession(Session):
 
     def _send(self, *lines: bytes) -> None:
         """Queues reply lines; a client too slow to take them is dropped like any other."""
-        if not self._outbox.offer(b"".join(lines)):
+        if self._outbox.offer(b"".join(lines)):
+            self.flush()
+        else:
             self.drop(ev.LeaveReason.SENDQ_EXCEEDED)
 
     def _numeric(self, code: str, *params: str) -> None:

@@ -34,9 +34,35 @@ class Member(Protocol):
         """Queues `event` for the client without blocking; False if its send queue is full."""
         ...
 
+    def flush(self) -> None:
+        """Sends what is queued if it can without blocking; called outside the hub lock."""
+        ...
+
     def drop(self, reason: str) -> None:
         """Disconnects the client with `reason`; called outside the hub lock."""
         ...
+
+
+class _Handover:
+    """Who got an event under the lock: flush them, or drop those who refused, after it."""
+
+    __slots__ = ("refused", "took")
+
+    def __init__(self) -> None:
+        self.took: list[Member] = []
+        self.refused: list[Member] = []
+
+    def give_locked(self, members: Iterable[Member], event: ev.Event) -> _Handover:
+        for member in members:
+            (self.took if member.deliver(event) else self.refused).append(member)
+        return self
+
+    def complete(self) -> None:
+        """Outside the lock: the I/O part of the operation."""
+        for member in self.refused:
+            member.drop(ev.LeaveReason.SENDQ_EXCEEDED)
+        for member in self.took:
+            member.flush()
 
 
 class ChatError(Exception):
@@ -219,13 +245,13 @@ class Hub:
             welcome = ev.Welcome(nick=nick, room=state.name, users=users, ts=self._clock())
             # The welcome goes first, so the newcomer's stream starts with it.
             member.deliver(welcome)
-            overflowed = self._publish_locked(
+            handover = self._publish_locked(
                 state.members,
                 lambda i, ts: ev.Joined(
                     i, ts, state.name, nick=nick, count=len(state.members), userhost=userhost
                 ),
             )
-        self._drop_all(overflowed)
+        handover.complete()
         return welcome
 
     def leave(self, member: Member, reason: str, message: str = "") -> bool:
@@ -243,7 +269,7 @@ class Hub:
                 self._remove_locked(state, member)
             recipients = self._union_locked(states)
             rooms = tuple(s.name for s in states)
-            overflowed = self._publish_locked(
+            handover = self._publish_locked(
                 recipients,
                 lambda i, ts: ev.Left(
                     i,
@@ -257,7 +283,7 @@ class Hub:
                     rooms=rooms,
                 ),
             )
-        self._drop_all(overflowed)
+        handover.complete()
         return True
 
     def rename(self, member: Member, new: str) -> None:
@@ -278,7 +304,7 @@ class Hub:
             recipients[member] = None
             userhost = self._userhost.get(member, "")
             rooms = tuple(s.name for s in states)
-            overflowed = self._publish_locked(
+            handover = self._publish_locked(
                 recipients,
                 lambda i, ts: ev.Renamed(
                     i,
@@ -290,7 +316,7 @@ class Hub:
                     rooms=rooms,
                 ),
             )
-        self._drop_all(overflowed)
+        handover.complete()
 
     # -- rooms ---------------------------------------------------------------------------------
 
@@ -310,27 +336,35 @@ class Hub:
             k = room_key(room)
             state = self._rooms.get(k)
             if state is not None and member in state.members:
-                if show_if_in:
-                    member.deliver(self._view_locked(state))
-                return False
-            if state is None:
-                state = self._rooms[k] = RoomState(room)
-                state.ops.add(member)
-            elif state.key and key != state.key:
-                raise BadRoomKey(state.name)
-            state.members[member] = None
-            self._rooms_of[member][k] = None
-            userhost = self._userhost.get(member, "")
-            name = state.name
-            overflowed = self._publish_locked(
-                state.members,
-                lambda i, ts: ev.Joined(
-                    i, ts, name, nick=nick, count=len(state.members), userhost=userhost
-                ),
-            )
-            member.deliver(self._view_locked(state))
-        self._drop_all(overflowed)
-        return True
+                if not show_if_in:
+                    return False
+                handover = _Handover().give_locked([member], self._view_locked(state))
+                joined = False
+            else:
+                if state is None:
+                    state = self._rooms[k] = RoomState(room)
+                    state.ops.add(member)
+                elif state.key and key != state.key:
+                    raise BadRoomKey(state.name)
+                handover = self._enter_locked(member, nick, state)
+                joined = True
+        handover.complete()
+        return joined
+
+    def _enter_locked(self, member: Member, nick: str, state: RoomState) -> _Handover:
+        """Adds `member` to `state`, tells everyone there, then shows the newcomer the room."""
+        state.members[member] = None
+        self._rooms_of[member][room_key(state.name)] = None
+        userhost = self._userhost.get(member, "")
+        name = state.name
+        handover = self._publish_locked(
+            state.members,
+            lambda i, ts: ev.Joined(
+                i, ts, name, nick=nick, count=len(state.members), userhost=userhost
+            ),
+        )
+        member.deliver(self._view_locked(state))  # it is in `handover.took`: flushed
+        return handover
 
     def part(self, member: Member, room: str, message: str = "") -> None:
         """Takes `member` out of `room`; everyone there, the parting member included, gets a
@@ -339,7 +373,7 @@ class Hub:
             state = self._member_state_locked(member, room)
             nick = self._nick_of[member]
             userhost = self._userhost.get(member, "")
-            overflowed = self._publish_locked(
+            handover = self._publish_locked(
                 state.members,
                 lambda i, ts: ev.Parted(
                     i,
@@ -353,7 +387,7 @@ class Hub:
             )
             del self._rooms_of[member][room_key(state.name)]
             self._remove_locked(state, member)
-        self._drop_all(overflowed)
+        handover.complete()
 
     def kick(self, member: Member, room: str, nick: str, reason: str = "") -> None:
         """A room operator removes `nick` from `room`; everyone there (the target included)
@@ -370,7 +404,7 @@ class Hub:
                 raise UserNotInRoom(target_nick)
             by = self._nick_of[member]
             userhost = self._userhost.get(member, "")
-            overflowed = self._publish_locked(
+            handover = self._publish_locked(
                 state.members,
                 lambda i, ts: ev.Kicked(
                     i,
@@ -385,7 +419,7 @@ class Hub:
             )
             del self._rooms_of[target][room_key(state.name)]
             self._remove_locked(state, target)
-        self._drop_all(overflowed)
+        handover.complete()
 
     def set_topic(self, member: Member, room: str, topic: str) -> None:
         """Sets the topic of a room `member` is in; everyone there gets a `TopicChanged`."""
@@ -393,13 +427,13 @@ class Hub:
             state = self._member_state_locked(member, room)
             by = self._nick_of[member]
             state.topic, state.topic_by, state.topic_ts = topic, by, self._clock()
-            overflowed = self._publish_locked(
+            handover = self._publish_locked(
                 state.members,
                 lambda i, ts: ev.TopicChanged(
                     i, ts, state.name, by=by, topic=topic, userhost=self._userhost.get(member, "")
                 ),
             )
-        self._drop_all(overflowed)
+        handover.complete()
 
     def set_modes(
         self, member: Member, room: str, changes: Iterable[tuple[str, str]]
@@ -442,7 +476,7 @@ class Hub:
             modes = _mode_string([m for m, _ in applied])
             args = tuple(a for _, a in applied if a)
             by = self._nick_of[member]
-            overflowed = self._publish_locked(
+            handover = self._publish_locked(
                 state.members,
                 lambda i, ts: ev.ModeChanged(
                     i,
@@ -454,33 +488,40 @@ class Hub:
                     userhost=self._userhost.get(member, ""),
                 ),
             )
-        self._drop_all(overflowed)
+        handover.complete()
         return modes, args
 
     # -- talking -------------------------------------------------------------------------------
 
     def say(
-        self, member: Member, text: str, room: str | None = None, *, notice: bool = False
+        self, member: Member, *texts: str, room: str | None = None, notice: bool = False
     ) -> None:
-        """A message to everyone else in `room` (default: the default room); the sender knows
-        what it wrote. Raises NoSuchRoom, NotInRoom."""
+        """Messages to everyone else in `room` (default: the default room); the sender knows
+        what it wrote. Raises NoSuchRoom, NotInRoom.
+
+        Several texts become consecutive messages handed over as one `Batch`: one trip through
+        the lock and one queue entry per member, however many lines the sender pasted.
+        """
         with self._lock:
             state = self._member_state_locked(member, room or self.name)
             nick = self._nick_of[member]
-            overflowed = self._publish_locked(
-                state.members,
-                lambda i, ts: ev.Message(
-                    i,
-                    ts,
+            userhost = self._userhost.get(member, "")
+            messages = tuple(
+                ev.Message(
+                    self._take_id_locked(),
+                    self._clock(),
                     state.name,
                     sender=nick,
                     text=text,
-                    userhost=self._userhost.get(member, ""),
+                    userhost=userhost,
                     notice=notice,
-                ),
-                skip=member,
+                )
+                for text in texts
             )
-        self._drop_all(overflowed)
+            event: ev.Event = messages[0] if len(messages) == 1 else ev.Batch(messages)
+            others = (m for m in state.members if m is not member)
+            handover = _Handover().give_locked(others, event)
+        handover.complete()
 
     def act(self, member: Member, text: str, room: str | None = None, *, echo: bool = True) -> None:
         """An action (`/me`) in `room` (default: the default room), shown to its author too if
@@ -488,7 +529,7 @@ class Hub:
         with self._lock:
             state = self._member_state_locked(member, room or self.name)
             nick = self._nick_of[member]
-            overflowed = self._publish_locked(
+            handover = self._publish_locked(
                 state.members,
                 lambda i, ts: ev.Action(
                     i,
@@ -500,7 +541,7 @@ class Hub:
                 ),
                 skip=None if echo else member,
             )
-        self._drop_all(overflowed)
+        handover.complete()
 
     def whisper(
         self,
@@ -531,16 +572,16 @@ class Hub:
                 notice=notice,
                 action=action,
             )
-            recipients = {recipient, member} if echo else {recipient}
-            overflowed = [m for m in recipients if not m.deliver(event)]
-        self._drop_all(overflowed)
+            recipients = {recipient: None, member: None} if echo else {recipient: None}
+            handover = _Handover().give_locked(recipients, event)
+        handover.complete()
 
     def announce(self, text: str) -> None:
         """A server notice to every user online."""
         with self._lock:
             notice = ev.Notice(text=text, ts=self._clock())
-            overflowed = [m for m in self._nick_of if not m.deliver(notice)]
-        self._drop_all(overflowed)
+            handover = _Handover().give_locked(self._nick_of, notice)
+        handover.complete()
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -647,20 +688,15 @@ class Hub:
         recipients: Iterable[Member],
         make: Callable[[int, float], ev.RoomEvent],
         skip: Member | None = None,
-    ) -> list[Member]:
-        """Numbers a new event, offers it to every recipient but `skip`; returns those who
-        refused.
+    ) -> _Handover:
+        """Numbers a new event, offers it to every recipient but `skip`; returns who took it and
+        who refused, to be completed (flushed, dropped) once the lock is released.
 
-        Delivering under the lock is what gives every member the same order of events; it is
-        cheap because `deliver()` only appends to a queue.
+        Delivering under the lock, in id order, is what gives every member the same order of
+        events; it is cheap because `deliver()` only appends to a queue.
         """
         event = make(self._take_id_locked(), self._clock())
-        return [m for m in recipients if m is not skip and not m.deliver(event)]
-
-    @staticmethod
-    def _drop_all(members: list[Member]) -> None:
-        for member in members:
-            member.drop(ev.LeaveReason.SENDQ_EXCEEDED)
+        return _Handover().give_locked((m for m in recipients if m is not skip), event)
 
 
 def _mode_string(modes: list[str]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import threading
 import time
@@ -38,6 +39,9 @@ from chat.room import (
 log = logging.getLogger("chat.session")
 
 RECV_BYTES = 64 * 1024
+# A send that returns at once instead of blocking (Linux, macOS, BSD). Without it every byte
+# goes through the writer thread, which is correct, only slower.
+_DONTWAIT: int | None = getattr(socket, "MSG_DONTWAIT", None)
 # How long a leaving client's writer may take to flush its last lines (goodbye, the reason it was
 # kicked) before the socket is cut; short, because a client that is not reading never drains.
 FLUSH_TIMEOUT_S = 1.0
@@ -122,6 +126,27 @@ class Session:
         """Queues `event` in this client's format; never blocks; False if the queue is full."""
         return self._outbox.offer(self._wire.encode(event, self.nick or "", self.current_room))
 
+    def flush(self) -> None:
+        """Sends what is queued, if that can be done right now without blocking.
+
+        Called by the thread that queued something, after it released the hub lock: in a
+        healthy room no thread has to be woken to deliver a message. Whatever the socket does
+        not take at once is left to this session's writer thread (see Outbox).
+        """
+        data = self._outbox.claim()
+        if data is None:
+            return  # nothing queued, or someone is already sending
+        sent = 0
+        try:
+            if _DONTWAIT is not None:
+                sent = self._sock.send(data, _DONTWAIT)
+        except BlockingIOError:
+            pass  # the client's socket buffer is full: the writer thread takes over
+        except OSError:
+            self._set_reason(ev.LeaveReason.CONNECTION_LOST)
+            self._cut()
+        self._outbox.release(data[sent:])
+
     def drop(self, reason: str) -> None:
         """Disconnects at once, unsent output is lost (the client is too slow or the server is
         out of patience). Idempotent; the reader thread announces the leave."""
@@ -133,28 +158,21 @@ class Session:
         """Says goodbye because the server stops: queue the notice, let the writer flush it."""
         if self._set_reason(ev.LeaveReason.SHUTDOWN):
             self.deliver(ev.Notice("server shutting down", time.time()))
-        self._outbox.close()
+        self._outbox.close()  # wakes the writer, which sends the rest and hangs up
 
     # -- the reader thread ---------------------------------------------------------------------
 
     def _read_loop(self) -> None:
         try:
-            self._sock.settimeout(self._config.register_timeout_s)
             self._greet()
             while self._reason is None:
-                try:
-                    data = self._sock.recv(RECV_BYTES)
-                except TimeoutError:
-                    if self._on_timeout():
-                        continue
-                    raise
+                data = self._receive()
+                if data is None:
+                    continue  # a timeout the front-end handled (IRC: sent a PING)
                 if not data:
                     self._set_reason(ev.LeaveReason.CONNECTION_LOST)
                     break
-                for line in self._decoder.feed(data):
-                    self._handle(line)
-                    if self._reason is not None:
-                        break
+                self._handle_all(self._decoder.feed(data))
         except TimeoutError:
             self._set_reason(ev.LeaveReason.TIMED_OUT)
             self._reply_error(ProtocolError("timeout", "timed out"))
@@ -165,6 +183,20 @@ class Session:
             self._set_reason(ev.LeaveReason.CONNECTION_LOST)
         finally:
             self._finish()
+
+    def _receive(self) -> bytes | None:
+        """The next bytes from the client; None if `_on_timeout()` handled a silence; raises
+        TimeoutError past the registration or idle timeout.
+
+        The socket itself stays in blocking mode (a Python socket timeout would turn every send
+        into poll + send, and make flush()'s non-blocking send wait); the timeout is a poll here.
+        """
+        timeout = self._receive_timeout()
+        if timeout is not None and not _readable(self._sock, timeout):
+            if self._on_timeout():
+                return None
+            raise TimeoutError
+        return self._sock.recv(RECV_BYTES)
 
     def _finish(self) -> None:
         reason = self._reason or ev.LeaveReason.CONNECTION_LOST
@@ -180,23 +212,56 @@ class Session:
         log.info("%s disconnected (%s)", self._label(), reason)
         self._on_exit(self)
 
-    def _handle(self, line: Line) -> None:
+    def _handle_all(self, lines: list[Line]) -> None:
+        """Handles the lines of one `recv()`; consecutive messages to the current room go to
+        the hub as one batch."""
+        texts: list[str] = []
+        for line in lines:
+            request = self._parse(line)
+            if isinstance(request, ev.Say) and request.room is None:
+                if request.text.strip():
+                    texts.append(request.text)
+                continue
+            if texts:  # keep the order: the messages before this request come first
+                self._say(texts)
+                texts = []
+            if request is not None:
+                try:
+                    self._dispatch(request)
+                except ProtocolError as error:
+                    self._reply_error(error)
+            if self._reason is not None:
+                break
+        if texts:
+            self._say(texts)
+
+    def _say(self, texts: list[str]) -> None:
+        try:
+            self._hub.say(self, *texts, room=self._room_or_current(None))
+        except ChatError as error:
+            self._reply_error(_protocol_error(error))
+        except ProtocolError as error:
+            self._reply_error(error)
+
+    def _parse(self, line: Line) -> ev.Request | None:
+        """The request on `line`, or None when it was refused (and the client told why)."""
         if line.too_long:
             self._reply_error(LineTooLong())
-            return
+            return None
         text = decode_text(line.data)
         if self.nick is None and self._wire is wire_text and wire_json.looks_like_json(text):
             self._wire = wire_json
         if not self._password_ok and self._wire is wire_text:
             self._check_password(text.strip())
-            return
+            return None
         if not self._flood_allows():
-            return
+            return None
         try:
-            request = self._wire.parse(text, registered=self.nick is not None)
-            self._dispatch(request)
+            request: ev.Request = self._wire.parse(text, registered=self.nick is not None)
+            return request
         except ProtocolError as error:
             self._reply_error(error)
+            return None
 
     def _dispatch(self, request: ev.Request) -> None:
         try:
@@ -219,17 +284,17 @@ class Session:
             case ev.ChangeNick(nick=new):
                 self._rename(new)
             case ev.Who():
-                self.deliver(ev.UserList(hub.name, hub.nicks(), time.time()))
+                self._reply(ev.UserList(hub.name, hub.nicks(), time.time()))
             case ev.Help():
-                self.deliver(ev.HelpText(time.time()))
+                self._reply(ev.HelpText(time.time()))
             case ev.Ping(token=token):
-                self.deliver(ev.Pong(token, time.time()))
+                self._reply(ev.Pong(token, time.time()))
             case ev.Quit(reason=message):
                 self._quit_message = message
                 self._set_reason(ev.LeaveReason.QUIT)
                 # Leave now, so that the goodbye is the last line this client receives.
                 hub.leave(self, ev.LeaveReason.QUIT, message)
-                self.deliver(ev.Goodbye(message, time.time()))
+                self._reply(ev.Goodbye(message, time.time()))
             case ev.JoinRoom(room=room, key=key):
                 self._switch_to(room, key)
             case ev.PartRoom(room=room, message=message):
@@ -241,9 +306,9 @@ class Session:
                     if self.current_room is not None:
                         hub.enter(self, self.current_room)  # shows where the user is now
             case ev.ListRooms():
-                self.deliver(hub.list_rooms(self))
+                self._reply(hub.list_rooms(self))
             case ev.SetTopic(topic=None, room=room):
-                self.deliver(hub.topic(self._room_or_current(room)))
+                self._reply(hub.topic(self._room_or_current(room)))
             case ev.SetTopic(topic=str() as topic, room=room):
                 hub.set_topic(self, self._room_or_current(room), topic)
             case ev.KickUser(nick=nick, reason=reason, room=room):
@@ -293,7 +358,7 @@ class Session:
             self._set_reason(ev.LeaveReason.BAD_PASSWORD)
             return
         self._password_ok = True
-        self.deliver(ev.Greeting(online=len(self._hub), password=False))
+        self._reply(ev.Greeting(online=len(self._hub), password=False))
 
     def _register(self, nick: str, password: str | None = None) -> None:
         if not self._password_ok:
@@ -311,7 +376,6 @@ class Session:
             self.current_room = None
             raise ProtocolError("nick_taken", f"nickname {nick} is taken") from None
         self.nick = nick
-        self._sock.settimeout(self._config.idle_timeout_s)
         log.info("%s joined as %s", self._label(), nick)
 
     def _rename(self, new: str) -> None:
@@ -331,7 +395,12 @@ class Session:
         return LineDecoder()
 
     def _greet(self) -> None:
-        self.deliver(ev.Greeting(online=len(self._hub), password=not self._password_ok))
+        self._reply(ev.Greeting(online=len(self._hub), password=not self._password_ok))
+
+    def _receive_timeout(self) -> float | None:
+        """How long the client may stay silent now (None: forever)."""
+        config = self._config
+        return config.register_timeout_s if self.nick is None else config.idle_timeout_s
 
     def _on_timeout(self) -> bool:
         """The socket was silent for its timeout: True to keep reading, False to end."""
@@ -339,14 +408,23 @@ class Session:
 
     def _reply_error(self, error: ProtocolError) -> None:
         prompt_again = self.nick is None and error.code in ("nick_invalid", "nick_taken")
-        self.deliver(ev.Error(error.code, error.message, time.time(), prompt_again))
+        self._reply(ev.Error(error.code, error.message, time.time(), prompt_again))
+
+    def _reply(self, event: ev.Event) -> None:
+        """An event for this client alone, from its own reader thread (no lock is held)."""
+        self.deliver(event)
+        self.flush()
 
     # -- the writer thread ---------------------------------------------------------------------
 
     def _write_loop(self) -> None:
+        """Sends what flush() could not: only a slow client (or a busy moment) needs this thread."""
         try:
-            while (data := self._outbox.take_all()) is not None:
-                self._sock.sendall(data)
+            while (data := self._outbox.claim_waiting()) is not None:
+                try:
+                    self._sock.sendall(data)  # may block for as long as the client is slow
+                finally:
+                    self._outbox.release()
         except OSError:
             self._set_reason(ev.LeaveReason.CONNECTION_LOST)
         finally:
@@ -373,6 +451,15 @@ class Session:
 
     def _label(self) -> str:
         return f"{self.address[0]}:{self.address[1]} {self.nick or '-'}"
+
+
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    """Waits up to `timeout` seconds for `sock` to have input (or EOF, or an error)."""
+    if hasattr(select, "poll"):  # no limit on descriptor numbers, unlike select()
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
+    return bool(select.select([sock], [], [], timeout)[0])
 
 
 def _protocol_error(error: ChatError) -> ProtocolError:

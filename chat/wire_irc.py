@@ -188,6 +188,11 @@ def quit_text(reason: str, message: str) -> str:
 
 def encode(event: ev.Event, me: str, server: str) -> bytes:
     """The line(s) the IRC user `me` receives for `event`; b"" for nothing."""
+    if isinstance(event, ev.Batch):
+        cached = event.wire.get(NAME)
+        if cached is None:
+            cached = event.wire[NAME] = b"".join(_room_event(e) for e in event.events)
+        return cached
     if isinstance(event, ev.PrivateMessage):
         if event.sender == me and event.recipient != me:
             return b""  # the sender's copy: IRC clients show their own lines themselves

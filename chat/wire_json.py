@@ -99,6 +99,11 @@ def parse(line: str, registered: bool) -> ev.Request:
 
 def encode(event: ev.Event, recipient: str, current_room: str | None = None) -> bytes:
     """The line `recipient` receives for `event`, newline included."""
+    if isinstance(event, ev.Batch):
+        cached = event.wire.get(NAME)
+        if cached is None:
+            cached = event.wire[NAME] = b"".join(encode(e, recipient) for e in event.events)
+        return cached
     if isinstance(event, ev.RoomEvent):
         cached = event.wire.get(NAME)
         if cached is None:

@@ -112,12 +112,16 @@ def encode(event: ev.Event, recipient: str, current_room: str | None = None) -> 
 
     Lines about a room other than `current_room` start with "[#room] ".
     """
+    if isinstance(event, ev.Batch):
+        prefixed = _prefixed(event.events[0], current_room)
+        cache_key = NAME + "[" if prefixed else NAME
+        cached = event.wire.get(cache_key)
+        if cached is None:
+            cached = b"".join(encode(e, recipient, current_room) for e in event.events)
+            event.wire[cache_key] = cached
+        return cached
     if isinstance(event, ev.RoomEvent) and not isinstance(event, ev.PrivateMessage):
-        prefixed = (
-            isinstance(event, _ROOM_SCOPED)
-            and current_room is not None
-            and event.room.lower() != current_room.lower()
-        )
+        prefixed = _prefixed(event, current_room)
         cache_key = NAME + "[" if prefixed else NAME
         cached = event.wire.get(cache_key)
         if cached is None:
@@ -127,6 +131,14 @@ def encode(event: ev.Event, recipient: str, current_room: str | None = None) -> 
             cached = event.wire[cache_key] = text.encode()
         return cached
     return _render(event, recipient).encode()
+
+
+def _prefixed(event: ev.RoomEvent, current_room: str | None) -> bool:
+    return (
+        isinstance(event, _ROOM_SCOPED)
+        and current_room is not None
+        and event.room.lower() != current_room.lower()
+    )
 
 
 def _render(event: ev.Event, recipient: str) -> str:

@@ -5,9 +5,19 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 TIMEOUT_S = 5.0
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = TIMEOUT_S) -> None:
+    """Polls a server-side condition that has no event to wait on (e.g. a freed slot)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition never became true")
+        time.sleep(0.005)
 
 
 class Peer:
