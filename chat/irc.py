@@ -422,7 +422,7 @@ class IrcSession(Session):
                     if ctcp:
                         self._hub.act(self, text, target, echo=False)
                     else:
-                        self._hub.say(self, text, target, notice=notice)
+                        self._hub.say(self, text, room=target, notice=notice)
                 else:
                     self._hub.whisper(
                         self, target, text, echo=False, notice=notice, action=bool(ctcp)
