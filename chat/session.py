@@ -276,7 +276,7 @@ class Session:
                 self._register(nick, password)
             case ev.Say(text=text, room=room):
                 if text.strip():
-                    hub.say(self, text, self._room_or_current(room))
+                    hub.say(self, text, room=self._room_or_current(room))
             case ev.Act(text=text, room=room):
                 hub.act(self, text, self._room_or_current(room))
             case ev.Whisper(to=to, text=text):

@@ -84,7 +84,7 @@ def test_two_unregistered_clients_racing_for_one_nickname_one_wins(irc_server):
         b.send_line(f"NICK {nick}")
         barrier = threading.Barrier(2)
 
-        def user(peer):
+        def user(peer, barrier=barrier):
             barrier.wait(5)
             peer.send_line("USER u 0 * :R")
 
