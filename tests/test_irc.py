@@ -173,8 +173,8 @@ def test_server_pings_a_silent_client_and_drops_it_if_it_stays_silent(make_serve
 def test_quit_gets_error_then_close_and_others_see_quit(irc_server):
     alice, bob = connect(irc_server, "alice"), connect(irc_server, "bob")
     alice.send_line("JOIN #room")
+    alice.sync()
     bob.send_line("JOIN #room")
-    alice.expect_cmd("JOIN")
     alice.expect_cmd("JOIN")  # bob's
     bob.send_line("QUIT :gone fishing")
     lines = bob.until_closed()
