@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 
 clients: dict[str, asyncio.StreamWriter] = {}  # one event loop, one thread: no lock needed
@@ -22,10 +23,8 @@ async def broadcast(line: str, skip: str | None = None) -> None:
     for nick, writer in list(clients.items()):
         if nick != skip:
             writer.write(data)
-            try:
+            with contextlib.suppress(ConnectionError):
                 await writer.drain()
-            except ConnectionError:
-                pass
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -80,10 +79,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9000)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.host, args.port))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Benchmarks: starts each server, drives it with chat-load, prints a table, writes JSON and a chart.
+"""Benchmarks: start each server, drive it with chat-load; print a table, write JSON and a chart.
 
     python benchmarks/run.py            # the full set (about two minutes)
     python benchmarks/run.py --quick    # a smoke run of a few seconds (the test suite runs it)
@@ -316,10 +316,10 @@ def ratios(results: list[Result]) -> list[str]:
 
 def chart(results: list[Result], path: Path) -> str:
     try:
-        import matplotlib  # noqa: PLC0415 - optional, benchmark-only
+        import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
+        import matplotlib.pyplot as plt
     except ImportError:
         return "no chart: pip install matplotlib"
     load = [r for r in results if r.rss_per_conn_kib is None]
