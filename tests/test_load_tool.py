@@ -1,0 +1,87 @@
+"""chat-load against a real in-process server on loopback: it counts exactly, and says why."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from chat.load import LoadConfig, main, run_load
+
+
+def test_safe_server_delivers_everything_exactly_once_in_order(make_server):
+    server = make_server(flood_rate=0)
+    config = LoadConfig(port=server.address[1], clients=30, messages=20, rate=0, duration=30)
+    report = run_load(config)
+    assert report.joined == 30
+    assert report.deliveries_expected == 30 * 29 * 20
+    assert report.deliveries_received == report.deliveries_expected
+    assert (report.lost, report.duplicated, report.out_of_order) == (0, 0, 0)
+    assert report.latency is not None
+    assert report.latency.p50_ms <= report.latency.p99_ms <= report.latency.max_ms
+    assert report.ok
+
+
+def test_default_pacing_stays_under_default_flood_control(server):
+    report = run_load(LoadConfig(port=server.address[1], clients=8, messages=25, duration=30))
+    assert report.flood_limited == 0
+    assert report.disconnected == {}
+    assert report.ok, report.format_text()
+
+
+def test_text_protocol_bots_verify_too(make_server):
+    server = make_server(flood_rate=0)
+    config = LoadConfig(port=server.address[1], clients=8, messages=20, rate=0, protocol="text")
+    report = run_load(config)
+    assert report.deliveries_received == 8 * 7 * 20
+    assert report.ok, report.format_text()
+
+
+def test_flooding_is_reported_as_flood_control_not_as_loss(server):
+    report = run_load(LoadConfig(port=server.address[1], clients=4, messages=200, rate=0))
+    assert report.disconnected == {"kicked for flooding": 4}
+    assert report.flood_limited == 4
+    assert report.lost == 0
+    assert not report.ok
+    assert "flood control" in report.format_text()
+
+
+def test_a_slow_client_does_not_hold_back_the_others(make_server):
+    server = make_server(flood_rate=0)
+    config = LoadConfig(
+        port=server.address[1], clients=6, messages=300, rate=0, slow_clients=1, duration=30
+    )
+    report = run_load(config)
+    assert report.deliveries_received == 6 * 5 * 300
+    assert report.ok, report.format_text()
+
+
+def test_nobody_can_join_a_closed_port_and_the_run_says_so(server):
+    port = server.address[1]
+    server.stop()
+    report = run_load(LoadConfig(port=port, clients=3, messages=1, duration=5))
+    assert report.joined == 0
+    assert list(report.join_failures) == ["cannot connect: ECONNREFUSED"]
+    assert not report.ok
+
+
+def test_main_prints_json_and_exits_0(make_server, capsys):
+    server = make_server(flood_rate=0)
+    argv = ["--port", str(server.address[1]), "--clients", "5", "--messages", "10",
+            "--rate", "0", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True
+    assert report["deliveries_received"] == 5 * 4 * 10
+
+
+def test_console_script_runs_as_a_subprocess(make_server):
+    server = make_server()
+    command = [sys.executable, "-m", "chat.load", "--port", str(server.address[1]),
+               "--clients", "4", "--messages", "5", "--duration", "20"]
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "lost               0" in done.stdout
+    assert "result             OK" in done.stdout
