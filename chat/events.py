@@ -83,6 +83,7 @@ class LeaveReason:
     SENDQ_EXCEEDED = "send queue exceeded"
     SHUTDOWN = "server shutting down"
     LINE_TOO_LONG = "line too long"
+    SERVER_ERROR = "server error"  # a bug (or the --unsafe-registry demo) crashed its thread
 
 
 def _wire_cache() -> dict[str, bytes]:

@@ -167,6 +167,27 @@ class Room:
             overflowed = [m for m in self._nick_of if not m.deliver(notice)]
         self._drop_all(overflowed)
 
+    def check_invariants(self) -> list[str]:
+        """What is wrong with the registry, if anything (the audit at shutdown, and tests).
+
+        The two dicts must describe the same members: every nickname maps to a member known by
+        that nickname (else a ghost answers to it), and every member can be found by its own
+        nickname (else it is lost: unreachable by /msg, its name free for someone else).
+        """
+        with self._lock:
+            by_key = dict(self._by_key)
+            nick_of = dict(self._nick_of)
+        problems = [
+            f"ghost: {nick!r} is registered to a client that no longer has that name"
+            for nick, member in by_key.values()
+            if nick_of.get(member) != nick
+        ]
+        for member, nick in nick_of.items():
+            holder = by_key.get(nick_key(nick))
+            if holder is None or holder[1] is not member:
+                problems.append(f"lost member: {nick!r} ({member!r}) is unreachable by its name")
+        return problems
+
     # -- helpers -------------------------------------------------------------------------------
 
     def _take_id_locked(self) -> int:

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from types import TracebackType
 
+from chat.audit import Audit
 from chat.room import DEFAULT_ROOM, Room
 from chat.session import Session, SessionConfig
 
@@ -59,8 +60,14 @@ class ChatServer:
         flood_burst: int = SessionConfig.flood_burst,
         register_timeout_s: float | None = SessionConfig.register_timeout_s,
         idle_timeout_s: float | None = SessionConfig.idle_timeout_s,
+        room: Room | None = None,
+        session_class: type[Session] = Session,
+        audit: Audit | None = None,
     ) -> None:
-        self.room = Room(room_name)
+        # room, session_class and audit are for tests and the classroom demos (chat/demo.py).
+        self.room = room if room is not None else Room(room_name)
+        self.audit = audit if audit is not None else Audit()
+        self._session_class = session_class
         self._host = host
         self._port = port
         self._max_clients = max_clients
@@ -135,7 +142,16 @@ class ChatServer:
         self._reap()
         os.close(self._wake_r)
         os.close(self._wake_w)
+        self._audit_registry()
         log.info("stopped")
+
+    def _audit_registry(self) -> None:
+        """Every session has left: the room must be empty and consistent. Logs the audit."""
+        for problem in self.room.check_invariants():
+            self.audit.record("registry", problem)
+        for nick in self.room.nicks():
+            self.audit.record("ghost", f"{nick!r} is still in the room after every client left")
+        (log.warning if self.audit.total else log.info)("%s", self.audit.summary())
 
     def __enter__(self) -> ChatServer:
         return self.start()
@@ -193,7 +209,9 @@ class ChatServer:
                 return SERVER_FULL
             if limit_this and self._per_address[ip] >= self._max_per_address:
                 return TOO_MANY
-            session = Session(sock, address, self.room, self._config, self._on_session_exit)
+            session = self._session_class(
+                sock, address, self.room, self._config, self._on_session_exit
+            )
             self._sessions.add(session)
             self._per_address[ip] += 1
         session.start()
@@ -201,6 +219,8 @@ class ChatServer:
 
     def _on_session_exit(self, session: Session) -> None:
         """Called by a session's reader thread as its very last act."""
+        for crash in session.crashes:
+            self.audit.record("crashed operation", f"{session!r}: {crash}")
         with self._lock:
             self._sessions.discard(session)
             self._per_address[session.address[0]] -= 1
