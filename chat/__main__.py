@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import logging
+import os
 import signal
 import sys
 import threading
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--register-timeout", type=_seconds_or_off,
                         default=defaults.register_timeout_s,
                         help="seconds a new connection has to choose a nickname (0: no limit)")
-    parser.add_argument("--idle-timeout", type=_seconds_or_off, default=0,
+    parser.add_argument("--idle-timeout", type=_seconds_or_off, default="0",
                         help="disconnect clients silent for this many seconds (0: never)")
     parser.add_argument("--log-level", default="INFO", type=str.upper,
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log detail")
@@ -131,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `kill -USR1 PID` prints every thread's stack: look inside a server that seems stuck.
     if hasattr(signal, "SIGUSR1"):
         faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+        logging.getLogger("chat").info("pid %d: `kill -USR1 %d` prints every thread's stack",
+                                       os.getpid(), os.getpid())
     server = demo.make_server(
         args.host,
         args.port,
