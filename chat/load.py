@@ -182,7 +182,14 @@ class LoadReport:
 # -- wire formats, as seen by a bot ----------------------------------------------------------------
 
 # What a received line means to a bot.
-LOAD, WELCOME, NICK_TAKEN, BARRIER, JOIN, LEAVE, FLOOD_WARN, FLOOD_KICK, OTHER = range(9)
+LOAD, WELCOME, NICK_TAKEN, BARRIER, JOIN, LEAVE, FLOOD_WARN, FLOOD_KICK, REFUSED, OTHER = range(10)
+
+
+def _refusal(line: bytes) -> str | None:
+    """The server's admission refusal, sent in text before it knows the client's mode."""
+    if line.startswith((b"! server full", b"! too many connections")):
+        return "refused: " + line[2:].decode(errors="replace").split(",")[0]
+    return None
 
 
 class _JsonCodec:
@@ -211,7 +218,8 @@ class _JsonCodec:
             if match is not None:
                 return LOAD, match.groups()
         if not line.startswith(b"{"):
-            return OTHER, None  # the text greeting sent before the mode is known
+            refusal = _refusal(line)  # or the text greeting sent before the mode is known
+            return (OTHER, None) if refusal is None else (REFUSED, refusal)
         try:
             obj = json.loads(line)
         except ValueError:
@@ -275,6 +283,8 @@ class _TextCodec:
             users = line.partition(b"Online: ")[2].partition(b". Type")[0].decode().split(", ")
             return WELCOME, (match.group(1).decode() if match else None, users)
         if line.startswith(b"! "):
+            if (refusal := _refusal(line)) is not None:
+                return REFUSED, refusal
             if line.endswith(b"is taken"):
                 return NICK_TAKEN, None
             if line == b"! kicked for flooding":
@@ -481,6 +491,9 @@ class _Run:
                 elif not bot.joined:
                     self.fail(bot, "nickname taken")
                     return
+            elif kind == REFUSED:
+                self.fail(bot, value)
+                return
             elif kind in (FLOOD_WARN, FLOOD_KICK):
                 bot.flood_limited = True
                 bot.kicked = bot.kicked or kind == FLOOD_KICK

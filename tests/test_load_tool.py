@@ -85,3 +85,11 @@ def test_console_script_runs_as_a_subprocess(make_server):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "lost               0" in done.stdout
     assert "result             OK" in done.stdout
+
+
+def test_a_full_server_is_reported_as_refusal(make_server):
+    server = make_server(max_clients=3)
+    report = run_load(LoadConfig(port=server.address[1], clients=5, messages=2, join_timeout=5))
+    assert report.joined == 3
+    assert report.join_failures == {"refused: server full": 2}
+    assert not report.ok
