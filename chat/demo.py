@@ -236,11 +236,13 @@ def make_server(host: str, port: int, options: DemoOptions, **kwargs: Any) -> Ch
     audit = Audit()
     server_class = SerialServer if options.one_at_a_time else ChatServer
     if options.unsafe_registry:
-        kwargs["room"] = UnsafeRoom(audit, options.race_window_s, kwargs.pop("room_name", None)
-                                    or DEFAULT_ROOM)
+        kwargs["room"] = UnsafeRoom(
+            audit, options.race_window_s, kwargs.pop("room_name", None) or DEFAULT_ROOM
+        )
     if options.lock_while_sending:
         kwargs["session_class"] = type(
-            "SendUnderLockSession", (SendUnderLockSession,),
+            "SendUnderLockSession",
+            (SendUnderLockSession,),
             {"send_timeout_s": options.send_timeout_s},
         )
     return server_class(host, port, audit=audit, **kwargs)

@@ -36,7 +36,7 @@ from array import array
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 # Default pacing per bot when --rate is absent: below the server's default flood control (10 lines/s
 # sustained, bursts of 20), with margin for the hello, barrier and quit lines.
@@ -181,6 +181,19 @@ class LoadReport:
 
 # -- wire formats, as seen by a bot ----------------------------------------------------------------
 
+
+class _Codec(Protocol):
+    """How a bot speaks one wire format; see _JsonCodec and _TextCodec."""
+
+    name: str
+
+    def hello(self, nick: str) -> bytes: ...
+    def message(self, text: str) -> bytes: ...
+    def barrier(self) -> bytes: ...
+    def quit(self) -> bytes: ...
+    def classify(self, line: bytes) -> tuple[int, Any]: ...
+
+
 # What a received line means to a bot.
 LOAD, WELCOME, NICK_TAKEN, BARRIER, JOIN, LEAVE, FLOOD_WARN, FLOOD_KICK, REFUSED, OTHER = range(10)
 
@@ -294,7 +307,7 @@ class _TextCodec:
         return OTHER, None
 
 
-_CODECS = {"json": _JsonCodec, "text": _TextCodec}
+_CODECS: dict[str, _Codec] = {"json": _JsonCodec(), "text": _TextCodec()}
 
 
 # -- the bots --------------------------------------------------------------------------------------
@@ -619,14 +632,13 @@ class _Run:
                     for bot in active:
                         bot.drain_asked = True
                         self.ask_barrier(bot)
-            if self.phase == "drain":
-                if all(b.drained for b in self.bots if b.alive and b.joined):
-                    self.phase = "quit"
-                    quit_deadline = now + QUIT_TIMEOUT_S
-                    for bot in self.bots:
-                        if bot.alive:
-                            bot.quit_sent = True
-                            self.write(bot, self.codec.quit())
+            if self.phase == "drain" and all(b.drained for b in self.bots if b.alive and b.joined):
+                self.phase = "quit"
+                quit_deadline = now + QUIT_TIMEOUT_S
+                for bot in self.bots:
+                    if bot.alive:
+                        bot.quit_sent = True
+                        self.write(bot, self.codec.quit())
             if self.phase == "quit" and (
                 not any(b.alive for b in self.bots) or now >= quit_deadline
             ):
@@ -657,9 +669,7 @@ class _Run:
         total = max(1, self.config.clients * (self.config.clients - 1) * self.config.messages)
         done = min(1.0, self.received / total)
         bar = "#" * int(done * 30)
-        return (
-            f"\r[{bar:<30}] {self.received}/{total} deliveries  {self.phase:<5} {elapsed:5.1f} s"
-        )
+        return f"\r[{bar:<30}] {self.received}/{total} deliveries  {self.phase:<5} {elapsed:5.1f} s"
 
     # -- the verdict ---------------------------------------------------------------------------
 
@@ -718,7 +728,8 @@ class _Run:
         report.disconnected = dict(gone)
         report.slow_clients_disconnected = dict(
             Counter(
-                self.leave_reasons[b.first_nick] for b in self.slow
+                self.leave_reasons[b.first_nick]
+                for b in self.slow
                 if b.first_nick in self.leave_reasons
             )
         )
@@ -729,9 +740,7 @@ class _Run:
         return report
 
 
-def run_load(
-    config: LoadConfig, progress: Callable[[str], None] | None = None
-) -> LoadReport:
+def run_load(config: LoadConfig, progress: Callable[[str], None] | None = None) -> LoadReport:
     """Runs one load test against a running server; bounded by `config.duration`.
 
     Args:
@@ -782,25 +791,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default=defaults.host)
     parser.add_argument("--port", type=int, default=defaults.port)
-    parser.add_argument("--clients", type=_positive_int, default=defaults.clients,
-                        help="bot clients that send and verify")
-    parser.add_argument("--messages", type=_count, default=defaults.messages,
-                        help="messages each bot sends")
-    parser.add_argument("--rate", type=_rate, default=None,
-                        help="messages per second from all bots together; 0 is flat out (the "
-                        f"server then needs --flood-rate 0). Default: each bot at {BOT_RATE:g}/s "
-                        "(bursts of %d), under the server's default flood control" % BOT_BURST)
-    parser.add_argument("--slow-clients", type=_count, default=0,
-                        help="extra clients that join and then never read (head-of-line "
-                        "blocking)")
-    parser.add_argument("--duration", type=_seconds, default=defaults.duration,
-                        help="the whole run stops after this many seconds, finished or not")
-    parser.add_argument("--join-timeout", type=_seconds, default=defaults.join_timeout,
-                        help="seconds the bots have to join before sending starts")
+    parser.add_argument(
+        "--clients",
+        type=_positive_int,
+        default=defaults.clients,
+        help="bot clients that send and verify",
+    )
+    parser.add_argument(
+        "--messages", type=_count, default=defaults.messages, help="messages each bot sends"
+    )
+    parser.add_argument(
+        "--rate",
+        type=_rate,
+        default=None,
+        help="messages per second from all bots together; 0 is flat out (the "
+        f"server then needs --flood-rate 0). Default: each bot at {BOT_RATE:g}/s "
+        "(bursts of %d), under the server's default flood control" % BOT_BURST,
+    )
+    parser.add_argument(
+        "--slow-clients",
+        type=_count,
+        default=0,
+        help="extra clients that join and then never read (head-of-line blocking)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=_seconds,
+        default=defaults.duration,
+        help="the whole run stops after this many seconds, finished or not",
+    )
+    parser.add_argument(
+        "--join-timeout",
+        type=_seconds,
+        default=defaults.join_timeout,
+        help="seconds the bots have to join before sending starts",
+    )
     parser.add_argument("--protocol", choices=sorted(_CODECS), default=defaults.protocol)
-    parser.add_argument("--nick-clash", action="store_true",
-                        help="bots join in pairs asking for the same nickname; the loser takes "
-                        "its own name. Two winners of one name is a race in the server")
+    parser.add_argument(
+        "--nick-clash",
+        action="store_true",
+        help="bots join in pairs asking for the same nickname; the loser takes "
+        "its own name. Two winners of one name is a race in the server",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 

@@ -83,8 +83,9 @@ def test_the_guide_has_experiments():
 
 
 @pytest.mark.parametrize(
-    "block", BLOCKS, ids=[f"{i}:{' '.join(b[0].line.split()[3:]) or 'default'}"
-                          for i, b in enumerate(BLOCKS)]
+    "block",
+    BLOCKS,
+    ids=[f"{i}:{' '.join(b[0].line.split()[3:]) or 'default'}" for i, b in enumerate(BLOCKS)],
 )
 def test_every_command_of_the_guide_works(block, tmp_path):
     port = str(_free_port())
@@ -103,13 +104,26 @@ def test_every_command_of_the_guide_works(block, tmp_path):
         for command in block[1:]:
             line = command.line.replace("8888", port).replace("PID", str(server.pid))
             if command.background:
-                background.append((command, subprocess.Popen(
-                    ["bash", "-c", line], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                    text=True, env=env,
-                )))
+                background.append(
+                    (
+                        command,
+                        subprocess.Popen(
+                            ["bash", "-c", line],
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT,
+                            text=True,
+                            env=env,
+                        ),
+                    )
+                )
                 continue
-            done = subprocess.run(["bash", "-c", line], capture_output=True, text=True,
-                                  timeout=COMMAND_TIMEOUT_S, env=env)
+            done = subprocess.run(
+                ["bash", "-c", line],
+                capture_output=True,
+                text=True,
+                timeout=COMMAND_TIMEOUT_S,
+                env=env,
+            )
             assert done.returncode in command.exits, (line, done.stdout, done.stderr)
             assert "Traceback" not in done.stderr, done.stderr
         for command, job in background:

@@ -68,8 +68,17 @@ def test_nobody_can_join_a_closed_port_and_the_run_says_so(server):
 
 def test_main_prints_json_and_exits_0(make_server, capsys):
     server = make_server(flood_rate=0)
-    argv = ["--port", str(server.address[1]), "--clients", "5", "--messages", "10",
-            "--rate", "0", "--json"]
+    argv = [
+        "--port",
+        str(server.address[1]),
+        "--clients",
+        "5",
+        "--messages",
+        "10",
+        "--rate",
+        "0",
+        "--json",
+    ]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is True
@@ -78,8 +87,19 @@ def test_main_prints_json_and_exits_0(make_server, capsys):
 
 def test_console_script_runs_as_a_subprocess(make_server):
     server = make_server()
-    command = [sys.executable, "-m", "chat.load", "--port", str(server.address[1]),
-               "--clients", "4", "--messages", "5", "--duration", "20"]
+    command = [
+        sys.executable,
+        "-m",
+        "chat.load",
+        "--port",
+        str(server.address[1]),
+        "--clients",
+        "4",
+        "--messages",
+        "5",
+        "--duration",
+        "20",
+    ]
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     done = subprocess.run(command, capture_output=True, text=True, timeout=30, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
