@@ -92,16 +92,17 @@ def test_the_lock_fixes_it_same_load_zero_violations(demo_server):
 
 
 def test_sending_under_the_lock_makes_everyone_wait_for_a_slow_client(demo_server):
-    config = {"clients": 10, "messages": 40, "slow_clients": 1}
-    default = _load(demo_server(), **config)
-    naive = _load(demo_server(lock_while_sending=True, send_timeout_s=1.0), **config)
+    # Flat out (flood control off) to keep the test short; docs/classroom.md shows it paced.
+    config = {"clients": 10, "messages": 40, "slow_clients": 1, "rate": 0}
+    default = _load(demo_server(flood_rate=0), **config)
+    naive = _load(demo_server(lock_while_sending=True, send_timeout_s=1.0, flood_rate=0), **config)
     assert default.ok, default.format_text()
     assert naive.ok, naive.format_text()
     assert default.latency is not None
     assert naive.latency is not None
     # Compared in the same run, not against absolute times: the naive room stalled for the
     # slow client (then dropped it), the default one never waited.
-    assert naive.latency.p99_ms > 10 * default.latency.p99_ms, (default.latency, naive.latency)
+    assert naive.latency.p99_ms > 5 * default.latency.p99_ms, (default.latency, naive.latency)
     assert naive.slow_clients_disconnected == {"send queue exceeded": 1}
 
 
