@@ -113,3 +113,12 @@ def test_a_full_server_is_reported_as_refusal(make_server):
     assert report.joined == 3
     assert report.join_failures == {"refused: server full": 2}
     assert not report.ok
+
+
+def test_hundreds_of_clients_from_one_process(make_server):
+    server = make_server(flood_rate=0)
+    config = LoadConfig(port=server.address[1], clients=200, messages=3, rate=0, duration=40)
+    report = run_load(config)
+    assert report.joined == 200
+    assert report.deliveries_received == 200 * 199 * 3
+    assert report.ok, report.format_text()
