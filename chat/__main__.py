@@ -148,21 +148,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         register_timeout_s=args.register_timeout,
         idle_timeout_s=args.idle_timeout,
     )
-    try:
-        server.start()
-    except OSError as error:
-        sys.stderr.write(f"chat-server: cannot listen on {args.host}:{args.port}: "
-                         f"{error.strerror or error}\n")
-        return EXIT_USAGE
-
     stop_requested = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:
         logging.getLogger("chat").info("%s received", signal.Signals(signum).name)
         stop_requested.set()
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    # Before start(): a Ctrl-C right after "listening on" must stop the server, not raise
+    # KeyboardInterrupt in the main thread while the accept thread keeps the process alive.
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.start()
+    except OSError as error:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sys.stderr.write(f"chat-server: cannot listen on {args.host}:{args.port}: "
+                         f"{error.strerror or error}\n")
+        return EXIT_USAGE
     stop_requested.wait()
     server.stop()
     return 0
