@@ -158,7 +158,7 @@ class SendUnderLockSession(Session):
         self._broken = False
 
     def deliver(self, event: ev.Event) -> bool:
-        if self._broken or self._reason in (ev.LeaveReason.SENDQ_EXCEEDED,):
+        if self._broken or self._reason == ev.LeaveReason.SENDQ_EXCEEDED:
             return True  # leaving anyway: nothing more to send
         data = self._wire.encode(event, self.nick or "")
         with self._send_lock:
