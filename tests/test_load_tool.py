@@ -122,3 +122,21 @@ def test_hundreds_of_clients_from_one_process(make_server):
     assert report.joined == 200
     assert report.deliveries_received == 200 * 199 * 3
     assert report.ok, report.format_text()
+
+
+def test_an_aggregate_rate_paces_the_whole_run(make_server):
+    server = make_server(flood_rate=0)
+    config = LoadConfig(port=server.address[1], clients=10, messages=10, rate=200, duration=20)
+    report = run_load(config)
+    assert report.ok, report.format_text()
+    # 100 messages at 200/s cannot take less than about half a second (a lower bound only).
+    assert report.elapsed_s >= 0.4
+
+
+def test_progress_is_reported_while_running(server):
+    lines: list[str] = []
+    config = LoadConfig(port=server.address[1], clients=3, messages=12, duration=20)
+    report = run_load(config, progress=lines.append)
+    assert report.ok
+    assert lines
+    assert all(line.startswith("\r[") and "deliveries" in line for line in lines)
