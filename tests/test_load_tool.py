@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -87,10 +88,11 @@ def test_main_prints_json_and_exits_0(make_server, capsys):
 
 def test_console_script_runs_as_a_subprocess(make_server):
     server = make_server()
+    # The installed entry point next to this interpreter (pip install -e .), else the module.
+    script = shutil.which("chat-load", path=os.path.dirname(sys.executable))
+    program = [script] if script else [sys.executable, "-m", "chat.load"]
     command = [
-        sys.executable,
-        "-m",
-        "chat.load",
+        *program,
         "--port",
         str(server.address[1]),
         "--clients",
@@ -100,8 +102,7 @@ def test_console_script_runs_as_a_subprocess(make_server):
         "--duration",
         "20",
     ]
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
-    done = subprocess.run(command, capture_output=True, text=True, timeout=30, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "lost               0" in done.stdout
     assert "result             OK" in done.stdout
