@@ -1,7 +1,8 @@
 """Every command of docs/classroom.md, run as a student would, so the guide cannot rot.
 
-Each `console` block is one experiment: its `chat-server` line is started in the background on
-a free loopback port (it replaces 8888), the other `$ ` lines run in order through bash with a
+Each `console` block is one experiment: its `chat-server` line is started in the background with
+port 0 instead of 8888 (the system picks a free port, read back from the log, so there is no
+race with other programs for a port), the other `$ ` lines run in order through bash with a
 time limit (`PID` becomes the server's process id, a trailing `&` runs a command in the
 background), and at the end the server gets SIGINT, as from Ctrl-C. The exit code of each
 command must be the one the guide announces (`# exits N`, else 0), and the server's audit must
@@ -13,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -61,20 +61,15 @@ def _blocks() -> list[list[Command]]:
 BLOCKS = _blocks()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for(path: Path, text: str, timeout: float) -> str:
+def _wait_for(path: Path, pattern: str, timeout: float) -> re.Match[str]:
+    """Polls the server's log file until `pattern` matches, bounded by `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        log = path.read_text(errors="replace")
-        if text in log:
-            return log
+        match = re.search(pattern, path.read_text(errors="replace"))
+        if match is not None:
+            return match
         time.sleep(0.05)
-    pytest.fail(f"{text!r} not in the server log within {timeout} s:\n{path.read_text()}")
+    pytest.fail(f"{pattern!r} not in the server log within {timeout} s:\n{path.read_text()}")
 
 
 def test_the_guide_has_experiments():
@@ -88,11 +83,10 @@ def test_the_guide_has_experiments():
     ids=[f"{i}:{' '.join(b[0].line.split()[3:]) or 'default'}" for i, b in enumerate(BLOCKS)],
 )
 def test_every_command_of_the_guide_works(block, tmp_path):
-    port = str(_free_port())
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env["PYTHONUNBUFFERED"] = "1"
-    server_command = block[0].line.replace("8888", port)
+    server_command = block[0].line.replace("8888", "0")
     server_log = tmp_path / "server.log"
     with server_log.open("w") as log_file:
         server = subprocess.Popen(
@@ -100,7 +94,7 @@ def test_every_command_of_the_guide_works(block, tmp_path):
         )
     background: list[tuple[Command, subprocess.Popen[str]]] = []
     try:
-        _wait_for(server_log, "listening on", START_TIMEOUT_S)
+        port = _wait_for(server_log, r"listening on \S+:(\d+)\n", START_TIMEOUT_S).group(1)
         for command in block[1:]:
             line = command.line.replace("8888", port).replace("PID", str(server.pid))
             if command.background:
