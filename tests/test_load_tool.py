@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -58,10 +59,13 @@ def test_a_slow_client_does_not_hold_back_the_others(make_server):
     assert report.ok, report.format_text()
 
 
-def test_nobody_can_join_a_closed_port_and_the_run_says_so(server):
-    port = server.address[1]
-    server.stop()
-    report = run_load(LoadConfig(port=port, clients=3, messages=1, duration=5))
+def test_nobody_can_join_a_closed_port_and_the_run_says_so():
+    # A bound socket that does not listen: connections are refused, and no other program can
+    # take the port meanwhile.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        report = run_load(LoadConfig(port=port, clients=3, messages=1, duration=5))
     assert report.joined == 0
     assert list(report.join_failures) == ["cannot connect: ECONNREFUSED"]
     assert not report.ok
