@@ -341,6 +341,7 @@ class _Bot:
         self.closed = False
         self.flood_limited = False
         self.kicked = False
+        self.reset = False
 
     @property
     def alive(self) -> bool:
@@ -428,7 +429,8 @@ class _Run:
             sent = bot.sock.send(bot.outbuf) if bot.outbuf else 0
         except BlockingIOError:
             sent = 0
-        except OSError:
+        except OSError as error:
+            bot.reset = isinstance(error, (ConnectionResetError, BrokenPipeError))
             self.lost_connection(bot)
             return
         del bot.outbuf[:sent]
@@ -472,7 +474,10 @@ class _Run:
             data = bot.sock.recv(RECV_BYTES)
         except BlockingIOError:
             return
-        except OSError:
+        except OSError as error:
+            # A server that closes a socket with unread input sends a reset, and the lines it
+            # sent last (a kick, a goodbye) may be lost with it: say "reset", not "lost".
+            bot.reset = isinstance(error, ConnectionResetError)
             data = b""
         if not data:
             self.lost_connection(bot)
@@ -723,9 +728,15 @@ class _Run:
         gone: Counter[str] = Counter()
         for bot in self.bots:
             if bot.gone is not None:
-                reason = bot.gone or self.leave_reasons.get(bot.nick or "", "connection lost")
+                reason = (
+                    bot.gone
+                    or self.leave_reasons.get(bot.nick or "")
+                    or ("connection reset by the server" if bot.reset else "connection lost")
+                )
                 gone[reason] += 1
+                bot.flood_limited = bot.flood_limited or reason == "kicked for flooding"
         report.disconnected = dict(gone)
+        report.flood_limited = sum(1 for b in self.bots if b.flood_limited)
         report.slow_clients_disconnected = dict(
             Counter(
                 self.leave_reasons[b.first_nick]
