@@ -124,7 +124,9 @@ def test_a_full_server_is_reported_as_refusal(make_server):
 
 def test_hundreds_of_clients_from_one_process(make_server):
     server = make_server(flood_rate=0)
-    config = LoadConfig(port=server.address[1], clients=200, messages=3, rate=0, duration=40)
+    config = LoadConfig(
+        port=server.address[1], clients=200, messages=3, rate=0, duration=40, join_timeout=30
+    )
     report = run_load(config)
     assert report.joined == 200
     assert report.deliveries_received == 200 * 199 * 3
