@@ -43,7 +43,7 @@ class ChatServer:
     per-address counts and `_finished`. It is never held together with the room lock or while
     doing socket I/O, so there is no lock order to get wrong between them. One accept thread
     admits connections; each session runs its own two threads; `stop()` may be called from any
-    thread, more than once.
+    thread, more than once. `audit` has its own leaf lock; any thread may record into it.
     """
 
     def __init__(
