@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 
+from chat import demo
 from chat.room import DEFAULT_ROOM
-from chat.server import DEFAULT_MAX_CLIENTS, DEFAULT_MAX_PER_ADDRESS, DEFAULT_PORT, ChatServer
+from chat.server import DEFAULT_MAX_CLIENTS, DEFAULT_MAX_PER_ADDRESS, DEFAULT_PORT
 from chat.session import SessionConfig
 
 EXIT_USAGE = 2
@@ -147,6 +150,33 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log detail",
     )
+    demos = parser.add_argument_group("classroom demos (docs/classroom.md), never for real users")
+    demos.add_argument(
+        "--unsafe-registry",
+        action="store_true",
+        help="run the room's registry without its lock, with a race window",
+    )
+    demos.add_argument(
+        "--race-window-ms",
+        type=float,
+        default=demo.DEFAULT_RACE_WINDOW_S * 1000,
+        help="pause between check and act with --unsafe-registry",
+    )
+    demos.add_argument(
+        "--lock-while-sending",
+        action="store_true",
+        help="send to every client while holding the room lock (naive design)",
+    )
+    demos.add_argument(
+        "--send-timeout",
+        type=_seconds_or_off,
+        default=demo.DEFAULT_SEND_TIMEOUT_S,
+        help="with --lock-while-sending: drop a client whose send blocks this "
+        "long (0: wait forever)",
+    )
+    demos.add_argument(
+        "--one-at-a-time", action="store_true", help="serve one client at a time; the others wait"
+    )
     return parser
 
 
@@ -157,9 +187,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    server = ChatServer(
+    options = demo.DemoOptions(
+        unsafe_registry=args.unsafe_registry,
+        race_window_s=args.race_window_ms / 1000,
+        lock_while_sending=args.lock_while_sending,
+        send_timeout_s=args.send_timeout,
+        one_at_a_time=args.one_at_a_time,
+    )
+    for line in demo.banner(options):
+        logging.getLogger("chat").warning("%s", line)
+    if options.unsafe_registry:
+        demo.shorten_switch_interval()
+    # `kill -USR1 PID` prints every thread's stack: look inside a server that seems stuck.
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+    server = demo.make_server(
         args.host,
         args.port,
+        options,
         max_clients=args.max_clients,
         max_per_address=args.max_per_address,
         limit_loopback=args.limit_loopback,
@@ -173,22 +218,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         server_name=args.server_name,
         password=args.password,
     )
-    try:
-        server.start()
-    except OSError as error:
-        sys.stderr.write(
-            f"chat-server: cannot listen on {args.host}:{args.port}: {error.strerror or error}\n"
-        )
-        return EXIT_USAGE
-
     stop_requested = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:
         logging.getLogger("chat").info("%s received", signal.Signals(signum).name)
         stop_requested.set()
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    # Before start(): a Ctrl-C right after "listening on" must stop the server, not raise
+    # KeyboardInterrupt in the main thread while the accept thread keeps the process alive.
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.start()
+    except OSError as error:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sys.stderr.write(
+            f"chat-server: cannot listen on {args.host}:{args.port}: {error.strerror or error}\n"
+        )
+        return EXIT_USAGE
+    if hasattr(signal, "SIGUSR1"):
+        logging.getLogger("chat").info(
+            "pid %d: `kill -USR1 %d` prints every thread's stack", os.getpid(), os.getpid()
+        )
     stop_requested.wait()
     server.stop()
     return 0

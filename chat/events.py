@@ -152,6 +152,7 @@ class LeaveReason:
     LINE_TOO_LONG = "line too long"
     PING_TIMEOUT = "ping timeout"
     BAD_PASSWORD = "bad password"
+    SERVER_ERROR = "server error"  # a bug (or the --unsafe-registry demo) crashed its thread
 
 
 def _wire_cache() -> dict[str, bytes]:

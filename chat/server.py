@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from types import TracebackType
 
+from chat.audit import Audit
 from chat.irc import IrcSession
 from chat.room import DEFAULT_ROOM, Hub
 from chat.session import Session, SessionConfig
@@ -43,7 +44,7 @@ class ChatServer:
     per-address counts and `_finished`. It is never held together with the hub lock or while
     doing socket I/O, so there is no lock order to get wrong between them. One accept thread
     admits connections; each session runs its own two threads; `stop()` may be called from any
-    thread, more than once.
+    thread, more than once. `audit` has its own leaf lock; any thread may record into it.
     """
 
     def __init__(
@@ -65,8 +66,15 @@ class ChatServer:
         password: str | None = None,
         irc_ping_s: float = SessionConfig.irc_ping_s,
         irc_timeout_s: float = SessionConfig.irc_timeout_s,
+        hub: Hub | None = None,
+        session_class: type[Session] = Session,
+        audit: Audit | None = None,
     ) -> None:
-        self.hub = Hub(room_name)
+        # hub, session_class and audit are for tests and the classroom demos (chat/demo.py);
+        # session_class serves the text/JSON port, IRC clients always get an IrcSession.
+        self.hub = hub if hub is not None else Hub(room_name)
+        self.audit = audit if audit is not None else Audit()
+        self._session_class = session_class
         self._host = host
         self._port = port
         self._irc_port = irc_port
@@ -163,7 +171,16 @@ class ChatServer:
         self._reap()
         os.close(self._wake_r)
         os.close(self._wake_w)
+        self._audit_registry()
         log.info("stopped")
+
+    def _audit_registry(self) -> None:
+        """Every session has left: the room must be empty and consistent. Logs the audit."""
+        for problem in self.hub.check_invariants():
+            self.audit.record("registry", problem)
+        for nick in self.hub.nicks():
+            self.audit.record("ghost", f"{nick!r} is still in the room after every client left")
+        (log.warning if self.audit.total else log.info)("%s", self.audit.summary())
 
     def __enter__(self) -> ChatServer:
         return self.start()
@@ -188,7 +205,7 @@ class ChatServer:
         assert self._listener is not None
         listener = self._listener
         with selectors.DefaultSelector() as selector:
-            selector.register(listener, selectors.EVENT_READ, Session)
+            selector.register(listener, selectors.EVENT_READ, self._session_class)
             if self._irc_listener is not None:
                 selector.register(self._irc_listener, selectors.EVENT_READ, IrcSession)
             selector.register(self._wake_r, selectors.EVENT_READ)
@@ -236,6 +253,8 @@ class ChatServer:
 
     def _on_session_exit(self, session: Session) -> None:
         """Called by a session's reader thread as its very last act."""
+        for crash in session.crashes:
+            self.audit.record("crashed operation", f"{session!r}: {crash}")
         with self._lock:
             self._sessions.discard(session)
             self._per_address[session.address[0]] -= 1

@@ -104,6 +104,9 @@ class Session:
         self._reason_lock = threading.Lock()
         self._sock_lock = threading.Lock()
         self._sock_closed = False
+        # Unexpected exceptions this session's reader survived (a bug, or the unsafe demo);
+        # read by the server's audit after the reader has ended.
+        self.crashes: list[str] = []
         peer = f"{address[0]}:{address[1]}"
         self.reader = threading.Thread(target=self._read_loop, name=f"reader {peer}")
         self.writer = threading.Thread(target=self._write_loop, name=f"writer {peer}")
@@ -181,6 +184,8 @@ class Session:
             self._reply_error(error)
         except OSError:
             self._set_reason(ev.LeaveReason.CONNECTION_LOST)
+        except Exception as error:  # a bug must cost one connection, never the reader thread
+            self._crashed(error)
         finally:
             self._finish()
 
@@ -200,7 +205,10 @@ class Session:
 
     def _finish(self) -> None:
         reason = self._reason or ev.LeaveReason.CONNECTION_LOST
-        self._hub.leave(self, reason, self._quit_message)
+        try:
+            self._hub.leave(self, reason, self._quit_message)
+        except Exception as error:
+            self._crashed(error)
         self._outbox.close()
         self.writer.join(FLUSH_TIMEOUT_S)
         if self.writer.is_alive():  # the peer is not reading: stop waiting for it
@@ -448,6 +456,11 @@ class Session:
                 return
             with contextlib.suppress(OSError):  # already disconnected
                 self._sock.shutdown(socket.SHUT_RDWR)
+
+    def _crashed(self, error: Exception) -> None:
+        log.error("%s: unexpected %r", self._label(), error, exc_info=error)
+        self.crashes.append(repr(error))
+        self._set_reason(ev.LeaveReason.SERVER_ERROR)
 
     def _label(self) -> str:
         return f"{self.address[0]}:{self.address[1]} {self.nick or '-'}"
