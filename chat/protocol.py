@@ -1,0 +1,147 @@
+"""Pure protocol pieces shared by every wire format: limits, line framing, text hygiene, nicknames.
+
+Nothing here touches a socket, a thread or a clock, so every rule can be tested with plain calls
+(feed bytes whole, one byte at a time, with trailing garbage) and reused by any front-end.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# A line may carry 2 KiB of text in any script (up to 4 bytes a character in UTF-8 would be 8 KiB
+# in the worst case, but 2 KiB of typical text plus JSON escaping fits well in 4 KiB).
+MAX_LINE_BYTES = 4096
+# Past this many bytes without a newline the peer is not a chat client: drop it. Until then an
+# over-long line is discarded piece by piece, so memory per connection stays at MAX_LINE_BYTES.
+MAX_DISCARD_BYTES = 64 * 1024
+
+NICK_MAX_CHARS = 16
+# The IRC nickname rule (RFC 2812 section 2.3.1), so that every front-end shares one namespace.
+_NICK_RE = re.compile(r"[A-Za-z\[\]\\^_`{|}][A-Za-z0-9\[\]\\^_`{|}-]*\Z")
+NICK_RULE = "1-16 letters, digits or _-[]\\^{}|` not starting with a digit or -"
+
+
+class ProtocolError(Exception):
+    """A peer broke a rule; `code` is the machine-readable error code of docs/protocol.md."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class LineTooLong(ProtocolError):
+    def __init__(self) -> None:
+        super().__init__("line_too_long", f"line too long (max {MAX_LINE_BYTES} bytes), dropped")
+
+
+@dataclass(frozen=True)
+class Line:
+    """One complete line from the peer, or the marker of one that was too long and dropped."""
+
+    data: bytes
+    too_long: bool = False
+
+
+class LineDecoder:
+    """Splits a byte stream into lines of at most `max_line` bytes.
+
+    `feed()` returns the complete lines, without the `\\n` or `\\r\\n`. An over-long line comes
+    back once as `Line(b"", too_long=True)` and the rest of it, up to its newline, is skipped.
+    A line longer than `max_discard` raises `ProtocolError`: the caller disconnects.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE_BYTES, max_discard: int = MAX_DISCARD_BYTES):
+        self._max_line = max_line
+        self._max_discard = max_discard
+        self._buffer = bytearray()
+        self._discarding = False
+        self._discarded = 0
+
+    def feed(self, data: bytes) -> list[Line]:
+        lines: list[Line] = []
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            if end < 0:
+                self._keep(data[start:], lines)
+                return lines
+            piece = data[start:end]
+            start = end + 1
+            if self._discarding:
+                self._discarding = False
+                self._discarded = 0
+                continue
+            if len(self._buffer) + len(piece) > self._max_line + 1:  # +1: a '\r' may follow
+                self._buffer.clear()
+                lines.append(Line(b"", too_long=True))
+                continue
+            self._buffer += piece
+            line = bytes(self._buffer)
+            self._buffer.clear()
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if len(line) > self._max_line:
+                lines.append(Line(b"", too_long=True))
+            else:
+                lines.append(Line(line))
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an unfinished line held in memory."""
+        return len(self._buffer)
+
+    def _keep(self, tail: bytes, lines: list[Line]) -> None:
+        if self._discarding:
+            self._discarded += len(tail)
+        elif len(self._buffer) + len(tail) > self._max_line + 1:
+            self._discarded = len(self._buffer) + len(tail)
+            self._buffer.clear()
+            self._discarding = True
+            lines.append(Line(b"", too_long=True))
+        else:
+            self._buffer += tail
+        if self._discarding and self._discarded > self._max_discard:
+            raise ProtocolError("line_too_long", "line too long, no newline in sight")
+
+
+# Terminal escape sequences are removed whole, so that no "[31m" debris is left behind:
+# CSI (ESC [ ... final), OSC / DCS / APC / PM / SOS strings (ended by BEL or ST), two-byte escapes,
+# and their 8-bit C1 forms.
+_ESCAPE_SEQUENCE_RE = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[ -~]?"
+)
+# What remains that a terminal or a bidi-aware renderer would act on: C0 (but tab), DEL, C1, and
+# the Unicode bidi embedding / override / isolate / mark characters that can reorder a line.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean_text(raw: str) -> str:
+    """Returns `raw` safe to show on any terminal: no escape sequences, controls or bidi tricks."""
+    text = _ESCAPE_SEQUENCE_RE.sub("", raw)
+    text = _CONTROL_RE.sub("", text)
+    return text.replace("\t", " ")
+
+
+def decode_text(data: bytes) -> str:
+    """Bytes from the wire as clean text; invalid UTF-8 becomes U+FFFD instead of an error."""
+    return clean_text(data.decode("utf-8", errors="replace"))
+
+
+def nick_error(nick: str) -> str | None:
+    """Why `nick` is not a valid nickname, or None when it is."""
+    if not nick:
+        return "a nickname cannot be empty"
+    if len(nick) > NICK_MAX_CHARS:
+        return f"nickname too long (max {NICK_MAX_CHARS})"
+    if not _NICK_RE.match(nick):
+        return f"invalid nickname {nick!r}: use {NICK_RULE}"
+    return None
+
+
+def nick_key(nick: str) -> str:
+    """The form in which nicknames are compared: ASCII case does not make a new name."""
+    return nick.lower()

@@ -1,0 +1,239 @@
+"""ChatServer: the listening socket, the accept loop, admission, and the server's lifecycle.
+
+Usable in-process (tests, embedding) as well as from `chat-server`:
+
+    with ChatServer("127.0.0.1", port=0) as server:
+        host, port = server.address
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import selectors
+import socket
+import threading
+import time
+from collections import Counter
+from types import TracebackType
+
+from chat.room import DEFAULT_ROOM, Room
+from chat.session import Session, SessionConfig
+
+log = logging.getLogger("chat.server")
+
+DEFAULT_PORT = 8888
+# Two threads per client: 500 clients are 1000 threads, which a laptop handles; beyond that the
+# thread-per-client design is the wrong tool and admission says "server full" instead.
+DEFAULT_MAX_CLIENTS = 500
+# Enough for a family behind one NAT; a script opening hundreds of sockets is stopped.
+DEFAULT_MAX_PER_ADDRESS = 20
+# SIGTERM to exit must fit in 2 s: flush goodbyes for at most this long, then cut.
+SHUTDOWN_FLUSH_S = 1.0
+SERVER_FULL = b"! server full, try again later\n"
+TOO_MANY = b"! too many connections from your address\n"
+
+
+class ChatServer:
+    """A chat server on one TCP port, with one room.
+
+    Thread safety: `_lock` guards `_sessions` (every live connection, registered or not), the
+    per-address counts and `_finished`. It is never held together with the room lock or while
+    doing socket I/O, so there is no lock order to get wrong between them. One accept thread
+    admits connections; each session runs its own two threads; `stop()` may be called from any
+    thread, more than once.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        max_clients: int = DEFAULT_MAX_CLIENTS,
+        max_per_address: int = DEFAULT_MAX_PER_ADDRESS,
+        limit_loopback: bool = False,
+        room_name: str = DEFAULT_ROOM,
+        sendq_bytes: int = SessionConfig.sendq_bytes,
+        flood_rate: float = SessionConfig.flood_rate,
+        flood_burst: int = SessionConfig.flood_burst,
+        register_timeout_s: float | None = SessionConfig.register_timeout_s,
+        idle_timeout_s: float | None = SessionConfig.idle_timeout_s,
+    ) -> None:
+        self.room = Room(room_name)
+        self._host = host
+        self._port = port
+        self._max_clients = max_clients
+        self._max_per_address = max_per_address
+        self._limit_loopback = limit_loopback
+        self._config = SessionConfig(
+            sendq_bytes=sendq_bytes,
+            flood_rate=flood_rate,
+            flood_burst=flood_burst,
+            register_timeout_s=register_timeout_s,
+            idle_timeout_s=idle_timeout_s,
+        )
+        self._lock = threading.Lock()
+        self._sessions: set[Session] = set()
+        self._per_address: Counter[str] = Counter()
+        self._finished: list[Session] = []
+        self._all_gone = threading.Condition(self._lock)
+        self._listener: socket.socket | None = None
+        self._accept_thread: threading.Thread | None = None
+        self._wake_r = self._wake_w = -1  # a pipe that wakes the accept loop for stop()
+        self._stopping = threading.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> ChatServer:
+        """Binds and starts accepting; raises OSError if the address is in use."""
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self._host, self._port))
+            listener.listen(128)
+        except OSError:
+            listener.close()
+            raise
+        self._listener = listener
+        self._wake_r, self._wake_w = os.pipe()
+        self._accept_thread = threading.Thread(target=self._accept_loop, name="accept")
+        self._accept_thread.start()
+        host, port = self.address
+        log.info("listening on %s:%d", host, port)
+        return self
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port); with port=0 this is where the OS put us."""
+        assert self._listener is not None, "start() first"
+        host, port = self._listener.getsockname()[:2]
+        return host, port
+
+    def stop(self) -> None:
+        """Tells every client goodbye, flushes for at most SHUTDOWN_FLUSH_S, joins every thread."""
+        if self._accept_thread is None or self._stopping.is_set():
+            return  # never started, or stopped already
+        self._stopping.set()
+        os.write(self._wake_w, b"x")
+        self._accept_thread.join()
+        with self._lock:
+            sessions = list(self._sessions)
+        log.info("shutting down, %d client(s) connected", len(sessions))
+        for session in sessions:
+            session.shut_down()
+        deadline = time.monotonic() + SHUTDOWN_FLUSH_S
+        with self._lock:
+            while self._sessions and (left := deadline - time.monotonic()) > 0:
+                self._all_gone.wait(left)
+            stuck = list(self._sessions)
+        for session in stuck:  # not reading their goodbye: cut them off
+            session.drop("server shutting down")
+        for session in sessions:
+            session.reader.join()
+        self._reap()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        log.info("stopped")
+
+    def __enter__(self) -> ChatServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def client_count(self) -> int:
+        """Live connections, registered or not."""
+        with self._lock:
+            return len(self._sessions)
+
+    # -- the accept thread ---------------------------------------------------------------------
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        listener = self._listener
+        with selectors.DefaultSelector() as selector:
+            selector.register(listener, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stopping.is_set():
+                for key, _ in selector.select():
+                    if key.fileobj is listener:
+                        self._accept_one(listener)
+                self._reap()
+        listener.close()
+
+    def _accept_one(self, listener: socket.socket) -> None:
+        try:
+            sock, address = listener.accept()
+        except OSError as error:  # e.g. EMFILE: log and keep serving the others
+            log.warning("accept failed: %s", error)
+            return
+        peer = f"{address[0]}:{address[1]}"
+        refusal = self._admit(sock, address)
+        if refusal is not None:
+            log.warning("%s refused (%s)", peer, refusal.decode().strip("! \n"))
+            _refuse(sock, refusal)
+            return
+        log.info("%s connected", peer)
+
+    def _admit(self, sock: socket.socket, address: tuple[str, int]) -> bytes | None:
+        """Registers a session for `sock` and starts it, or says why not."""
+        ip = address[0]
+        limit_this = self._limit_loopback or not ipaddress.ip_address(ip).is_loopback
+        _tune(sock)
+        with self._lock:
+            if len(self._sessions) >= self._max_clients:
+                return SERVER_FULL
+            if limit_this and self._per_address[ip] >= self._max_per_address:
+                return TOO_MANY
+            session = Session(sock, address, self.room, self._config, self._on_session_exit)
+            self._sessions.add(session)
+            self._per_address[ip] += 1
+        session.start()
+        return None
+
+    def _on_session_exit(self, session: Session) -> None:
+        """Called by a session's reader thread as its very last act."""
+        with self._lock:
+            self._sessions.discard(session)
+            self._per_address[session.address[0]] -= 1
+            if self._per_address[session.address[0]] <= 0:
+                del self._per_address[session.address[0]]
+            self._finished.append(session)
+            self._all_gone.notify_all()
+
+    def _reap(self) -> None:
+        """Joins the threads of sessions that have ended, so none is ever left behind."""
+        with self._lock:
+            finished, self._finished = self._finished, []
+        for session in finished:
+            session.reader.join()
+
+
+def _tune(sock: socket.socket) -> None:
+    """Low latency and dead-peer detection for a client socket."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    # Linux: probe after 60 s of silence, every 15 s, give up after 4 misses (about 2 minutes).
+    for option, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 4)):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+def _refuse(sock: socket.socket, line: bytes) -> None:
+    """Sends one error line without ever blocking the accept loop, then closes."""
+    try:
+        sock.setblocking(False)
+        sock.send(line)
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()

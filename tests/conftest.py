@@ -1,0 +1,46 @@
+"""Fixtures: a real in-process server on a loopback port, and a check that no thread leaks."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from chat.server import ChatServer
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left_behind() -> Iterator[None]:
+    """Every test must end with the threads it started gone (the server joins all of its)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        extra = [t for t in threading.enumerate() if t not in before and not t.daemon]
+        if not extra or time.monotonic() > deadline:
+            break
+        extra[0].join(0.1)
+    assert not extra, f"threads left behind: {extra}"
+
+
+@pytest.fixture
+def make_server() -> Iterator[Any]:
+    """Starts servers with the given options on 127.0.0.1, port 0; stops them after the test."""
+    servers: list[ChatServer] = []
+
+    def start(**options: Any) -> ChatServer:
+        server = ChatServer("127.0.0.1", 0, **options).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server: Any) -> ChatServer:
+    return make_server()  # type: ignore[no-any-return]

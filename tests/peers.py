@@ -1,0 +1,119 @@
+"""Test peers: real sockets that speak the wire protocols the way nc or a program would."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Any
+
+TIMEOUT_S = 5.0
+
+
+class Peer:
+    """A raw line-oriented client on a real socket; every read is bounded by a timeout."""
+
+    def __init__(self, address: tuple[str, int], timeout: float = TIMEOUT_S) -> None:
+        self.sock = socket.create_connection(address, timeout=timeout)
+        self.timeout = timeout
+        self._buffer = b""
+        self.eof = False
+
+    def send(self, data: str | bytes) -> None:
+        self.sock.sendall(data.encode() if isinstance(data, str) else data)
+
+    def line(self, timeout: float | None = None) -> str:
+        """The next line, without its newline; raises TimeoutError or EOFError."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no line; have {self._buffer!r}")
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except (ConnectionResetError, BrokenPipeError):
+                chunk = b""
+            if not chunk:
+                self.eof = True
+                raise EOFError(f"connection closed; have {self._buffer!r}")
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode("utf-8")
+
+    def expect(self, prefix: str, timeout: float | None = None) -> str:
+        """Reads lines until one starts with `prefix`; returns it."""
+        seen = []
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            try:
+                line = self.line(max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                raise TimeoutError(f"no line starting {prefix!r}; saw {seen!r}") from None
+            if line.startswith(prefix):
+                return line
+            seen.append(line)
+
+    def until_closed(self, timeout: float | None = None) -> list[str]:
+        """All lines up to the server closing the connection."""
+        lines = []
+        while True:
+            try:
+                lines.append(self.line(timeout))
+            except EOFError:
+                return lines
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class TextPeer(Peer):
+    """A person on nc: reads the greeting, picks a nickname."""
+
+    def __init__(self, address: tuple[str, int], nick: str | None = None, **kw: Any) -> None:
+        super().__init__(address, **kw)
+        self.greeting = [self.line(), self.line()]
+        self.nick = nick
+        if nick is not None:
+            self.send(f"{nick}\n")
+            self.welcome = self.expect("* Hello ")
+            self.expect(f"*** {nick} joined")
+
+
+class JsonPeer(Peer):
+    """A program speaking JSON Lines."""
+
+    def __init__(self, address: tuple[str, int], nick: str | None = None, **kw: Any) -> None:
+        super().__init__(address, **kw)
+        self.nick = nick
+        if nick is not None:
+            self.send_json({"type": "hello", "version": 1, "nick": nick})
+            self.welcome = self.expect_type("welcome")
+            self.expect_type("join")
+
+    def send_json(self, obj: dict[str, Any]) -> None:
+        self.send(json.dumps(obj) + "\n")
+
+    def event(self, timeout: float | None = None) -> dict[str, Any]:
+        """The next JSON object, skipping the text greeting sent before the mode was known."""
+        while True:
+            line = self.line(timeout)
+            if line.startswith("{"):
+                return json.loads(line)  # type: ignore[no-any-return]
+
+    def expect_type(self, kind: str, timeout: float | None = None) -> dict[str, Any]:
+        seen = []
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            event = self.event(max(0.01, deadline - time.monotonic()))
+            if event["type"] == kind:
+                return event
+            seen.append(event)
+
+    def sync(self, token: Any = "sync") -> list[dict[str, Any]]:
+        """Sends a ping and returns the events that arrived before its pong."""
+        self.send_json({"type": "ping", "token": token})
+        events = []
+        while (event := self.event())["type"] != "pong" or event["token"] != token:
+            events.append(event)
+        return events
