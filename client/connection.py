@@ -49,6 +49,9 @@ KEEPALIVE_S = 60.0
 # Lines typed while disconnected are kept up to this many; beyond that `offer()` refuses, so a
 # long outage cannot make the client replay a wall of text.
 MAX_QUEUED_LINES = 100
+# The reconnect delay starts again from BACKOFF_INITIAL_S only after a link lasted this long, so a
+# server that accepts and then drops us at once is not hammered in a tight loop.
+STABLE_LINK_S = 10.0
 QUIT_TIMEOUT_S = 2.0  # how long /quit waits for the server to acknowledge by closing
 RECV_BYTES = 65536
 # The server drops lines beyond 10/s sustained with bursts of 20 and kicks a client that keeps on
@@ -335,7 +338,10 @@ class Connection:
         self._notify(Received(self._first_welcome, self._status))
         attempt = 0
         while True:
+            started = time.monotonic()
             reason = self._serve(link)
+            if time.monotonic() - started >= STABLE_LINK_S:
+                attempt = 0
             with self._lock:
                 if self._closing:
                     return
@@ -359,14 +365,18 @@ class Connection:
                     text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                     self._notify(Notice(f"reconnect failed: {text}"))
                     continue
-                attempt = 0
                 with self._lock:
                     resend = self._queued_locked()
                     status = self._status = self._status.apply(welcome)
-                self._notify(Notice(f"reconnected to {status.address}"))
+                self._notify(
+                    Notice(
+                        f"reconnected to {status.address} as {status.nick},"
+                        f" {len(status.users)} online"
+                    )
+                )
                 if resend:
                     self._notify(Notice(f"sending {resend} queued line(s)"))
-                self._notify(Received(welcome, status))
+                self._notify(StatusChanged(status))
                 break
 
     def _serve(self, link: _Link) -> str:

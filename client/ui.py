@@ -174,6 +174,9 @@ class ChatUI:
             key_bindings=_key_bindings(),
             style=STYLE,
             reserve_space_for_menu=4,
+            # The accepted line is erased: what was sent is shown as `<alice> text` (with its
+            # time stamp), as in irssi, instead of twice.
+            erase_when_done=True,
             input=input,
             output=output,
         )
@@ -389,4 +392,5 @@ class ChatUI:
                     [own_message_line(self.status.nick, message["text"], now, queued=not connected)]
                 )
             elif not connected:
-                self._say(f"queued until reconnected: /{kind} {message.get('text', '')}")
+                command = {"action": "/me", "private": f"/msg {message.get('to')}"}[kind]
+                self._say(f"queued until reconnected: {command} {message.get('text', '')}")
