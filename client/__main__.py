@@ -12,6 +12,16 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8888
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text}")
+    return port
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chat-client",
@@ -20,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("nick", help="your nickname (1-16 letters, digits or _-[]\\^{}|`)")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"server (default {DEFAULT_HOST})")
     parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
+        "--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
     )
     parser.add_argument(
         "--history-file",

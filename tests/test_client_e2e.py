@@ -155,6 +155,9 @@ def test_two_clients_talk_through_a_real_server(
     alice.type("b\t")  # nick completion: "bob: "
     alice.type("yes!\r")
     bob.wait_for("<alice> bob: yes!")
+    bob.type("long " * 40 + "end\r")  # 200 characters: wraps, the layout holds
+    alice.wait_for(r"<bob> long long")
+    alice.wait_for(r"long end\n(.*\n)*.*│ connected │ alice │ 2 online")  # the bar stays below
     alice.type("/me waves\r")
     bob.wait_for(r"\* alice waves")
     alice.type("/quit off to lunch\r")
