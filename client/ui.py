@@ -163,6 +163,7 @@ class ChatUI:
         self._transcript: deque[Line] = deque(maxlen=MAX_TRANSCRIPT_LINES)
         self._transcript_changed = threading.Condition()
         self.bells = 0
+        self._quitting = False
         history, self._history_warning = open_history(history_path)
         self.session: PromptSession[str] = PromptSession(
             message=self._prompt,
@@ -296,11 +297,13 @@ class ChatUI:
             if self._history_warning:
                 self._say(self._history_warning, error=True)
             reason = ""
-            while True:
+            while not self._quitting:
                 try:
                     self._active_app = self.session.app
                     text = await self.session.prompt_async()
                 except (EOFError, KeyboardInterrupt):
+                    break
+                if self._quitting:
                     break
                 outcome = await self.handle_input(text)
                 if isinstance(outcome, Quit):
@@ -316,6 +319,17 @@ class ChatUI:
         """Run on a new event loop in this thread."""
         return asyncio.run(self.run_async())
 
+    def request_quit(self) -> None:
+        """Leave as if Ctrl-D was pressed. Thread-safe."""
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._quit_now)
+
+    def _quit_now(self) -> None:
+        self._quitting = True
+        if self._active_app.is_running:
+            self._active_app.exit(exception=EOFError())
+
     @contextlib.contextmanager
     def _terminate_on_sigterm(self, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
         """SIGTERM leaves like Ctrl-D (tell the server, restore the terminal)."""
@@ -323,11 +337,7 @@ class ChatUI:
             yield
             return
 
-        def on_sigterm() -> None:
-            if self._active_app.is_running:
-                self._active_app.exit(exception=EOFError())
-
-        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        loop.add_signal_handler(signal.SIGTERM, self._quit_now)
         try:
             yield
         finally:

@@ -13,6 +13,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -307,3 +308,16 @@ def test_piped_with_a_taken_nick_fails_clearly(chat_server: ChatServer, tmp_path
     holder.close()
     assert result.returncode == 1
     assert result.stderr == "chat-client: the server refused 'bob': nickname bob is taken\n"
+
+
+def test_sigterm_leaves_cleanly(
+    server_port: int, terminals: list[Terminal], tmp_path: Path
+) -> None:
+    bob = JsonPeer(("127.0.0.1", server_port), "bob")
+    alice = start_client(terminals, tmp_path, "alice", server_port)
+    alice.wait_for(r"│ connected │ alice │ 2 online")
+    alice.type("half-typed")
+    alice.child.kill(signal.SIGTERM)
+    assert alice.exit_code() == 0
+    leave = bob.expect_type("leave")
+    assert (leave["nick"], leave["reason"]) == ("alice", "quit")

@@ -94,7 +94,7 @@ def running_ui(
             yield running
         finally:
             if running.thread.is_alive():
-                pipe.send_text(CTRL_C)
+                ui.request_quit()
             running.finish()
             connection.close()
 
@@ -166,10 +166,14 @@ def test_history_up_and_kept_in_the_data_dir(chat_server: ChatServer, history: P
         alice.wait_for_buffer("first")
         alice.type("\r")
         assert bob.expect_type("message")["text"] == "first"
+        alice.type("\x12sec\r")  # Ctrl-R: reverse search; Enter takes the match
+        alice.wait_for_buffer("second")
+        alice.type("\r")
+        assert bob.expect_type("message")["text"] == "second"
         alice.type("/quit\r")
         assert alice.finish() == 0
     kept = list(FileHistory(str(history)).load_history_strings())  # newest first
-    assert kept == ["/quit", "first", "second", "first"]
+    assert kept == ["/quit", "second", "first", "second", "first"]
     assert history.stat().st_mode & 0o077 == 0  # private messages are in it
 
 
