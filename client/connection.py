@@ -383,6 +383,9 @@ class Connection:
         """Read events until the link breaks; return why it broke."""
         sock = link.sock
         with self._cv:
+            if self._closing:  # quit while we were reconnecting: do not come back
+                sock.close()
+                return "closed"
             self._sock = sock
             self._cv.notify_all()  # the writer may send what waited
         reason = "closed"

@@ -182,7 +182,7 @@ class ChatUI:
             output=output,
         )
         self._confirm_session: PromptSession[str] = PromptSession(
-            style=STYLE, input=input, output=output
+            style=STYLE, erase_when_done=True, input=input, output=output
         )
         self._active_app: Application[str] = self.session.app
 
