@@ -65,33 +65,69 @@ def build_parser() -> argparse.ArgumentParser:
         description="A multi-client chat server. Join with `nc HOST PORT`, telnet or chat-client.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on; 0.0.0.0 (or ::) to let the LAN in")
-    parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
-                        help="TCP port (0 picks a free one)")
-    parser.add_argument("--max-clients", type=_positive_int, default=DEFAULT_MAX_CLIENTS,
-                        help="connections served at once (each has two threads); "
-                             "more are told 'server full'")
-    parser.add_argument("--max-per-address", type=_positive_int, default=DEFAULT_MAX_PER_ADDRESS,
-                        help="connections from one IP address (loopback is exempt)")
-    parser.add_argument("--limit-loopback", action="store_true",
-                        help="apply --max-per-address to loopback too")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; 0.0.0.0 (or ::) to let the LAN in",
+    )
+    parser.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help="TCP port (0 picks a free one)"
+    )
+    parser.add_argument(
+        "--max-clients",
+        type=_positive_int,
+        default=DEFAULT_MAX_CLIENTS,
+        help="connections served at once (each has two threads); more are told 'server full'",
+    )
+    parser.add_argument(
+        "--max-per-address",
+        type=_positive_int,
+        default=DEFAULT_MAX_PER_ADDRESS,
+        help="connections from one IP address (loopback is exempt)",
+    )
+    parser.add_argument(
+        "--limit-loopback", action="store_true", help="apply --max-per-address to loopback too"
+    )
     parser.add_argument("--room", default=DEFAULT_ROOM, help="name of the room")
-    parser.add_argument("--sendq-bytes", type=_positive_int, default=defaults.sendq_bytes,
-                        help="output that may wait for one client before it is disconnected "
-                             "('send queue exceeded')")
-    parser.add_argument("--flood-rate", type=_rate, default=defaults.flood_rate,
-                        help="lines per second a client may send on average; 0 turns flood "
-                             "control off")
-    parser.add_argument("--flood-burst", type=_positive_int, default=defaults.flood_burst,
-                        help="lines a client may send at once")
-    parser.add_argument("--register-timeout", type=_seconds_or_off,
-                        default=defaults.register_timeout_s,
-                        help="seconds a new connection has to choose a nickname (0: no limit)")
-    parser.add_argument("--idle-timeout", type=_seconds_or_off, default=0,
-                        help="disconnect clients silent for this many seconds (0: never)")
-    parser.add_argument("--log-level", default="INFO", type=str.upper,
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log detail")
+    parser.add_argument(
+        "--sendq-bytes",
+        type=_positive_int,
+        default=defaults.sendq_bytes,
+        help="output that may wait for one client before it is disconnected "
+        "('send queue exceeded')",
+    )
+    parser.add_argument(
+        "--flood-rate",
+        type=_rate,
+        default=defaults.flood_rate,
+        help="lines per second a client may send on average; 0 turns flood control off",
+    )
+    parser.add_argument(
+        "--flood-burst",
+        type=_positive_int,
+        default=defaults.flood_burst,
+        help="lines a client may send at once",
+    )
+    parser.add_argument(
+        "--register-timeout",
+        type=_seconds_or_off,
+        default=defaults.register_timeout_s,
+        help="seconds a new connection has to choose a nickname (0: no limit)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=_seconds_or_off,
+        default=None,
+        help="disconnect clients silent for this many seconds (0 or None: "
+        "never; TCP keepalive still finds dead peers)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log detail",
+    )
     return parser
 
 
@@ -118,8 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server.start()
     except OSError as error:
-        sys.stderr.write(f"chat-server: cannot listen on {args.host}:{args.port}: "
-                         f"{error.strerror or error}\n")
+        sys.stderr.write(
+            f"chat-server: cannot listen on {args.host}:{args.port}: {error.strerror or error}\n"
+        )
         return EXIT_USAGE
 
     stop_requested = threading.Event()

@@ -201,19 +201,5 @@ class Goodbye:
     ts: float
 
 
-Event = (
-    Message
-    | Action
-    | PrivateMessage
-    | Joined
-    | Left
-    | Renamed
-    | Greeting
-    | Welcome
-    | UserList
-    | Notice
-    | HelpText
-    | Error
-    | Pong
-    | Goodbye
-)
+# Message, Action, PrivateMessage, Joined, Left and Renamed are RoomEvents.
+Event = RoomEvent | Greeting | Welcome | UserList | Notice | HelpText | Error | Pong | Goodbye

@@ -116,7 +116,9 @@ _ESCAPE_SEQUENCE_RE = re.compile(
 )
 # What remains that a terminal or a bidi-aware renderer would act on: C0 (but tab), DEL, C1, and
 # the Unicode bidi embedding / override / isolate / mark characters that can reorder a line.
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_RE = re.compile(
+    r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
 
 
 def clean_text(raw: str) -> str:

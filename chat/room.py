@@ -103,7 +103,12 @@ class Room:
             del self._by_key[nick_key(nick)]
             overflowed = self._publish_locked(
                 lambda i, ts: ev.Left(
-                    i, ts, self.name, nick=nick, reason=reason, message=message,
+                    i,
+                    ts,
+                    self.name,
+                    nick=nick,
+                    reason=reason,
+                    message=message,
                     count=len(self._nick_of),
                 )
             )
@@ -154,8 +159,12 @@ class Room:
                 raise NoSuchNick(to)
             recipient_nick, recipient = target
             event = ev.PrivateMessage(
-                self._take_id_locked(), self._clock(), self.name,
-                sender=sender, recipient=recipient_nick, text=text,
+                self._take_id_locked(),
+                self._clock(),
+                self.name,
+                sender=sender,
+                recipient=recipient_nick,
+                text=text,
             )
             overflowed = [m for m in {recipient, member} if not m.deliver(event)]
         self._drop_all(overflowed)

@@ -70,8 +70,10 @@ class ChatServer:
             sendq_bytes=sendq_bytes,
             flood_rate=flood_rate,
             flood_burst=flood_burst,
-            register_timeout_s=register_timeout_s,
-            idle_timeout_s=idle_timeout_s,
+            # 0 means "no limit", as on the command line (a socket timeout of 0 would mean
+            # non-blocking, which is not what anyone asking for 0 s wants)
+            register_timeout_s=register_timeout_s or None,
+            idle_timeout_s=idle_timeout_s or None,
         )
         self._lock = threading.Lock()
         self._sessions: set[Session] = set()
@@ -87,6 +89,8 @@ class ChatServer:
 
     def start(self) -> ChatServer:
         """Binds and starts accepting; raises OSError if the address is in use."""
+        if self._listener is not None:
+            raise RuntimeError("a ChatServer starts once")
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
         try:

@@ -8,6 +8,7 @@ threads reach a session through two non-blocking doors: `deliver()` (queue an ev
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -256,10 +257,8 @@ class Session:
         with self._sock_lock:
             if self._sock_closed:
                 return
-            try:
+            with contextlib.suppress(OSError):  # already disconnected
                 self._sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already disconnected
 
     def _label(self) -> str:
         return f"{self.address[0]}:{self.address[1]} {self.nick or '-'}"

@@ -131,5 +131,9 @@ def _reply(event: ev.Event) -> dict[str, Any]:
         case ev.Pong(token=token, ts=ts):
             return {"type": "pong", "ts": ts, "token": token}
         case ev.Goodbye(reason=reason, ts=ts):
-            return {"type": "notice", "ts": ts, "text": f"goodbye ({reason})" if reason else "goodbye"}
+            return {
+                "type": "notice",
+                "ts": ts,
+                "text": f"goodbye ({reason})" if reason else "goodbye",
+            }
     raise TypeError(f"no JSON form for {event!r}")

@@ -91,10 +91,7 @@ def _render(event: ev.Event, recipient: str) -> str:
         case ev.Renamed(old=old, new=new):
             return f"*** {old} is now known as {new}\n"
         case ev.Greeting(online=online):
-            return (
-                f"* Welcome to chat! {online} online.\n"
-                f"* Choose a nickname ({NICK_RULE}):\n"
-            )
+            return f"* Welcome to chat! {online} online.\n* Choose a nickname ({NICK_RULE}):\n"
         case ev.Welcome(nick=nick, users=users):
             return f"* Hello {nick}. Online: {', '.join(users)}. Type /help for commands.\n"
         case ev.UserList(users=users):

@@ -20,3 +20,92 @@ def test_message_reaches_others_but_is_not_echoed(server):
     bob.send("hi alice\n")
     # alice's next line is bob's, not an echo of her own message
     assert alice.line() == "<bob> hi alice"
+
+
+def test_nickname_invalid_or_taken_gets_an_error_and_a_new_prompt(server):
+    alice = TextPeer(server.address, "alice")
+    peer = TextPeer(server.address)
+    peer.send("9lives\n")
+    assert peer.line().startswith("! invalid nickname '9lives'")
+    assert peer.line() == "* Choose a nickname:"
+    peer.send("ALICE\n")
+    assert peer.line() == "! nickname ALICE is taken"
+    assert peer.line() == "* Choose a nickname:"
+    peer.send("bob\n")
+    assert peer.line() == "* Hello bob. Online: alice, bob. Type /help for commands."
+    alice.close()
+
+
+def test_every_command(server):
+    alice = TextPeer(server.address, "alice")
+    bob = TextPeer(server.address, "bob")
+    carol = TextPeer(server.address, "carol")
+    alice.expect("*** carol joined")
+    bob.expect("*** carol joined")
+
+    alice.send("/who\n")
+    assert alice.line() == "*** Online (3): alice, bob, carol"
+
+    alice.send("/msg BOB psst, secret\n")
+    assert alice.line() == "[private to bob] <alice> psst, secret"
+    assert bob.line() == "[private] <alice> psst, secret"
+
+    alice.send("/me waves\n")
+    assert alice.line() == "* alice waves"
+    assert bob.line() == "* alice waves"
+    # carol never saw the private message: her next line is the action
+    assert carol.line() == "* alice waves"
+
+    alice.send("/nick alicia\n")
+    for peer in (alice, bob, carol):
+        assert peer.line() == "*** alice is now known as alicia"
+    bob.send("/msg alicia still you?\n")
+    assert alice.expect("[private]") == "[private] <bob> still you?"
+
+    alice.send("//slashdot\n")
+    assert bob.expect("<alicia>") == "<alicia> /slashdot"
+
+    alice.send("/help\n")
+    help_lines = [alice.line() for _ in range(8)]
+    assert help_lines[0] == "*** Commands:"
+    assert any("/msg NICK text" in line for line in help_lines)
+
+    alice.send("/quit gone fishing\n")
+    assert alice.until_closed() == ["*** Goodbye (gone fishing)."]
+    assert bob.expect("*** alicia left") == "*** alicia left (quit: gone fishing)"
+    assert carol.expect("*** alicia left") == "*** alicia left (quit: gone fishing)"
+
+
+def test_errors_go_to_the_sender_only(server):
+    alice = TextPeer(server.address, "alice")
+    bob = TextPeer(server.address, "bob")
+    alice.expect("*** bob joined")
+    for line, error in [
+        ("/frobnicate\n", "! unknown command /frobnicate (try /help)"),
+        ("/msg nobody hi\n", "! no such nick: nobody"),
+        ("/msg bob\n", "! usage: /msg NICK text"),
+        ("/me\n", "! usage: /me text"),
+        ("/nick 123\n", "! invalid nickname '123'"),
+        ("/nick bob\n", "! nickname bob is taken"),
+    ]:
+        alice.send(line)
+        assert alice.line().startswith(error)
+    alice.send("done\n")
+    assert bob.line() == "<alice> done"  # nothing else reached bob
+
+
+def test_telnet_line_endings_and_empty_lines(server):
+    alice = TextPeer(server.address, "alice")
+    bob = TextPeer(server.address)
+    bob.send("bob\r\n")
+    bob.expect("*** bob joined")
+    bob.send("\r\n   \r\nhi from telnet\r\n")
+    assert alice.expect("<bob>") == "<bob> hi from telnet"
+
+
+def test_join_and_leave_reasons_are_announced(server):
+    alice = TextPeer(server.address, "alice")
+    bob = TextPeer(server.address, "bob")
+    assert alice.line() == "*** bob joined (2 online)"
+    bob.close()
+    assert alice.line() == "*** bob left (connection lost)"

@@ -1,0 +1,118 @@
+"""Many real clients at once: exactly-once, in-order delivery; a stalled reader stalls nobody."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from tests.peers import JsonPeer, TextPeer
+
+CLIENTS = 50
+MESSAGES = 200
+JOIN_TIMEOUT_S = 60
+
+
+def _collect(peer: JsonPeer, expected: int, out: dict[str, list[int]], done: threading.Event):
+    """Reads message events until `expected` have arrived; records seq numbers per sender."""
+    count = 0
+    while count < expected:
+        event = peer.event(timeout=30)
+        if event["type"] == "message":
+            sender, seq = event["text"].split(" ")
+            out.setdefault(sender, []).append(int(seq))
+            count += 1
+    done.set()
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_every_message_arrives_exactly_once_in_order_per_sender(make_server, run):
+    server = make_server(flood_rate=0, sendq_bytes=16 * 1024 * 1024)
+    peers = [JsonPeer(server.address, f"c{i}") for i in range(CLIENTS)]
+    for peer in peers:  # everyone has joined before anyone talks
+        peer.sync()
+    received: list[dict[str, list[int]]] = [{} for _ in peers]
+    dones = [threading.Event() for _ in peers]
+    readers = [
+        threading.Thread(target=_collect, args=(p, (CLIENTS - 1) * MESSAGES, r, d))
+        for p, r, d in zip(peers, received, dones, strict=True)
+    ]
+    barrier = threading.Barrier(CLIENTS)
+
+    def talk(i: int, peer: JsonPeer) -> None:
+        barrier.wait(JOIN_TIMEOUT_S)
+        lines = "".join(f'{{"type": "message", "text": "c{i} {n}"}}\n' for n in range(MESSAGES))
+        peer.send(lines)
+
+    talkers = [threading.Thread(target=talk, args=(i, p)) for i, p in enumerate(peers)]
+    for thread in readers + talkers:
+        thread.start()
+    for thread in talkers + readers:
+        thread.join(JOIN_TIMEOUT_S)
+        assert not thread.is_alive()
+    assert all(done.is_set() for done in dones)
+    for i, got in enumerate(received):
+        assert f"c{i}" not in got, "a message was echoed to its sender"
+        assert len(got) == CLIENTS - 1
+        for sender, seqs in got.items():
+            assert seqs == list(range(MESSAGES)), f"c{i} from {sender}: lost, doubled or reordered"
+    for peer in peers:
+        peer.close()
+
+
+def test_a_client_that_never_reads_stalls_nobody_and_is_dropped(make_server):
+    server = make_server(flood_rate=0, sendq_bytes=64 * 1024)
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(server.address)
+    stalled.sendall(b"stalled\n")  # joins, then never reads again
+    alice = JsonPeer(server.address, "alice")
+    bob = JsonPeer(server.address, "bob")
+    alice.sync()
+    text = "x" * 3000
+    worst = 0.0
+    dropped_after = None
+    # The kernel's socket buffers on loopback absorb a few MB before the send queue even starts
+    # to fill; 20,000 messages of 3 KB are far more than both. Stop soon after the drop.
+    for n in range(20_000):
+        if dropped_after is not None and n > dropped_after + 100:
+            break
+        start = time.perf_counter()
+        alice.send_json({"type": "message", "text": f"{n} {text}"})
+        while True:
+            event = bob.event()
+            if event["type"] == "leave":
+                assert event["nick"] == "stalled"
+                assert event["reason"] == "send queue exceeded"
+                dropped_after = n
+                continue
+            assert event["type"] == "message"
+            break
+        worst = max(worst, time.perf_counter() - start)
+        assert event["text"].startswith(f"{n} ")
+    assert dropped_after is not None, "the stalled client was never dropped"
+    assert worst < 0.1, f"a message took {worst * 1000:.0f} ms while a client stalled"
+    stalled.close()
+
+
+def test_many_threads_race_for_one_nickname_exactly_one_wins(server):
+    racers = 20
+    barrier = threading.Barrier(racers)
+    outcomes: list[str] = []
+    peers = [TextPeer(server.address) for _ in range(racers)]
+
+    def race(peer: TextPeer) -> None:
+        barrier.wait(JOIN_TIMEOUT_S)
+        peer.send("winner\n")
+        outcomes.append(peer.line())
+
+    threads = [threading.Thread(target=race, args=(p,)) for p in peers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(JOIN_TIMEOUT_S)
+    assert sum(o.startswith("* Hello winner") for o in outcomes) == 1
+    assert sum(o == "! nickname winner is taken" for o in outcomes) == racers - 1
+    assert server.room.nicks() == ("winner",)

@@ -1,0 +1,187 @@
+"""Start, stop and the chat-server process: clean shutdown, clear errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from chat.server import ChatServer
+from tests.peers import JsonPeer, Peer, TextPeer
+
+
+def test_stop_says_goodbye_and_leaves_no_thread(make_server):
+    before = set(threading.enumerate())
+    server = ChatServer("127.0.0.1", 0).start()
+    alice = TextPeer(server.address, "alice")
+    bot = JsonPeer(server.address, "bot")
+    lurker = Peer(server.address)  # never registers
+    server.stop()
+    assert alice.until_closed()[-1] == "*** server shutting down"
+    notice = json.loads(bot.until_closed()[-1])
+    assert (notice["type"], notice["text"]) == ("notice", "server shutting down")
+    assert lurker.until_closed()[-1] == "*** server shutting down"
+    assert set(threading.enumerate()) <= before
+    server.stop()  # twice is fine
+
+
+def test_stop_does_not_wait_for_a_client_that_never_reads(make_server):
+    server = ChatServer("127.0.0.1", 0, flood_rate=0).start()
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(server.address)
+    stalled.sendall(b"stalled\n")
+    talker = JsonPeer(server.address, "talker")
+    for n in range(200):
+        talker.send_json({"type": "message", "text": f"{n} " + "z" * 3000})
+    talker.sync()
+    start = time.monotonic()
+    server.stop()
+    assert time.monotonic() - start < 2.0
+    stalled.close()
+
+
+def test_context_manager_and_address():
+    with ChatServer("127.0.0.1", 0) as server:
+        host, port = server.address
+        assert host == "127.0.0.1"
+        assert port > 0
+        TextPeer((host, port), "alice")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, port), timeout=1)
+
+
+def test_ipv6_loopback():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    server = ChatServer("::1", 0)
+    try:
+        server.start()
+    except OSError:
+        pytest.skip("::1 not available")
+    try:
+        peer = TextPeer(server.address, "six")
+        assert peer.welcome.startswith("* Hello six")
+    finally:
+        server.stop()
+
+
+def _start_process(*args: str) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chat", "--port", "0", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+    assert match, line
+    return proc, int(match.group(1))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_process_exits_0_quickly_on_signal_with_clients_connected(sig):
+    proc, port = _start_process()
+    try:
+        alice = TextPeer(("127.0.0.1", port), "alice")
+        bob = JsonPeer(("127.0.0.1", port), "bob")
+        start = time.monotonic()
+        proc.send_signal(sig)
+        assert proc.wait(timeout=5) == 0
+        assert time.monotonic() - start < 2.0
+        assert alice.until_closed()[-1] == "*** server shutting down"
+        assert bob.until_closed()
+        log = proc.stderr.read()
+        assert "Traceback" not in log
+        assert "alice disconnected (server shutting down)" in log
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_log_lines_have_time_level_address_and_nick():
+    proc, port = _start_process()
+    try:
+        alice = TextPeer(("127.0.0.1", port), "alice")
+        alice.send("/quit bye\n")
+        alice.until_closed()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=5)
+        log = proc.stderr.read()
+        local = alice.sock.getsockname()
+        assert re.search(
+            rf"^\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO 127\.0\.0\.1:{local[1]} alice "
+            r"disconnected \(quit\)$",
+            log,
+            re.MULTILINE,
+        ), log
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_port_in_use_is_one_clear_line_and_exit_2():
+    with ChatServer("127.0.0.1", 0) as server:
+        result = subprocess.run(
+            [sys.executable, "-m", "chat", "--port", str(server.address[1])],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "cannot listen on 127.0.0.1" in result.stderr
+    assert "in use" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--port", "70000"],
+        ["--port", "x"],
+        ["--max-clients", "0"],
+        ["--flood-rate", "-1"],
+        ["--bogus"],
+    ],
+)
+def test_bad_options_are_one_line_and_exit_2(args):
+    result = subprocess.run(
+        [sys.executable, "-m", "chat", *args],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("chat-server: error:")
+
+
+def test_help_explains_every_option():
+    result = subprocess.run(
+        [sys.executable, "-m", "chat", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == 0
+    for option in [
+        "--host",
+        "--port",
+        "--max-clients",
+        "--log-level",
+        "--flood-rate",
+        "--sendq-bytes",
+        "--idle-timeout",
+        "--register-timeout",
+        "--max-per-address",
+    ]:
+        assert option in result.stdout

@@ -1,0 +1,160 @@
+"""The pure protocol layer: framing, text hygiene, nicknames, flood control, the outbox."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from chat.flood import FloodGate, Verdict
+from chat.outbox import Outbox
+from chat.protocol import (
+    MAX_LINE_BYTES,
+    Line,
+    LineDecoder,
+    ProtocolError,
+    clean_text,
+    decode_text,
+    nick_error,
+)
+
+SAMPLE = b"alice\r\nhello world\n\nsecond line\r\n"
+EXPECTED = [Line(b"alice"), Line(b"hello world"), Line(b""), Line(b"second line")]
+
+
+def test_decoder_whole_stream():
+    assert LineDecoder().feed(SAMPLE) == EXPECTED
+
+
+def test_decoder_one_byte_at_a_time():
+    decoder = LineDecoder()
+    lines = []
+    for i in range(len(SAMPLE)):
+        lines += decoder.feed(SAMPLE[i : i + 1])
+    assert lines == EXPECTED
+
+
+def test_decoder_keeps_an_unfinished_tail():
+    decoder = LineDecoder()
+    assert decoder.feed(SAMPLE + b"partial") == EXPECTED
+    assert decoder.pending == len(b"partial")
+    assert decoder.feed(b" line\n") == [Line(b"partial line")]
+
+
+def test_decoder_accepts_a_line_of_exactly_the_limit():
+    line = b"x" * MAX_LINE_BYTES
+    assert LineDecoder().feed(line + b"\r\n") == [Line(line)]
+
+
+@pytest.mark.parametrize("chunk", [1, 100, 10_000])
+def test_decoder_drops_an_over_long_line_once_and_recovers(chunk):
+    data = b"x" * (MAX_LINE_BYTES + 1) + b"\nnext\n"
+    decoder = LineDecoder()
+    lines = []
+    for i in range(0, len(data), chunk):
+        lines += decoder.feed(data[i : i + chunk])
+    assert lines == [Line(b"", too_long=True), Line(b"next")]
+    assert decoder.pending == 0
+
+
+def test_decoder_gives_up_on_endless_line_with_bounded_memory():
+    decoder = LineDecoder(max_line=100, max_discard=1000)
+    for _ in range(20):  # 1000 bytes: all max_discard allows
+        assert decoder.pending <= 101
+        decoder.feed(b"y" * 50)
+    with pytest.raises(ProtocolError) as raised:
+        decoder.feed(b"y")
+    assert raised.value.code == "line_too_long"
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("plain", "plain"),
+        ("\x1b[31mred\x1b[0m", "red"),
+        ("\x1b]0;pwned title\x07after", "after"),
+        ("\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\", "link"),
+        ("bell\x07 nul\x00 bs\x08 cr\r del\x7f", "bell nul bs cr del"),
+        ("c1\x9b31m csi\x85", "c1 csi"),
+        ("tab\there", "tab here"),
+        ("evil\u202egnp.exe", "evilgnp.exe"),
+        ("iso\u2066late\u2069", "isolate"),
+        ("lone esc \x1b", "lone esc "),
+        ("héllo wörld ✓ 日本", "héllo wörld ✓ 日本"),
+    ],
+)
+def test_clean_text_removes_what_a_terminal_would_act_on(raw, clean):
+    assert clean_text(raw) == clean
+
+
+def test_invalid_utf8_becomes_replacement_character():
+    assert decode_text(b"ok \xff\xfe end") == "ok \ufffd\ufffd end"
+
+
+@pytest.mark.parametrize("nick", ["alice", "Bob_2", "[x]", "a-b", "`q", "{|}^", "x" * 16])
+def test_valid_nicknames(nick):
+    assert nick_error(nick) is None
+
+
+@pytest.mark.parametrize("nick", ["", "1abc", "-ab", "has space", "x" * 17, "é", "a.b", "a:b"])
+def test_invalid_nicknames(nick):
+    assert nick_error(nick) is not None
+
+
+def test_flood_gate_lets_a_burst_through_then_warns_drops_and_kicks():
+    gate = FloodGate(rate=10, burst=20, now=0.0)
+    assert [gate.check(0.0) for _ in range(20)] == [Verdict.ACCEPT] * 20
+    assert gate.check(0.0) is Verdict.WARN
+    assert [gate.check(0.0) for _ in range(19)] == [Verdict.DROP] * 19
+    assert gate.check(0.0) is Verdict.KICK
+
+
+def test_flood_gate_lets_a_fast_typist_type_forever():
+    gate = FloodGate(rate=10, burst=20, now=0.0)
+    verdicts = {gate.check(i / 9) for i in range(1000)}  # 9 lines/s for 111 s
+    assert verdicts == {Verdict.ACCEPT}
+
+
+def test_flood_gate_forgives_once_the_bucket_refills():
+    gate = FloodGate(rate=10, burst=5, now=0.0)
+    for _ in range(5):
+        gate.check(0.0)
+    assert gate.check(0.0) is Verdict.WARN
+    assert gate.check(1.0) is Verdict.ACCEPT  # refilled: strikes forgotten
+    for _ in range(4):
+        gate.check(1.0)
+    assert gate.check(1.0) is Verdict.WARN
+
+
+def test_flood_gate_off():
+    gate = FloodGate(rate=0, burst=1, now=0.0)
+    assert {gate.check(0.0) for _ in range(10_000)} == {Verdict.ACCEPT}
+
+
+def test_outbox_refuses_past_its_cap_and_hands_everything_at_once():
+    outbox = Outbox(max_bytes=10)
+    assert outbox.offer(b"12345")
+    assert outbox.offer(b"6789")
+    assert not outbox.offer(b"ab")  # 11 > 10
+    assert outbox.take_all(timeout=1) == b"123456789"
+    assert outbox.offer(b"ab")
+
+
+def test_outbox_take_all_times_out_empty_and_ends_after_close():
+    outbox = Outbox(max_bytes=10)
+    assert outbox.take_all(timeout=0.01) == b""
+    outbox.offer(b"last")
+    outbox.close()
+    assert outbox.offer(b"discarded")  # closed: accepted and dropped, nobody is blamed
+    assert outbox.take_all() == b"last"
+    assert outbox.take_all() is None
+
+
+def test_outbox_wakes_a_waiting_writer():
+    outbox = Outbox(max_bytes=100)
+    got: list[bytes | None] = []
+    writer = threading.Thread(target=lambda: got.append(outbox.take_all(timeout=5)))
+    writer.start()
+    outbox.offer(b"hi")
+    writer.join(5)
+    assert got == [b"hi"]
