@@ -101,8 +101,7 @@ class Terminal:
 def server_port() -> Iterator[int]:
     """A real `chat-server` process on 127.0.0.1; yields its port."""
     process = subprocess.Popen(
-        # --idle-timeout 0 is spelled out: see the report (the CLI default was not converted).
-        [sys.executable, "-m", "chat", "--port", "0", "--idle-timeout", "0"],
+        [sys.executable, "-m", "chat", "--port", "0"],
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -205,8 +204,9 @@ def fake_careless_server(listener: socket.socket, text: str) -> None:
             },
         ]
         conn.sendall(b"".join(json.dumps(e).encode() + b"\n" for e in events))
-        while reader.readline():  # until the client quits
-            pass
+        for line in reader:  # until the client quits
+            if json.loads(line)["type"] == "quit":
+                break
 
 
 def test_client_sanitises_even_if_the_server_forgot(
