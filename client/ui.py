@@ -52,6 +52,7 @@ MAX_TRANSCRIPT_LINES = 2000
 # irssi offers the people who spoke last first; remember this many of them.
 MAX_RECENT_SPEAKERS = 50
 TOOLBAR_REFRESH_S = 0.5  # the "reconnecting in Ns" countdown ticks
+QUIT_PRINT_TIMEOUT_S = 1.0  # leaving waits this long at most for lines still being printed
 
 STYLE = Style.from_dict(
     {
@@ -164,6 +165,7 @@ class ChatUI:
         self._transcript_changed = threading.Condition()
         self.bells = 0
         self._quitting = False
+        self._printing: set[asyncio.Future[None]] = set()
         history, self._history_warning = open_history(history_path)
         self.session: PromptSession[str] = PromptSession(
             message=self._prompt,
@@ -281,8 +283,13 @@ class ChatUI:
                 output.bell()
             output.flush()
 
+        if not app.is_running:  # between prompts, or leaving: nothing to draw around
+            render()
+            return
         with set_app(app):
-            run_in_terminal(render)
+            printing = asyncio.ensure_future(run_in_terminal(render))
+        self._printing.add(printing)
+        printing.add_done_callback(self._printing.discard)
 
     def _say(self, text: str, *, error: bool = False) -> None:
         self.show([info_line(text, self._clock(), style=ERROR if error else "class:dim")])
@@ -310,6 +317,8 @@ class ChatUI:
                     reason = outcome.reason
                     break
             dropped = await self._loop.run_in_executor(None, self.connection.quit, reason)
+            if self._printing:  # lines still being printed above the last prompt
+                await asyncio.wait(set(self._printing), timeout=QUIT_PRINT_TIMEOUT_S)
             self._drain()
             if dropped:
                 self._say(f"{dropped} queued line(s) were never sent (not connected)", error=True)

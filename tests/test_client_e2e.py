@@ -162,6 +162,7 @@ def test_two_clients_talk_through_a_real_server(
     bob.wait_for(r"\* alice waves")
     alice.type("/quit off to lunch\r")
     assert alice.exit_code() == 0
+    assert "server: goodbye (off to lunch)" in alice.text  # printed before leaving
     bob.wait_for(r"alice left \(quit: off to lunch")
     bob.wait_for("1 online")
     bob.type("\x03")  # Ctrl-C

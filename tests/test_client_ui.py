@@ -251,3 +251,16 @@ def test_reconnect_after_server_restart_and_offline_lines(tmp_path: Path, histor
             assert alice.ui.status.nick == "alice"
             alice.type("/quit\r")
             assert alice.finish() == 0
+
+
+def test_quitting_while_offline_says_what_was_never_sent(history: Path) -> None:
+    server = ChatServer("127.0.0.1", 0, flood_rate=0).start()
+    with running_ui(server.address, "alice", history) as alice:
+        alice.shows("Welcome")
+        server.stop()
+        alice.shows("connection lost")
+        alice.type("lost cause\r")
+        alice.shows("(queued: not connected)")
+        alice.type("/quit\r")
+        assert alice.finish() == 0
+        alice.shows("1 queued line(s) were never sent")
