@@ -165,6 +165,9 @@ class Connection:
         backoff_initial_s: first reconnect delay (tests make it small).
         backoff_max_s: longest reconnect delay.
         keepalive_s: idle time before a keepalive ping.
+        connect_timeout_s: how long connecting and registering may take.
+        send_rate_lines_s: sustained lines per second we allow ourselves.
+        send_burst_lines: lines we may send at once.
         rng: random source of the jitter.
     """
 
@@ -178,6 +181,8 @@ class Connection:
         backoff_max_s: float = BACKOFF_MAX_S,
         keepalive_s: float = KEEPALIVE_S,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        send_rate_lines_s: float = SEND_RATE_LINES_S,
+        send_burst_lines: float = SEND_BURST_LINES,
         rng: random.Random | None = None,
     ) -> None:
         self.host = host
@@ -203,7 +208,7 @@ class Connection:
         self._stopped = False  # close(): every thread should end now
         self._first_link: _Link | None = None
         self._first_welcome: ProtocolMessage = {}
-        self._pacer = Pacer(SEND_RATE_LINES_S, SEND_BURST_LINES)
+        self._pacer = Pacer(send_rate_lines_s, send_burst_lines)
         self._threads: list[threading.Thread] = []
 
     # --- reading the state ------------------------------------------------------------------
