@@ -31,6 +31,7 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.application import Application
 from prompt_toolkit.application.current import set_app
 from prompt_toolkit.application.run_in_terminal import run_in_terminal
+from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.formatted_text import FormattedText, StyleAndTextTuples
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.input import Input
@@ -121,11 +122,25 @@ def _key_bindings() -> KeyBindings:
 
     @bindings.add("tab")
     def _complete(event: KeyPressEvent) -> None:
-        """irssi: the first match goes in at once, Tab again cycles, Shift-Tab goes back."""
+        """irssi: the first match goes in at once, Tab again cycles, Shift-Tab goes back.
+
+        Completion runs here, synchronously (the completer only reads a snapshot): a single
+        match is simply inserted (no menu); several open the menu on the first one.
+        """
         buffer = event.current_buffer
         if buffer.complete_state:
             buffer.complete_next()
-        else:
+            return
+        if buffer.completer is None:
+            return
+        found = list(
+            buffer.completer.get_completions(
+                buffer.document, CompleteEvent(completion_requested=True)
+            )
+        )
+        if len(found) == 1:
+            buffer.apply_completion(found[0])
+        elif found:
             buffer.start_completion(select_first=True)
 
     @bindings.add("s-tab")
@@ -176,7 +191,7 @@ class ChatUI:
             refresh_interval=TOOLBAR_REFRESH_S,
             key_bindings=_key_bindings(),
             style=STYLE,
-            reserve_space_for_menu=4,
+            reserve_space_for_menu=3,  # room for the menu when several nicks match
             # The accepted line is erased: what was sent is shown as `<alice> text` (with its
             # time stamp), as in irssi, instead of twice.
             erase_when_done=True,

@@ -148,11 +148,23 @@ def test_tab_completes_nicks_kept_current(chat_server: ChatServer, history: Path
         assert bob.expect_type("message")["text"] == "bob: hi"
         bob.send_json({"type": "nick", "nick": "robert"})
         alice.shows("bob is now known as robert")
+        robert = bob
         alice.type("ro\t")
         alice.wait_for_buffer("robert: ")
         alice.type("\x15/ni\t")  # Ctrl-U clears the line; commands complete too
         alice.wait_for_buffer("/nick ")
         alice.type("\x15")
+        rachel = JsonPeer(chat_server.address, "rachel")
+        alice.shows("rachel joined")
+        robert.send_json({"type": "message", "text": "me first"})  # spoke last: offered first
+        alice.shows("<robert> me first")
+        alice.type("r\t")
+        alice.wait_for_buffer("robert: ")
+        alice.type("\t")  # Tab again cycles
+        alice.wait_for_buffer("rachel: ")
+        alice.type("\x1b[Z")  # Shift-Tab goes back
+        alice.wait_for_buffer("robert: ")
+        rachel.close()
 
 
 def test_history_up_and_kept_in_the_data_dir(chat_server: ChatServer, history: Path) -> None:
