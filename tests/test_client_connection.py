@@ -34,7 +34,10 @@ WAIT_S = 5.0
 
 
 class Proxy:
-    """A TCP forwarder on 127.0.0.1 whose links can be cut on one side or made to drop data."""
+    """A TCP forwarder on 127.0.0.1 whose links can be cut on one side or made to drop data.
+
+    Also used by tests/test_client_ui.py.
+    """
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
@@ -44,6 +47,9 @@ class Proxy:
         self.every_link: list[tuple[socket.socket, socket.socket]] = []
         self.swallow = threading.Event()  # drop what clients send instead of forwarding it
         self.swallowed = bytearray()
+        # While clear, new connections are accepted but held before reaching the server.
+        self.gate = threading.Event()
+        self.gate.set()
         self._swallowed_more = threading.Condition()
         self.threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -60,6 +66,9 @@ class Proxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if not self.gate.wait(WAIT_S):
+                client.close()
+                continue
             upstream = socket.create_connection(self.target, timeout=WAIT_S)
             upstream.settimeout(None)
             with self._lock:

@@ -24,6 +24,7 @@ from client.connection import Connection
 from client.render import Line, nick_style
 from client.ui import ChatUI, toolbar_fragments
 from tests.peers import JsonPeer
+from tests.test_client_connection import Proxy
 
 WAIT_S = 5.0
 UP = "\x1b[A"
@@ -240,29 +241,38 @@ def test_ctrl_d_leaves_cleanly(chat_server: ChatServer, history: Path) -> None:
     assert bob.expect_type("leave")["reason"] == "quit"
 
 
-def test_reconnect_after_server_restart_and_offline_lines(tmp_path: Path, history: Path) -> None:
+def test_reconnect_after_server_restart_and_offline_lines(history: Path) -> None:
     first = ChatServer("127.0.0.1", 0, flood_rate=0).start()
     address = first.address
-    with running_ui(address, "alice", history) as alice:
-        alice.shows("Welcome")
-        first.stop()
-        alice.shows("connection lost")
-        assert alice.ui.status.state == "reconnecting"
-        assert "reconnecting in" in "".join(t for _, t in toolbar_fragments(alice.ui.status, 0))
-        alice.type("typed while away\r")
-        assert alice.shows("typed while away").plain.endswith("(queued: not connected)")
-        alice.type("/who\r")
-        alice.shows("not connected: /who")
-        with ChatServer(*address, flood_rate=0) as second:
-            bob = JsonPeer(second.address, "bob")
-            alice.shows("reconnected to")
-            assert bob.expect_type("message")["text"] == "typed while away"
-            alice.type("back again\r")
-            assert bob.expect_type("message")["text"] == "back again"
-            assert alice.ui.status.state == "connected"
-            assert alice.ui.status.nick == "alice"
-            alice.type("/quit\r")
-            assert alice.finish() == 0
+    # Through a proxy whose gate holds the reconnect until bob is in the new server's room,
+    # so bob cannot miss the queued line.
+    proxy = Proxy(address)
+    try:
+        with running_ui(proxy.address, "alice", history) as alice:
+            alice.shows("Welcome")
+            proxy.gate.clear()
+            first.stop()
+            alice.shows("connection lost")
+            assert alice.ui.status.state == "reconnecting"
+            bar = "".join(text for _, text in toolbar_fragments(alice.ui.status, 0))
+            assert "reconnecting in" in bar
+            alice.type("typed while away\r")
+            assert alice.shows("typed while away").plain.endswith("(queued: not connected)")
+            alice.type("/who\r")
+            alice.shows("not connected: /who")
+            with ChatServer(*address, flood_rate=0) as second:
+                bob = JsonPeer(second.address, "bob")
+                proxy.gate.set()
+                alice.shows("reconnected to")
+                assert bob.expect_type("message")["text"] == "typed while away"
+                alice.type("back again\r")
+                assert bob.expect_type("message")["text"] == "back again"
+                assert alice.ui.status.state == "connected"
+                assert alice.ui.status.nick == "alice"
+                alice.type("/quit\r")
+                assert alice.finish() == 0
+    finally:
+        proxy.close()
 
 
 def test_quitting_while_offline_says_what_was_never_sent(history: Path) -> None:
