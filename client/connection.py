@@ -347,18 +347,20 @@ class Connection:
             reason = self._serve(link)
             if time.monotonic() - started >= STABLE_LINK_S:
                 attempt = 0
-            with self._lock:
-                if self._closing:
-                    return
-                status = self._publish_locked(state="reconnecting")
-            self._notify(Notice(f"connection lost: {reason}", error=True))
+            lost: str | None = f"connection lost: {reason}"
             while True:
                 delay = backoff_delay(attempt, self._rng, *self._backoff)
                 attempt += 1
                 with self._cv:
+                    if self._closing:
+                        return
+                    # State and countdown in one snapshot: nobody sees one without the other.
                     status = self._publish_locked(
                         state="reconnecting", retry_at=time.monotonic() + delay
                     )
+                if lost is not None:
+                    self._notify(Notice(lost, error=True))
+                    lost = None
                 self._notify(StatusChanged(status))
                 with self._cv:
                     if self._cv.wait_for(lambda: self._closing, timeout=delay):

@@ -104,7 +104,8 @@ def toolbar_fragments(status: Status, now: float) -> StyleAndTextTuples:
     else:
         state_style = "class:bottom-toolbar.state.offline"
         if status.state == "reconnecting" and status.retry_at is not None:
-            state = f"reconnecting in {max(0, math.ceil(status.retry_at - now))}s"
+            wait_s = math.ceil(status.retry_at - now)
+            state = f"reconnecting in {wait_s}s" if wait_s > 0 else "reconnecting now"
         else:
             state = status.state
     fragments: StyleAndTextTuples = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from prompt_toolkit.completion import CompleteEvent
@@ -291,3 +292,19 @@ def test_decode_rejects_non_objects() -> None:
     assert decode(b'{"no_type": 1}') is None
     assert decode(b"\xff{") is None
     assert json.loads(encode({"a": "\u00e9"})) == {"a": "é"}
+
+
+def test_toolbar_shows_state_nick_count_and_queue() -> None:
+    from client.ui import toolbar_fragments
+
+    def bar(status: Status, now: float = 100.0) -> str:
+        return "".join(text for _, text in toolbar_fragments(status, now))
+
+    status = Status("127.0.0.1:8888").apply(
+        {"type": "welcome", "nick": "alice", "users": ["alice", "bob"]}
+    )
+    assert bar(status) == " 127.0.0.1:8888 │ connected │ alice │ 2 online"
+    waiting = replace(status, state="reconnecting", retry_at=103.2, queued=2)
+    assert bar(waiting) == " 127.0.0.1:8888 │ reconnecting in 4s │ alice │ 2 online │ 2 queued"
+    assert "reconnecting now" in bar(waiting, now=104.0)
+    assert "disconnected" in bar(replace(status, state="disconnected"))
