@@ -46,11 +46,20 @@ def client_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+class Screen(pyte.Screen):  # type: ignore[misc]
+    """A pyte screen that counts the bells it hears."""
+
+    bells = 0
+
+    def bell(self, *args: object) -> None:
+        self.bells += 1
+
+
 class Terminal:
     """A process in a pseudo-terminal with a pyte screen in front of it."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.screen = pyte.Screen(COLS, ROWS)
+        self.screen = Screen(COLS, ROWS)
         self.stream = pyte.ByteStream(self.screen)
         self.child = pexpect.spawn(args[0], args[1:], env=env, dimensions=(ROWS, COLS))
         # pyte answers "where is the cursor?" (CSI 6n) through this hook, like a real terminal;
@@ -322,3 +331,25 @@ def test_sigterm_leaves_cleanly(
     assert alice.exit_code() == 0
     leave = bob.expect_type("leave")
     assert (leave["nick"], leave["reason"]) == ("alice", "quit")
+
+
+def test_typing_survives_incoming_lines_and_a_mention_rings(
+    server_port: int, terminals: list[Terminal], tmp_path: Path
+) -> None:
+    bob = JsonPeer(("127.0.0.1", server_port), "bob")
+    alice = start_client(terminals, tmp_path, "alice", server_port)
+    alice.wait_for(r"│ connected │ alice │ 2 online")
+    alice.type("half-typed reply")
+    alice.wait_for(r"\[alice\] half-typed reply")
+    assert alice.screen.bells == 0
+    bob.send_json({"type": "message", "text": "Alice: are you there?"})
+    bob.send_json({"type": "message", "text": "just chatting"})
+    alice.wait_for(
+        r"<bob> Alice: are you there\?\n.*<bob> just chatting\n\[alice\] half-typed reply\n"
+    )
+    assert alice.screen.bells == 1
+    row = next(y for y, line in enumerate(alice.screen.display) if "are you there" in line)
+    column = alice.screen.display[row].index("are you there")
+    assert alice.screen.buffer[row][column].reverse  # highlighted
+    alice.type(" yes\r")
+    assert bob.expect_type("message")["text"] == "half-typed reply yes"
