@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from prompt_toolkit.utils import get_cwidth
+
 Fragment = tuple[str, str]
 
 # Control characters are made visible, not silently dropped: a C0 control becomes its Unicode
@@ -113,10 +115,13 @@ class Line:
         fragments: prompt-toolkit (style, text) pairs, time stamp first.
         highlight: the line is for me (mentions my nick, or a private message to me): the UI
             rings the bell.
+        indent: the column where the text starts (after time and nick); a wrapped line's
+            continuation rows start there, as in irssi and weechat.
     """
 
     fragments: tuple[Fragment, ...]
     highlight: bool = False
+    indent: int = len("HH:MM ")
 
     @property
     def plain(self) -> str:
@@ -148,7 +153,7 @@ def own_message_line(nick: str, text: str, ts: float, *, queued: bool = False) -
     ]
     if queued:
         fragments.append((DIM, "  (queued: not connected)"))
-    return Line(tuple(fragments))
+    return Line(tuple(fragments), indent=_width(fragments[:4]))
 
 
 def render_event(event: Mapping[str, Any], own_nick: str, now: float) -> Line | None:
@@ -175,16 +180,14 @@ def render_event(event: Mapping[str, Any], own_nick: str, now: float) -> Line | 
         sender, text = _field(event, "from"), _field(event, "text")
         highlight = sender != own_nick and mentions(text, own_nick)
         body = "class:mention" if highlight else ""
-        return Line(
-            (
-                stamp,
-                (body, "<"),
-                (nick_style(sender) + (" class:mention" if highlight else ""), sender),
-                (body, "> "),
-                (body, text),
-            ),
-            highlight,
+        fragments = (
+            stamp,
+            (body, "<"),
+            (nick_style(sender) + (" class:mention" if highlight else ""), sender),
+            (body, "> "),
+            (body, text),
         )
+        return Line(fragments, highlight, _width(fragments[:-1]))
     if kind == "action":
         sender, text = _field(event, "from"), _field(event, "text")
         highlight = sender != own_nick and mentions(text, own_nick)
@@ -245,3 +248,51 @@ def render_event(event: Mapping[str, Any], own_nick: str, now: float) -> Line | 
     if kind == "error":
         return Line((stamp, (ERROR, f"-!- {_field(event, 'message')} ({_field(event, 'code')})")))
     return None
+
+
+def _width(fragments: tuple[Fragment, ...] | list[Fragment]) -> int:
+    return sum(get_cwidth(text) for _, text in fragments)
+
+
+def wrap(line: Line, columns: int) -> list[list[Fragment]]:
+    """Break a line into rows of at most `columns` cells, continuation rows indented.
+
+    Breaks after a space when there is one in the second half of the row, else anywhere
+    (a long URL). The indent is dropped when it would leave less than half the width.
+
+    Returns:
+        The rows, each a list of fragments (without a newline).
+    """
+    indent = line.indent if line.indent <= columns // 2 else 0
+    cells = [(style, ch, get_cwidth(ch)) for style, text in line.fragments for ch in text]
+    rows: list[list[tuple[str, str, int]]] = []
+    current: list[tuple[str, str, int]] = []
+    used = 0
+    start = 0  # cells of `current` that are the indent
+    for cell in cells:
+        if used + cell[2] > columns and len(current) > start:
+            cut = len(current)
+            spaces = [i for i in range(start, len(current)) if current[i][1] == " "]
+            if spaces and spaces[-1] + 1 > (start + len(current)) // 2 and cell[1] != " ":
+                cut = spaces[-1] + 1
+            rows.append(current[:cut])
+            carry = current[cut:]
+            current = [("", " ", 1)] * indent + carry
+            start = indent
+            used = indent + sum(c[2] for c in carry)
+            if cell[1] == " " and not carry:
+                continue  # no row starts with the space it broke at
+        current.append(cell)
+        used += cell[2]
+    rows.append(current)
+    return [_merge(row) for row in rows]
+
+
+def _merge(cells: list[tuple[str, str, int]]) -> list[Fragment]:
+    fragments: list[Fragment] = []
+    for style, ch, _ in cells:
+        if fragments and fragments[-1][0] == style:
+            fragments[-1] = (style, fragments[-1][1] + ch)
+        else:
+            fragments.append((style, ch))
+    return fragments

@@ -44,7 +44,7 @@ from client import commands
 from client.commands import Local, Quit, Send, Usage
 from client.completion import ChatCompleter
 from client.connection import Connection, Event, Notice, Received, StatusChanged
-from client.render import ERROR, Line, info_line, own_message_line, render_event
+from client.render import ERROR, Line, info_line, own_message_line, render_event, wrap
 from client.state import Status
 
 # What the terminal shows is the real scrollback; the transcript is a bounded copy for tests
@@ -293,8 +293,10 @@ class ChatUI:
             self.bells += 1
 
         def render() -> None:
+            columns = output.get_size().columns
             for line in lines:
-                print_fragments(output, FormattedText([*line.fragments, ("", "\n")]), STYLE)
+                for row in wrap(line, columns):
+                    print_fragments(output, FormattedText([*row, ("", "\n")]), STYLE)
             if bell:
                 output.bell()
             output.flush()

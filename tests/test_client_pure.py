@@ -13,6 +13,7 @@ from client import commands
 from client.commands import Local, Quit, Send, Usage, parse, split_text
 from client.completion import ChatCompleter
 from client.render import (
+    Line,
     format_time,
     info_line,
     mentions,
@@ -21,6 +22,7 @@ from client.render import (
     own_message_line,
     render_event,
     sanitize,
+    wrap,
 )
 from client.state import Status
 from client.wire import LineBuffer, LineTooLong, decode, encode
@@ -308,3 +310,27 @@ def test_toolbar_shows_state_nick_count_and_queue() -> None:
     assert bar(waiting) == " 127.0.0.1:8888 │ reconnecting in 4s │ alice │ 2 online │ 2 queued"
     assert "reconnecting now" in bar(waiting, now=104.0)
     assert "disconnected" in bar(replace(status, state="disconnected"))
+
+
+def test_wrap_indents_continuation_rows_under_the_text() -> None:
+    line = render_event(
+        {"type": "message", "from": "bob", "text": "the quick brown fox jumps over the lazy dog"},
+        "alice",
+        TS,
+    )
+    assert line is not None
+    rows = ["".join(text for _, text in row).rstrip() for row in wrap(line, 30)]
+    assert rows == [
+        f"{format_time(TS)} <bob> the quick brown",
+        "            fox jumps over the",
+        "            lazy dog",
+    ]
+    assert all(len(row) <= 30 for row in rows)
+    assert len(wrap(line, 200)) == 1
+
+
+def test_wrap_breaks_long_words_and_wide_characters() -> None:
+    line = Line((("", "x" * 25),), indent=0)
+    assert ["".join(t for _, t in row) for row in wrap(line, 10)] == ["x" * 10, "x" * 10, "x" * 5]
+    wide = Line((("", "日本語のテキスト"),), indent=0)  # two cells each
+    assert ["".join(t for _, t in row) for row in wrap(wide, 5)] == ["日本", "語の", "テキ", "スト"]
