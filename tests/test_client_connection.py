@@ -177,10 +177,11 @@ def events() -> Events:
     return Events()
 
 
-def connect(address: tuple[str, int], nick: str, events: Events) -> Connection:
+def connect(address: tuple[str, int], nick: str, events: Events, **options: float) -> Connection:
     connection = Connection(
         *address,
         nick,
+        **options,
         backoff_initial_s=0.01,
         backoff_max_s=0.05,
         send_rate_lines_s=10_000,  # the test server has no flood limit
@@ -332,4 +333,16 @@ def test_no_line_is_lost_across_repeated_link_failures(
         received.append(event["text"])
     first_seen = list(dict.fromkeys(received))
     assert first_seen == sent  # every line, in order (a line may come twice: at-least-once)
+    connection.quit()
+
+
+def test_a_silent_dead_link_is_found_by_keepalive(proxy: Proxy, events: Events) -> None:
+    connection = connect(proxy.address, "alice", events, keepalive_s=0.1)
+    proxy.gate.clear()  # hold the reconnect until the swallowing stops
+    proxy.swallow.set()  # the link stays open but nothing gets through: pings go unanswered
+    events.notice("connection lost: no answer from the server")
+    proxy.swallow.clear()
+    proxy.gate.set()
+    events.notice("reconnected")
+    assert connection.barrier(WAIT_S)
     connection.quit()
