@@ -18,8 +18,8 @@ Thread safety: `_lock` (with the condition `_cv`) guards the outbox, the unconfi
 sequence numbers, `_sock`, `_writing`, the flags and `_status`. No socket I/O and no listener call
 happens while holding it. The status is published as a new immutable `Status` by one assignment,
 so `status` may be read from any thread without the lock. The listener is called from the
-session thread (and from the thread calling `offer()`), never with the lock held; it must not
-block (the UI's listener only schedules work on its event loop).
+session thread, the writer thread and the thread calling `offer()`, never with the lock held; it
+must not block (the UI's listener only queues the event and wakes its event loop).
 """
 
 from __future__ import annotations
