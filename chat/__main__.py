@@ -88,7 +88,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--limit-loopback", action="store_true", help="apply --max-per-address to loopback too"
     )
-    parser.add_argument("--room", default=DEFAULT_ROOM, help="name of the room")
+    parser.add_argument(
+        "--room", default=DEFAULT_ROOM, help="the default room, where text and JSON users land"
+    )
+    parser.add_argument(
+        "--irc-port",
+        type=_port,
+        default=None,
+        help="also listen for IRC clients on this port (e.g. 6667); off by default",
+    )
+    parser.add_argument(
+        "--server-name",
+        default=defaults.server_name,
+        help="the server's name as IRC clients see it",
+    )
+    parser.add_argument(
+        "--password",
+        default=None,
+        help="server password: text users are asked for it, JSON sends it in the hello, "
+        "IRC uses PASS",
+    )
     parser.add_argument(
         "--sendq-bytes",
         type=_positive_int,
@@ -150,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         flood_burst=args.flood_burst,
         register_timeout_s=args.register_timeout,
         idle_timeout_s=args.idle_timeout,
+        irc_port=args.irc_port,
+        server_name=args.server_name,
+        password=args.password,
     )
     try:
         server.start()

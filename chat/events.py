@@ -16,19 +16,69 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Hello:
-    """Registration: the nickname the client wants."""
+    """Registration: the nickname the client wants (and the server password, if it has one)."""
 
     nick: str
+    password: str | None = None
 
 
 @dataclass(frozen=True)
 class Say:
+    """A message to the sender's current room (text, JSON) or to `room` when given."""
+
     text: str
+    room: str | None = None
 
 
 @dataclass(frozen=True)
 class Act:
     text: str
+    room: str | None = None
+
+
+@dataclass(frozen=True)
+class JoinRoom:
+    """Join a room (and, for text and JSON users, make it the current room)."""
+
+    room: str
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class PartRoom:
+    """Leave a room; `room` None means the current one."""
+
+    room: str | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ListRooms:
+    pass
+
+
+@dataclass(frozen=True)
+class SetTopic:
+    """Show the topic (`topic` None) or set it."""
+
+    topic: str | None = None
+    room: str | None = None
+
+
+@dataclass(frozen=True)
+class KickUser:
+    nick: str
+    reason: str = ""
+    room: str | None = None
+
+
+@dataclass(frozen=True)
+class SetRoomMode:
+    """Room operators only: `key` "" removes the key, None leaves it; `secret` likewise."""
+
+    key: str | None = None
+    secret: bool | None = None
+    room: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +117,24 @@ class Nothing:
     """A line that asks for nothing (an empty line)."""
 
 
-Request = Hello | Say | Act | Whisper | ChangeNick | Who | Help | Ping | Quit | Nothing
+Request = (
+    Hello
+    | Say
+    | Act
+    | Whisper
+    | ChangeNick
+    | Who
+    | Help
+    | Ping
+    | Quit
+    | Nothing
+    | JoinRoom
+    | PartRoom
+    | ListRooms
+    | SetTopic
+    | KickUser
+    | SetRoomMode
+)
 
 # ---------------------------------------------------------------------------------------------
 # Events: server -> client
@@ -83,6 +150,8 @@ class LeaveReason:
     SENDQ_EXCEEDED = "send queue exceeded"
     SHUTDOWN = "server shutting down"
     LINE_TOO_LONG = "line too long"
+    PING_TIMEOUT = "ping timeout"
+    BAD_PASSWORD = "bad password"
 
 
 def _wire_cache() -> dict[str, bytes]:
@@ -105,16 +174,24 @@ class RoomEvent:
     )
 
 
+# `userhost` is the "user@host" half of an IRC source (`nick!user@host`) of whoever caused the
+# event: IRC front-ends need it, the others ignore it. `notice` marks an IRC NOTICE (text users
+# see `-alice- text`), which automatic clients must never answer.
+
+
 @dataclass(frozen=True)
 class Message(RoomEvent):
     sender: str = ""
     text: str = ""
+    userhost: str = ""
+    notice: bool = False
 
 
 @dataclass(frozen=True)
 class Action(RoomEvent):
     sender: str = ""
     text: str = ""
+    userhost: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,26 +199,92 @@ class PrivateMessage(RoomEvent):
     sender: str = ""
     recipient: str = ""
     text: str = ""
+    userhost: str = ""
+    notice: bool = False
+    action: bool = False
 
 
 @dataclass(frozen=True)
 class Joined(RoomEvent):
     nick: str = ""
     count: int = 0
+    userhost: str = ""
+
+
+@dataclass(frozen=True)
+class Parted(RoomEvent):
+    """`nick` left `room` but is still online."""
+
+    nick: str = ""
+    message: str = ""
+    count: int = 0
+    userhost: str = ""
+
+
+@dataclass(frozen=True)
+class Kicked(RoomEvent):
+    """`by` (a room operator) removed `nick` from `room`."""
+
+    nick: str = ""
+    by: str = ""
+    reason: str = ""
+    count: int = 0
+    userhost: str = ""  # the kicker's
+
+
+@dataclass(frozen=True)
+class TopicChanged(RoomEvent):
+    by: str = ""
+    topic: str = ""
+    userhost: str = ""
+
+
+@dataclass(frozen=True)
+class ModeChanged(RoomEvent):
+    """Room modes changed, in IRC notation: `modes` "+k", "-s", "+o"; `args` ("key",), ("bob",)."""
+
+    by: str = ""
+    modes: str = ""
+    args: tuple[str, ...] = ()
+    userhost: str = ""
 
 
 @dataclass(frozen=True)
 class Left(RoomEvent):
+    """`nick` went offline. Announced once to each user sharing a room with it; `rooms` are the
+    rooms it was in, `room` the first of them, `count` the users still online."""
+
     nick: str = ""
     reason: str = ""
     message: str = ""
     count: int = 0
+    userhost: str = ""
+    rooms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Renamed(RoomEvent):
+    """A nickname changed; announced once to each user sharing a room with it, and to itself."""
+
     old: str = ""
     new: str = ""
+    userhost: str = ""
+    rooms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Several room events that happened in a row, delivered as one queue entry.
+
+    A client that pastes or scripts 50 lines is read in one `recv()`; handing each member one
+    batch instead of 50 events is what keeps fan-out cheap (one lock round and one wake-up per
+    member per batch). Its encoded form is cached per wire format like a RoomEvent's.
+    """
+
+    events: tuple[RoomEvent, ...]
+    wire: dict[str, bytes] = field(
+        default_factory=_wire_cache, init=False, repr=False, compare=False
+    )
 
 
 # Replies to one client only: not numbered, not cached.
@@ -149,9 +292,11 @@ class Renamed(RoomEvent):
 
 @dataclass(frozen=True)
 class Greeting:
-    """Sent on connect, before the client has chosen a wire format."""
+    """Sent on connect, before the client has chosen a wire format; after the password in
+    text mode when the server has one (then `password` says to ask for it first)."""
 
     online: int
+    password: bool = False
 
 
 @dataclass(frozen=True)
@@ -166,6 +311,46 @@ class Welcome:
 class UserList:
     room: str
     users: tuple[str, ...]
+    ts: float
+
+
+@dataclass(frozen=True)
+class RoomView:
+    """Sent to a user who joins (or switches to) a room: who is there, the topic, its modes.
+
+    `users` are nicknames, operators first marked with "@" (IRC style). `switched` is True when
+    a text or JSON user made `room` its current room.
+    """
+
+    room: str
+    users: tuple[str, ...]
+    topic: str
+    topic_by: str
+    topic_ts: float
+    ts: float
+    secret: bool = False
+    has_key: bool = False
+    switched: bool = True
+
+
+@dataclass(frozen=True)
+class RoomInfo:
+    name: str
+    count: int
+    topic: str
+
+
+@dataclass(frozen=True)
+class RoomList:
+    rooms: tuple[RoomInfo, ...]
+    ts: float
+
+
+@dataclass(frozen=True)
+class TopicReply:
+    room: str
+    topic: str
+    by: str
     ts: float
 
 
@@ -201,5 +386,20 @@ class Goodbye:
     ts: float
 
 
-# Message, Action, PrivateMessage, Joined, Left and Renamed are RoomEvents.
-Event = RoomEvent | Greeting | Welcome | UserList | Notice | HelpText | Error | Pong | Goodbye
+# Message, Action, PrivateMessage, Joined, Parted, Kicked, TopicChanged, ModeChanged, Left and
+# Renamed are RoomEvents.
+Event = (
+    RoomEvent
+    | Batch
+    | Greeting
+    | Welcome
+    | UserList
+    | RoomView
+    | RoomList
+    | TopicReply
+    | Notice
+    | HelpText
+    | Error
+    | Pong
+    | Goodbye
+)

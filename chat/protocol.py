@@ -147,3 +147,26 @@ def nick_error(nick: str) -> str | None:
 def nick_key(nick: str) -> str:
     """The form in which nicknames are compared: ASCII case does not make a new name."""
     return nick.lower()
+
+
+# Room names: "#" and up to 49 more characters (IRC's CHANNELLEN=50, CHANTYPES=#), none of
+# which may be a space, a comma (IRC's list separator), a colon or a control character.
+ROOM_MAX_CHARS = 50
+ROOM_PREFIX = "#"
+_ROOM_RE = re.compile(r"#[^\x00-\x20,:\x7f]+\Z")
+
+
+def room_error(name: str) -> str | None:
+    """Why `name` is not a valid room name, or None when it is."""
+    if not name.startswith(ROOM_PREFIX):
+        return f"a room name starts with {ROOM_PREFIX}: {name!r}"
+    if len(name) > ROOM_MAX_CHARS:
+        return f"room name too long (max {ROOM_MAX_CHARS})"
+    if not _ROOM_RE.match(name):
+        return f"invalid room name {name!r}: no spaces, commas or colons"
+    return None
+
+
+def room_key(name: str) -> str:
+    """The form in which room names are compared (ASCII case-insensitive, like nicknames)."""
+    return name.lower()

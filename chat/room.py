@@ -1,66 +1,152 @@
-"""Room: the registry of members and their nicknames, the only shared chat state; owns THE lock.
+"""Hub: the whole shared chat state (the nickname namespace and every room); owns THE lock.
 
 Every operation is one short critical section: check and change the registry, number the event,
-and hand it to each member's outbox with a non-blocking `deliver()`. No socket I/O, no waiting,
-no callbacks into other locks happen under the lock, so one slow client can never stall the room,
-and every member sees the events in the same order (the order of the room's ids).
+and hand it to each recipient's outbox with a non-blocking `deliver()`. No socket I/O, no waiting,
+no callbacks into other locks happen under the lock, so one slow client can never stall the chat,
+and every user sees the events in the same order (the order of the hub's ids).
+
+There is one lock for the nickname namespace and all the rooms together, on purpose: an
+operation that touches several rooms (a quit, a rename) or the namespace and a room (registering
+into the default room) is still one critical section, and there is no lock order between rooms
+to get wrong. The cost is that two rooms never run their broadcasts in parallel; each critical
+section is a few dict operations plus one list append per recipient, so that is cheap next to
+the socket I/O that happens outside it (docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from chat import events as ev
-from chat.protocol import nick_key
+from chat.protocol import nick_key, room_error, room_key
 
 DEFAULT_ROOM = "#lobby"
 
 
 class Member(Protocol):
-    """What the room needs of a connection; any front-end (text, JSON, IRC) can be one."""
+    """What the hub needs of a connection; any front-end (text, JSON, IRC) can be one."""
 
     def deliver(self, event: ev.Event) -> bool:
         """Queues `event` for the client without blocking; False if its send queue is full."""
         ...
 
+    def flush(self) -> None:
+        """Sends what is queued if it can without blocking; called outside the hub lock."""
+        ...
+
     def drop(self, reason: str) -> None:
-        """Disconnects the client with `reason`; called outside the room lock."""
+        """Disconnects the client with `reason`; called outside the hub lock."""
         ...
 
 
-class NickTaken(Exception):
+class _Handover:
+    """Who got an event under the lock: flush them, or drop those who refused, after it."""
+
+    __slots__ = ("refused", "took")
+
+    def __init__(self) -> None:
+        self.took: list[Member] = []
+        self.refused: list[Member] = []
+
+    def give_locked(self, members: Iterable[Member], event: ev.Event) -> _Handover:
+        for member in members:
+            (self.took if member.deliver(event) else self.refused).append(member)
+        return self
+
+    def complete(self) -> None:
+        """Outside the lock: the I/O part of the operation."""
+        for member in self.refused:
+            member.drop(ev.LeaveReason.SENDQ_EXCEEDED)
+        for member in self.took:
+            member.flush()
+
+
+class ChatError(Exception):
+    """A request the hub refuses; `name` is the nickname or room it is about."""
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        self.name = name
+
+
+class NickTaken(ChatError):
     pass
 
 
-class NoSuchNick(Exception):
+class NoSuchNick(ChatError):
     pass
 
 
-class Room:
-    """The members of one chat room, by nickname.
+class NoSuchRoom(ChatError):
+    pass
 
-    Thread safety: `_lock` guards `_by_key`, `_nick_of` and `_next_id`. Each public method takes
-    it once, briefly; while holding it a method only touches these dicts, builds one event and
-    calls members' `deliver()`, which takes only the member's own outbox lock (lock order:
-    room lock, then outbox lock; never the reverse). Members whose outbox is full are collected
+
+class BadRoomName(ChatError):
+    pass
+
+
+class NotInRoom(ChatError):
+    """The user asking is not in the room (IRC 442, or 404 for a message)."""
+
+
+class UserNotInRoom(ChatError):
+    """The user acted upon is not in the room (IRC 441)."""
+
+
+class BadRoomKey(ChatError):
+    pass
+
+
+class NotOperator(ChatError):
+    pass
+
+
+@dataclass(eq=False)
+class RoomState:
+    """One room's state; only ever touched with the hub lock held."""
+
+    name: str
+    permanent: bool = False
+    members: dict[Member, None] = field(default_factory=dict)  # insertion-ordered set
+    ops: set[Member] = field(default_factory=set)
+    topic: str = ""
+    topic_by: str = ""
+    topic_ts: float = 0.0
+    key: str = ""
+    secret: bool = False
+
+
+class Hub:
+    """The users online, by nickname, and the rooms they are in.
+
+    Thread safety: `_lock` guards everything: `_by_key` and `_nick_of` (the one nickname
+    namespace of every front-end), `_userhost`, `_rooms` (room key -> RoomState), `_rooms_of`
+    (member -> the keys of its rooms, in join order) and `_next_id`. Each public method takes it
+    once, briefly; while holding it a method only touches these dicts, builds one event and
+    calls recipients' `deliver()`, which takes only the recipient's own outbox lock (lock order:
+    hub lock, then outbox lock; never the reverse). Members whose outbox is full are collected
     and dropped after the lock is released, because dropping one is I/O.
     """
 
     def __init__(self, name: str = DEFAULT_ROOM, clock: Callable[[], float] = time.time) -> None:
-        self.name = name
+        self.name = name  # the default room, where text and JSON users land
         self._clock = clock
         self._lock = threading.Lock()
         self._by_key: dict[str, tuple[str, Member]] = {}  # nick_key -> (nick, member)
         self._nick_of: dict[Member, str] = {}
+        self._userhost: dict[Member, str] = {}
+        self._rooms: dict[str, RoomState] = {room_key(name): RoomState(name, permanent=True)}
+        self._rooms_of: dict[Member, dict[str, None]] = {}
         self._next_id = 1
 
     # -- queries -------------------------------------------------------------------------------
 
     def nicks(self) -> tuple[str, ...]:
-        """A sorted snapshot of the nicknames online."""
+        """A sorted snapshot of the nicknames online (every room, every front-end)."""
         with self._lock:
             return tuple(sorted(self._nick_of.values(), key=nick_key))
 
@@ -72,51 +158,137 @@ class Room:
         with self._lock:
             return self._nick_of.get(member)
 
-    # -- operations ----------------------------------------------------------------------------
+    def userhost_of(self, nick: str) -> tuple[str, str] | None:
+        """(nick as spelled, user@host) of the user called `nick`, or None."""
+        with self._lock:
+            holder = self._by_key.get(nick_key(nick))
+            if holder is None:
+                return None
+            return holder[0], self._userhost.get(holder[1], "")
 
-    def join(self, member: Member, nick: str) -> ev.Welcome:
-        """Adds `member` as `nick`, atomically: of two members joining as one nick, one wins.
+    def rooms_of(self, member: Member) -> tuple[str, ...]:
+        """The names of the rooms `member` is in, in the order it joined them."""
+        with self._lock:
+            return tuple(self._rooms[k].name for k in self._rooms_of.get(member, ()))
 
-        Raises NickTaken. Everyone, the newcomer included, gets a `Joined` event.
+    def visible_rooms_of(self, nick: str, asker: Member) -> tuple[str, ...] | None:
+        """The rooms of the user `nick` that `asker` may know about (WHOIS); None: no such nick."""
+        with self._lock:
+            holder = self._by_key.get(nick_key(nick))
+            if holder is None:
+                return None
+            states = [self._rooms[k] for k in self._rooms_of.get(holder[1], ())]
+            return tuple(
+                ("@" if holder[1] in s.ops else "") + s.name
+                for s in states
+                if not s.secret or asker in s.members
+            )
+
+    def room_names(self, room: str, asker: Member) -> tuple[str, tuple[str, ...]] | None:
+        """(room name, its users, operators marked "@"), or None if `asker` may not see it."""
+        with self._lock:
+            state = self._rooms.get(room_key(room))
+            if state is None or (state.secret and asker not in state.members):
+                return None
+            return state.name, self._users_locked(state)
+
+    def room_modes(self, room: str) -> tuple[str, str, bool] | None:
+        """(room name, key, secret), or None if there is no such room."""
+        with self._lock:
+            state = self._rooms.get(room_key(room))
+            return None if state is None else (state.name, state.key, state.secret)
+
+    def is_in(self, member: Member, room: str) -> bool:
+        with self._lock:
+            return room_key(room) in self._rooms_of.get(member, {})
+
+    def list_rooms(self, asker: Member) -> ev.RoomList:
+        """The rooms with their member counts; secret ones only to their members."""
+        with self._lock:
+            rooms = tuple(
+                ev.RoomInfo(s.name, len(s.members), s.topic)
+                for s in self._rooms.values()
+                if not s.secret or asker in s.members
+            )
+            return ev.RoomList(rooms, self._clock())
+
+    def topic(self, room: str) -> ev.TopicReply:
+        """The topic of `room`; raises NoSuchRoom."""
+        with self._lock:
+            state = self._state_locked(room)
+            return ev.TopicReply(state.name, state.topic, state.topic_by, state.topic_ts)
+
+    def room_count(self) -> int:
+        with self._lock:
+            return len(self._rooms)
+
+    # -- the nickname namespace ----------------------------------------------------------------
+
+    def register(self, member: Member, nick: str, userhost: str = "") -> None:
+        """Claims `nick` for `member`, atomically (of two claims of one nick, one wins); enters
+        no room (IRC users choose theirs). Raises NickTaken."""
+        with self._lock:
+            self._claim_locked(member, nick, userhost)
+
+    def join(self, member: Member, nick: str, userhost: str = "") -> ev.Welcome:
+        """Registers `member` as `nick` and puts it in the default room, in one step.
+
+        Raises NickTaken. Everyone in the room, the newcomer included, gets a `Joined` event;
+        the newcomer gets its `Welcome` first.
         """
         with self._lock:
-            if nick_key(nick) in self._by_key:
-                raise NickTaken(nick)
-            self._by_key[nick_key(nick)] = (nick, member)
-            self._nick_of[member] = nick
-            users = tuple(sorted(self._nick_of.values(), key=nick_key))
-            welcome = ev.Welcome(nick=nick, room=self.name, users=users, ts=self._clock())
+            self._claim_locked(member, nick, userhost)
+            state = self._rooms[room_key(self.name)]
+            state.members[member] = None
+            self._rooms_of[member][room_key(self.name)] = None
+            users = tuple(sorted(self._nicks_in_locked(state), key=nick_key))
+            welcome = ev.Welcome(nick=nick, room=state.name, users=users, ts=self._clock())
             # The welcome goes first, so the newcomer's stream starts with it.
             member.deliver(welcome)
-            overflowed = self._publish_locked(
-                lambda i, ts: ev.Joined(i, ts, self.name, nick=nick, count=len(self._nick_of))
+            handover = self._publish_locked(
+                state.members,
+                lambda i, ts: ev.Joined(
+                    i, ts, state.name, nick=nick, count=len(state.members), userhost=userhost
+                ),
             )
-        self._drop_all(overflowed)
+        handover.complete()
         return welcome
 
     def leave(self, member: Member, reason: str, message: str = "") -> bool:
-        """Removes `member` and tells the others why; False if it was not a member."""
+        """Unregisters `member`, takes it out of every room, and tells each user who shared a
+        room with it why, once; False if it was not registered."""
         with self._lock:
             nick = self._nick_of.pop(member, None)
             if nick is None:
                 return False
             del self._by_key[nick_key(nick)]
-            overflowed = self._publish_locked(
+            userhost = self._userhost.pop(member, "")
+            keys = list(self._rooms_of.pop(member, {}))
+            states = [self._rooms[k] for k in keys]
+            for state in states:
+                self._remove_locked(state, member)
+            recipients = self._union_locked(states)
+            rooms = tuple(s.name for s in states)
+            handover = self._publish_locked(
+                recipients,
                 lambda i, ts: ev.Left(
                     i,
                     ts,
-                    self.name,
+                    rooms[0] if rooms else self.name,
                     nick=nick,
                     reason=reason,
                     message=message,
                     count=len(self._nick_of),
-                )
+                    userhost=userhost,
+                    rooms=rooms,
+                ),
             )
-        self._drop_all(overflowed)
+        handover.complete()
         return True
 
     def rename(self, member: Member, new: str) -> None:
-        """Renames `member` to `new` (check-and-set, like join); raises NickTaken."""
+        """Renames `member` to `new` (check-and-set, like join); raises NickTaken. The member and
+        everyone sharing a room with it hear about it, once."""
         with self._lock:
             old = self._nick_of[member]
             holder = self._by_key.get(nick_key(new))
@@ -127,31 +299,262 @@ class Room:
             del self._by_key[nick_key(old)]
             self._by_key[nick_key(new)] = (new, member)
             self._nick_of[member] = new
-            overflowed = self._publish_locked(
-                lambda i, ts: ev.Renamed(i, ts, self.name, old=old, new=new)
+            states = [self._rooms[k] for k in self._rooms_of.get(member, ())]
+            recipients = self._union_locked(states)
+            recipients[member] = None
+            userhost = self._userhost.get(member, "")
+            rooms = tuple(s.name for s in states)
+            handover = self._publish_locked(
+                recipients,
+                lambda i, ts: ev.Renamed(
+                    i,
+                    ts,
+                    rooms[0] if rooms else self.name,
+                    old=old,
+                    new=new,
+                    userhost=userhost,
+                    rooms=rooms,
+                ),
             )
-        self._drop_all(overflowed)
+        handover.complete()
 
-    def say(self, member: Member, text: str) -> None:
-        """A message from `member` to everyone else (the sender knows what it wrote)."""
+    # -- rooms ---------------------------------------------------------------------------------
+
+    def enter(self, member: Member, room: str, key: str = "", *, show_if_in: bool = True) -> bool:
+        """Puts `member` in `room`, creating it (with `member` as its operator) if needed.
+
+        Everyone in the room, the newcomer included, gets a `Joined`; then the newcomer gets a
+        `RoomView`. If it was in the room already, nothing is announced and it gets the view
+        only if `show_if_in` (a text user switching rooms). Returns whether it joined.
+        Raises BadRoomName, BadRoomKey.
+        """
+        problem = room_error(room)
+        if problem is not None:
+            raise BadRoomName(room)
         with self._lock:
             nick = self._nick_of[member]
-            overflowed = self._publish_locked(
-                lambda i, ts: ev.Message(i, ts, self.name, sender=nick, text=text), skip=member
-            )
-        self._drop_all(overflowed)
+            k = room_key(room)
+            state = self._rooms.get(k)
+            if state is not None and member in state.members:
+                if not show_if_in:
+                    return False
+                handover = _Handover().give_locked([member], self._view_locked(state))
+                joined = False
+            else:
+                if state is None:
+                    state = self._rooms[k] = RoomState(room)
+                    state.ops.add(member)
+                elif state.key and key != state.key:
+                    raise BadRoomKey(state.name)
+                handover = self._enter_locked(member, nick, state)
+                joined = True
+        handover.complete()
+        return joined
 
-    def act(self, member: Member, text: str) -> None:
-        """An action (`/me`), shown to everyone, its author included."""
+    def _enter_locked(self, member: Member, nick: str, state: RoomState) -> _Handover:
+        """Adds `member` to `state`, tells everyone there, then shows the newcomer the room."""
+        state.members[member] = None
+        self._rooms_of[member][room_key(state.name)] = None
+        userhost = self._userhost.get(member, "")
+        name = state.name
+        handover = self._publish_locked(
+            state.members,
+            lambda i, ts: ev.Joined(
+                i, ts, name, nick=nick, count=len(state.members), userhost=userhost
+            ),
+        )
+        member.deliver(self._view_locked(state))  # it is in `handover.took`: flushed
+        return handover
+
+    def part(self, member: Member, room: str, message: str = "") -> None:
+        """Takes `member` out of `room`; everyone there, the parting member included, gets a
+        `Parted`. Raises NoSuchRoom, NotInRoom."""
         with self._lock:
+            state = self._member_state_locked(member, room)
             nick = self._nick_of[member]
-            overflowed = self._publish_locked(
-                lambda i, ts: ev.Action(i, ts, self.name, sender=nick, text=text)
+            userhost = self._userhost.get(member, "")
+            handover = self._publish_locked(
+                state.members,
+                lambda i, ts: ev.Parted(
+                    i,
+                    ts,
+                    state.name,
+                    nick=nick,
+                    message=message,
+                    count=len(state.members) - 1,
+                    userhost=userhost,
+                ),
             )
-        self._drop_all(overflowed)
+            del self._rooms_of[member][room_key(state.name)]
+            self._remove_locked(state, member)
+        handover.complete()
 
-    def whisper(self, member: Member, to: str, text: str) -> None:
-        """A private message to the member called `to`, copied to its sender; raises NoSuchNick."""
+    def kick(self, member: Member, room: str, nick: str, reason: str = "") -> None:
+        """A room operator removes `nick` from `room`; everyone there (the target included)
+        gets a `Kicked`. Raises NoSuchRoom, NotInRoom, NotOperator, NoSuchNick, UserNotInRoom."""
+        with self._lock:
+            state = self._member_state_locked(member, room)
+            if member not in state.ops:
+                raise NotOperator(state.name)
+            holder = self._by_key.get(nick_key(nick))
+            if holder is None:
+                raise NoSuchNick(nick)
+            target_nick, target = holder
+            if target not in state.members:
+                raise UserNotInRoom(target_nick)
+            by = self._nick_of[member]
+            userhost = self._userhost.get(member, "")
+            handover = self._publish_locked(
+                state.members,
+                lambda i, ts: ev.Kicked(
+                    i,
+                    ts,
+                    state.name,
+                    nick=target_nick,
+                    by=by,
+                    reason=reason or by,
+                    count=len(state.members) - 1,
+                    userhost=userhost,
+                ),
+            )
+            del self._rooms_of[target][room_key(state.name)]
+            self._remove_locked(state, target)
+        handover.complete()
+
+    def set_topic(self, member: Member, room: str, topic: str) -> None:
+        """Sets the topic of a room `member` is in; everyone there gets a `TopicChanged`."""
+        with self._lock:
+            state = self._member_state_locked(member, room)
+            by = self._nick_of[member]
+            state.topic, state.topic_by, state.topic_ts = topic, by, self._clock()
+            handover = self._publish_locked(
+                state.members,
+                lambda i, ts: ev.TopicChanged(
+                    i, ts, state.name, by=by, topic=topic, userhost=self._userhost.get(member, "")
+                ),
+            )
+        handover.complete()
+
+    def set_modes(
+        self, member: Member, room: str, changes: Iterable[tuple[str, str]]
+    ) -> tuple[str, tuple[str, ...]]:
+        """A room operator changes modes: ("+k", key), ("-k", ""), ("+s", ""), ("-s", ""),
+        ("+o", nick), ("-o", nick). Everyone in the room gets one `ModeChanged` with what really
+        changed, which is also returned. Raises NoSuchRoom, NotInRoom, NotOperator, NoSuchNick,
+        UserNotInRoom (checked before anything changes)."""
+        with self._lock:
+            state = self._member_state_locked(member, room)
+            if member not in state.ops:
+                raise NotOperator(state.name)
+            targets: dict[str, Member] = {}
+            for mode, arg in changes:
+                if mode[1] == "o":
+                    holder = self._by_key.get(nick_key(arg))
+                    if holder is None:
+                        raise NoSuchNick(arg)
+                    if holder[1] not in state.members:
+                        raise UserNotInRoom(holder[0])
+                    targets[arg] = holder[1]
+            applied: list[tuple[str, str]] = []
+            for mode, arg in changes:
+                if mode == "+k" and arg and arg != state.key:
+                    state.key = arg
+                    applied.append((mode, arg))
+                elif mode == "-k" and state.key:
+                    state.key = ""
+                    applied.append((mode, "*"))
+                elif mode in ("+s", "-s") and state.secret != (mode == "+s"):
+                    state.secret = mode == "+s"
+                    applied.append((mode, ""))
+                elif mode in ("+o", "-o"):
+                    target = targets[arg]
+                    if (target in state.ops) != (mode == "+o"):
+                        (state.ops.add if mode == "+o" else state.ops.discard)(target)
+                        applied.append((mode, self._nick_of[target]))
+            if not applied:
+                return "", ()
+            modes = _mode_string([m for m, _ in applied])
+            args = tuple(a for _, a in applied if a)
+            by = self._nick_of[member]
+            handover = self._publish_locked(
+                state.members,
+                lambda i, ts: ev.ModeChanged(
+                    i,
+                    ts,
+                    state.name,
+                    by=by,
+                    modes=modes,
+                    args=args,
+                    userhost=self._userhost.get(member, ""),
+                ),
+            )
+        handover.complete()
+        return modes, args
+
+    # -- talking -------------------------------------------------------------------------------
+
+    def say(
+        self, member: Member, *texts: str, room: str | None = None, notice: bool = False
+    ) -> None:
+        """Messages to everyone else in `room` (default: the default room); the sender knows
+        what it wrote. Raises NoSuchRoom, NotInRoom.
+
+        Several texts become consecutive messages handed over as one `Batch`: one trip through
+        the lock and one queue entry per member, however many lines the sender pasted.
+        """
+        with self._lock:
+            state = self._member_state_locked(member, room or self.name)
+            nick = self._nick_of[member]
+            userhost = self._userhost.get(member, "")
+            messages = tuple(
+                ev.Message(
+                    self._take_id_locked(),
+                    self._clock(),
+                    state.name,
+                    sender=nick,
+                    text=text,
+                    userhost=userhost,
+                    notice=notice,
+                )
+                for text in texts
+            )
+            event: ev.Event = messages[0] if len(messages) == 1 else ev.Batch(messages)
+            others = (m for m in state.members if m is not member)
+            handover = _Handover().give_locked(others, event)
+        handover.complete()
+
+    def act(self, member: Member, text: str, room: str | None = None, *, echo: bool = True) -> None:
+        """An action (`/me`) in `room` (default: the default room), shown to its author too if
+        `echo`. Raises NoSuchRoom, NotInRoom."""
+        with self._lock:
+            state = self._member_state_locked(member, room or self.name)
+            nick = self._nick_of[member]
+            handover = self._publish_locked(
+                state.members,
+                lambda i, ts: ev.Action(
+                    i,
+                    ts,
+                    state.name,
+                    sender=nick,
+                    text=text,
+                    userhost=self._userhost.get(member, ""),
+                ),
+                skip=None if echo else member,
+            )
+        handover.complete()
+
+    def whisper(
+        self,
+        member: Member,
+        to: str,
+        text: str,
+        *,
+        echo: bool = True,
+        notice: bool = False,
+        action: bool = False,
+    ) -> None:
+        """A private message to the user called `to`, copied to its sender if `echo`;
+        raises NoSuchNick."""
         with self._lock:
             sender = self._nick_of[member]
             target = self._by_key.get(nick_key(to))
@@ -161,22 +564,119 @@ class Room:
             event = ev.PrivateMessage(
                 self._take_id_locked(),
                 self._clock(),
-                self.name,
+                "",
                 sender=sender,
                 recipient=recipient_nick,
                 text=text,
+                userhost=self._userhost.get(member, ""),
+                notice=notice,
+                action=action,
             )
-            overflowed = [m for m in {recipient, member} if not m.deliver(event)]
-        self._drop_all(overflowed)
+            recipients = {recipient: None, member: None} if echo else {recipient: None}
+            handover = _Handover().give_locked(recipients, event)
+        handover.complete()
 
     def announce(self, text: str) -> None:
-        """A server notice to every member."""
+        """A server notice to every user online."""
         with self._lock:
             notice = ev.Notice(text=text, ts=self._clock())
-            overflowed = [m for m in self._nick_of if not m.deliver(notice)]
-        self._drop_all(overflowed)
+            handover = _Handover().give_locked(self._nick_of, notice)
+        handover.complete()
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def check_invariants(self) -> list[str]:
+        """What is wrong with the registry, if anything (the audit at shutdown, and tests).
+
+        The two nickname dicts must describe the same members: every nickname maps to a member
+        known by that nickname (else a ghost answers to it), and every member can be found by its
+        own nickname (else it is lost: unreachable by /msg, its name free for someone else).
+        Every room member is online and knows it is in the room, and the other way round; only
+        the default room may be empty.
+        """
+        with self._lock:
+            by_key = dict(self._by_key)
+            nick_of = dict(self._nick_of)
+            rooms = {k: (s.name, dict(s.members), set(s.ops)) for k, s in self._rooms.items()}
+            rooms_of = {m: dict(keys) for m, keys in self._rooms_of.items()}
+        problems = [
+            f"ghost: {nick!r} is registered to a client that no longer has that name"
+            for nick, member in by_key.values()
+            if nick_of.get(member) != nick
+        ]
+        for member, nick in nick_of.items():
+            holder = by_key.get(nick_key(nick))
+            if holder is None or holder[1] is not member:
+                problems.append(f"lost member: {nick!r} ({member!r}) is unreachable by its name")
+        for k, (name, members, ops) in rooms.items():
+            if not members and k != room_key(self.name):
+                problems.append(f"empty room {name!r} was not removed")
+            for member in members:
+                if member not in nick_of:
+                    problems.append(f"room {name!r} holds {member!r}, who is offline")
+                elif k not in rooms_of.get(member, {}):
+                    problems.append(f"{nick_of[member]!r} is in {name!r} without knowing it")
+            if not ops <= set(members):
+                problems.append(f"room {name!r} has an operator who is not in it")
+        for member, keys in rooms_of.items():
+            for k in keys:
+                if k not in rooms or member not in rooms[k][1]:
+                    problems.append(f"{member!r} thinks it is in {k!r} but is not")
+        return problems
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _claim_locked(self, member: Member, nick: str, userhost: str) -> None:
+        if nick_key(nick) in self._by_key:
+            raise NickTaken(nick)
+        self._by_key[nick_key(nick)] = (nick, member)
+        self._nick_of[member] = nick
+        self._userhost[member] = userhost or f"{nick}@chat"
+        self._rooms_of[member] = {}
+
+    def _state_locked(self, room: str) -> RoomState:
+        state = self._rooms.get(room_key(room))
+        if state is None:
+            raise NoSuchRoom(room)
+        return state
+
+    def _member_state_locked(self, member: Member, room: str) -> RoomState:
+        state = self._state_locked(room)
+        if member not in state.members:
+            raise NotInRoom(state.name)
+        return state
+
+    def _remove_locked(self, state: RoomState, member: Member) -> None:
+        state.members.pop(member, None)
+        state.ops.discard(member)
+        if not state.members and not state.permanent:
+            del self._rooms[room_key(state.name)]
+
+    def _union_locked(self, states: list[RoomState]) -> dict[Member, None]:
+        recipients: dict[Member, None] = {}
+        for state in states:
+            recipients.update(state.members)
+        return recipients
+
+    def _nicks_in_locked(self, state: RoomState) -> list[str]:
+        return [self._nick_of[m] for m in state.members]
+
+    def _users_locked(self, state: RoomState) -> tuple[str, ...]:
+        """The room's users, sorted, operators marked "@"."""
+        users = sorted(state.members, key=lambda m: nick_key(self._nick_of[m]))
+        return tuple(("@" if m in state.ops else "") + self._nick_of[m] for m in users)
+
+    def _view_locked(self, state: RoomState) -> ev.RoomView:
+        return ev.RoomView(
+            room=state.name,
+            users=self._users_locked(state),
+            topic=state.topic,
+            topic_by=state.topic_by,
+            topic_ts=state.topic_ts,
+            ts=self._clock(),
+            secret=state.secret,
+            has_key=bool(state.key),
+        )
 
     def _take_id_locked(self) -> int:
         event_id = self._next_id
@@ -184,17 +684,32 @@ class Room:
         return event_id
 
     def _publish_locked(
-        self, make: Callable[[int, float], ev.RoomEvent], skip: Member | None = None
-    ) -> list[Member]:
-        """Numbers a new event, offers it to every member but `skip`; returns those who refused.
+        self,
+        recipients: Iterable[Member],
+        make: Callable[[int, float], ev.RoomEvent],
+        skip: Member | None = None,
+    ) -> _Handover:
+        """Numbers a new event, offers it to every recipient but `skip`; returns who took it and
+        who refused, to be completed (flushed, dropped) once the lock is released.
 
-        Delivering under the lock is what gives every member the same order of events; it is
-        cheap because `deliver()` only appends to a queue.
+        Delivering under the lock, in id order, is what gives every member the same order of
+        events; it is cheap because `deliver()` only appends to a queue.
         """
         event = make(self._take_id_locked(), self._clock())
-        return [m for m in self._nick_of if m is not skip and not m.deliver(event)]
+        return _Handover().give_locked((m for m in recipients if m is not skip), event)
 
-    @staticmethod
-    def _drop_all(members: list[Member]) -> None:
-        for member in members:
-            member.drop(ev.LeaveReason.SENDQ_EXCEEDED)
+
+def _mode_string(modes: list[str]) -> str:
+    """["+k", "+o", "-s"] -> "+ko-s"."""
+    out = ""
+    sign = ""
+    for mode in modes:
+        if mode[0] != sign:
+            sign = mode[0]
+            out += sign
+        out += mode[1]
+    return out
+
+
+# The name of earlier versions, when there was one room; chat/demo.py and older tests use it.
+Room = Hub

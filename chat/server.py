@@ -18,7 +18,8 @@ import time
 from collections import Counter
 from types import TracebackType
 
-from chat.room import DEFAULT_ROOM, Room
+from chat.irc import IrcSession
+from chat.room import DEFAULT_ROOM, Hub
 from chat.session import Session, SessionConfig
 
 log = logging.getLogger("chat.server")
@@ -36,10 +37,10 @@ TOO_MANY = b"! too many connections from your address\n"
 
 
 class ChatServer:
-    """A chat server on one TCP port, with one room.
+    """A chat server on one TCP port for text and JSON users, and optionally one for IRC.
 
     Thread safety: `_lock` guards `_sessions` (every live connection, registered or not), the
-    per-address counts and `_finished`. It is never held together with the room lock or while
+    per-address counts and `_finished`. It is never held together with the hub lock or while
     doing socket I/O, so there is no lock order to get wrong between them. One accept thread
     admits connections; each session runs its own two threads; `stop()` may be called from any
     thread, more than once.
@@ -59,10 +60,16 @@ class ChatServer:
         flood_burst: int = SessionConfig.flood_burst,
         register_timeout_s: float | None = SessionConfig.register_timeout_s,
         idle_timeout_s: float | None = SessionConfig.idle_timeout_s,
+        irc_port: int | None = None,
+        server_name: str = SessionConfig.server_name,
+        password: str | None = None,
+        irc_ping_s: float = SessionConfig.irc_ping_s,
+        irc_timeout_s: float = SessionConfig.irc_timeout_s,
     ) -> None:
-        self.room = Room(room_name)
+        self.hub = Hub(room_name)
         self._host = host
         self._port = port
+        self._irc_port = irc_port
         self._max_clients = max_clients
         self._max_per_address = max_per_address
         self._limit_loopback = limit_loopback
@@ -74,6 +81,10 @@ class ChatServer:
             # non-blocking, which is not what anyone asking for 0 s wants)
             register_timeout_s=register_timeout_s or None,
             idle_timeout_s=idle_timeout_s or None,
+            password=password or None,
+            irc_ping_s=irc_ping_s,
+            irc_timeout_s=irc_timeout_s,
+            server_name=server_name,
         )
         self._lock = threading.Lock()
         self._sessions: set[Session] = set()
@@ -81,6 +92,7 @@ class ChatServer:
         self._finished: list[Session] = []
         self._all_gone = threading.Condition(self._lock)
         self._listener: socket.socket | None = None
+        self._irc_listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
         self._wake_r = self._wake_w = -1  # a pipe that wakes the accept loop for stop()
         self._stopping = threading.Event()
@@ -91,22 +103,34 @@ class ChatServer:
         """Binds and starts accepting; raises OSError if the address is in use."""
         if self._listener is not None:
             raise RuntimeError("a ChatServer starts once")
-        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind((self._host, self._port))
-            listener.listen(128)
-        except OSError:
-            listener.close()
-            raise
+        listener = _listen(self._host, self._port)
+        if self._irc_port is not None:
+            try:
+                self._irc_listener = _listen(self._host, self._irc_port)
+            except OSError:
+                listener.close()
+                raise
         self._listener = listener
         self._wake_r, self._wake_w = os.pipe()
         self._accept_thread = threading.Thread(target=self._accept_loop, name="accept")
         self._accept_thread.start()
         host, port = self.address
         log.info("listening on %s:%d", host, port)
+        if self._irc_listener is not None:
+            log.info("IRC listening on %s:%d", *self.irc_address)
         return self
+
+    @property
+    def room(self) -> Hub:
+        """The hub (the name from when there was one room)."""
+        return self.hub
+
+    @property
+    def irc_address(self) -> tuple[str, int]:
+        """The bound (host, port) of the IRC listener; start() with irc_port first."""
+        assert self._irc_listener is not None, "start() with irc_port first"
+        host, port = self._irc_listener.getsockname()[:2]
+        return host, port
 
     @property
     def address(self) -> tuple[str, int]:
@@ -164,40 +188,47 @@ class ChatServer:
         assert self._listener is not None
         listener = self._listener
         with selectors.DefaultSelector() as selector:
-            selector.register(listener, selectors.EVENT_READ)
+            selector.register(listener, selectors.EVENT_READ, Session)
+            if self._irc_listener is not None:
+                selector.register(self._irc_listener, selectors.EVENT_READ, IrcSession)
             selector.register(self._wake_r, selectors.EVENT_READ)
             while not self._stopping.is_set():
                 for key, _ in selector.select():
-                    if key.fileobj is listener:
-                        self._accept_one(listener)
+                    if key.data is not None:
+                        assert isinstance(key.fileobj, socket.socket)
+                        self._accept_one(key.fileobj, key.data)
                 self._reap()
         listener.close()
+        if self._irc_listener is not None:
+            self._irc_listener.close()
 
-    def _accept_one(self, listener: socket.socket) -> None:
+    def _accept_one(self, listener: socket.socket, kind: type[Session]) -> None:
         try:
             sock, address = listener.accept()
         except OSError as error:  # e.g. EMFILE: log and keep serving the others
             log.warning("accept failed: %s", error)
             return
         peer = f"{address[0]}:{address[1]}"
-        refusal = self._admit(sock, address)
+        refusal = self._admit(sock, address, kind)
         if refusal is not None:
-            log.warning("%s refused (%s)", peer, refusal.decode().strip("! \n"))
+            log.warning("%s refused (%s)", peer, refusal.decode().strip("! \r\n"))
             _refuse(sock, refusal)
             return
         log.info("%s connected", peer)
 
-    def _admit(self, sock: socket.socket, address: tuple[str, int]) -> bytes | None:
-        """Registers a session for `sock` and starts it, or says why not."""
+    def _admit(
+        self, sock: socket.socket, address: tuple[str, int], kind: type[Session] = Session
+    ) -> bytes | None:
+        """Registers a session of `kind` for `sock` and starts it, or says why not."""
         ip = address[0]
         limit_this = self._limit_loopback or not ipaddress.ip_address(ip).is_loopback
         _tune(sock)
         with self._lock:
             if len(self._sessions) >= self._max_clients:
-                return SERVER_FULL
+                return kind.refusal(SERVER_FULL)
             if limit_this and self._per_address[ip] >= self._max_per_address:
-                return TOO_MANY
-            session = Session(sock, address, self.room, self._config, self._on_session_exit)
+                return kind.refusal(TOO_MANY)
+            session = kind(sock, address, self.hub, self._config, self._on_session_exit)
             self._sessions.add(session)
             self._per_address[ip] += 1
         session.start()
@@ -219,6 +250,19 @@ class ChatServer:
             finished, self._finished = self._finished, []
         for session in finished:
             session.reader.join()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(128)
+    except OSError:
+        listener.close()
+        raise
+    return listener
 
 
 def _tune(sock: socket.socket) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import threading
 import time
@@ -22,11 +23,25 @@ from chat import wire_json, wire_text
 from chat.flood import FloodGate, Verdict
 from chat.outbox import Outbox
 from chat.protocol import Line, LineDecoder, LineTooLong, ProtocolError, decode_text, nick_error
-from chat.room import NickTaken, NoSuchNick, Room
+from chat.room import (
+    BadRoomKey,
+    BadRoomName,
+    ChatError,
+    Hub,
+    NickTaken,
+    NoSuchNick,
+    NoSuchRoom,
+    NotInRoom,
+    NotOperator,
+    UserNotInRoom,
+)
 
 log = logging.getLogger("chat.session")
 
 RECV_BYTES = 64 * 1024
+# A send that returns at once instead of blocking (Linux, macOS, BSD). Without it every byte
+# goes through the writer thread, which is correct, only slower.
+_DONTWAIT: int | None = getattr(socket, "MSG_DONTWAIT", None)
 # How long a leaving client's writer may take to flush its last lines (goodbye, the reason it was
 # kicked) before the socket is cut; short, because a client that is not reading never drains.
 FLUSH_TIMEOUT_S = 1.0
@@ -41,36 +56,48 @@ class SessionConfig:
     flood_burst: int = 20
     register_timeout_s: float | None = 60.0
     idle_timeout_s: float | None = None
+    password: str | None = None  # the server password (--password); None: no password
+    # IRC liveness, as in ergo: PING a client silent for irc_ping_s, drop it when it has been
+    # silent for irc_timeout_s in all.
+    irc_ping_s: float = 90.0
+    irc_timeout_s: float = 150.0
+    server_name: str = "threadroom"
 
 
 class Session:
     """One connected client.
 
-    Thread safety: `deliver()` may be called from any thread (usually under the room lock) and
+    Thread safety: `deliver()` may be called from any thread (usually under the hub lock) and
     only offers to the outbox. `drop()` and `shut_down()` may be called from any thread, any
     number of times; the first reason recorded wins (`_reason_lock` guards it), and `_sock_lock`
     keeps a `shutdown()` from racing with the reader's final `close()` of the socket. Everything
-    else (`nick`, `_wire`, the decoder and flood gate) belongs to the reader thread alone; `_wire`
-    is set before the session joins the room and never changes after, so `deliver()` can read it.
+    else (`nick`, `current_room`, `_wire`, the decoder and flood gate) belongs to the reader
+    thread alone; `_wire` is set before the session registers and never changes after, so
+    `deliver()` can read it. `deliver()` also reads `current_room` (one attribute read, atomic)
+    to prefix lines from the user's other rooms; the reader sets it *before* joining a room, so
+    the new room's first lines are never mis-prefixed.
     """
 
     def __init__(
         self,
         sock: socket.socket,
         address: tuple[str, int],
-        room: Room,
+        hub: Hub,
         config: SessionConfig,
         on_exit: Callable[[Session], None],
     ) -> None:
         self.address = address
         self.nick: str | None = None
+        # Where a text or JSON user's plain messages go; lines from its other rooms are prefixed.
+        self.current_room: str | None = None
         self._sock = sock
-        self._room = room
+        self._hub = hub
+        self._password_ok = config.password is None
         self._config = config
         self._on_exit = on_exit
         self._outbox = Outbox(config.sendq_bytes)
         self._wire: ModuleType = wire_text  # until the first line says otherwise
-        self._decoder = LineDecoder()
+        self._decoder = self._make_decoder()
         self._flood = FloodGate(config.flood_rate, config.flood_burst, time.monotonic())
         self._reason: str | None = None
         self._quit_message = ""
@@ -86,13 +113,39 @@ class Session:
 
     # -- doors for other threads ---------------------------------------------------------------
 
+    @staticmethod
+    def refusal(line: bytes) -> bytes:
+        """The admission refusal `line` ("! server full ...\\n") in this front-end's form."""
+        return line
+
     def start(self) -> None:
         self.writer.start()
         self.reader.start()
 
     def deliver(self, event: ev.Event) -> bool:
         """Queues `event` in this client's format; never blocks; False if the queue is full."""
-        return self._outbox.offer(self._wire.encode(event, self.nick or ""))
+        return self._outbox.offer(self._wire.encode(event, self.nick or "", self.current_room))
+
+    def flush(self) -> None:
+        """Sends what is queued, if that can be done right now without blocking.
+
+        Called by the thread that queued something, after it released the hub lock: in a
+        healthy room no thread has to be woken to deliver a message. Whatever the socket does
+        not take at once is left to this session's writer thread (see Outbox).
+        """
+        data = self._outbox.claim()
+        if data is None:
+            return  # nothing queued, or someone is already sending
+        sent = 0
+        try:
+            if _DONTWAIT is not None:
+                sent = self._sock.send(data, _DONTWAIT)
+        except BlockingIOError:
+            pass  # the client's socket buffer is full: the writer thread takes over
+        except OSError:
+            self._set_reason(ev.LeaveReason.CONNECTION_LOST)
+            self._cut()
+        self._outbox.release(data[sent:])
 
     def drop(self, reason: str) -> None:
         """Disconnects at once, unsent output is lost (the client is too slow or the server is
@@ -105,37 +158,49 @@ class Session:
         """Says goodbye because the server stops: queue the notice, let the writer flush it."""
         if self._set_reason(ev.LeaveReason.SHUTDOWN):
             self.deliver(ev.Notice("server shutting down", time.time()))
-        self._outbox.close()
+        self._outbox.close()  # wakes the writer, which sends the rest and hangs up
 
     # -- the reader thread ---------------------------------------------------------------------
 
     def _read_loop(self) -> None:
         try:
-            self._sock.settimeout(self._config.register_timeout_s)
-            self.deliver(ev.Greeting(online=len(self._room)))
+            self._greet()
             while self._reason is None:
-                data = self._sock.recv(RECV_BYTES)
+                data = self._receive()
+                if data is None:
+                    continue  # a timeout the front-end handled (IRC: sent a PING)
                 if not data:
                     self._set_reason(ev.LeaveReason.CONNECTION_LOST)
                     break
-                for line in self._decoder.feed(data):
-                    self._handle(line)
-                    if self._reason is not None:
-                        break
+                self._handle_all(self._decoder.feed(data))
         except TimeoutError:
             self._set_reason(ev.LeaveReason.TIMED_OUT)
-            self.deliver(ev.Error("timeout", "timed out", time.time()))
+            self._reply_error(ProtocolError("timeout", "timed out"))
         except ProtocolError as error:
             self._set_reason(ev.LeaveReason.LINE_TOO_LONG)
-            self.deliver(ev.Error(error.code, error.message, time.time()))
+            self._reply_error(error)
         except OSError:
             self._set_reason(ev.LeaveReason.CONNECTION_LOST)
         finally:
             self._finish()
 
+    def _receive(self) -> bytes | None:
+        """The next bytes from the client; None if `_on_timeout()` handled a silence; raises
+        TimeoutError past the registration or idle timeout.
+
+        The socket itself stays in blocking mode (a Python socket timeout would turn every send
+        into poll + send, and make flush()'s non-blocking send wait); the timeout is a poll here.
+        """
+        timeout = self._receive_timeout()
+        if timeout is not None and not _readable(self._sock, timeout):
+            if self._on_timeout():
+                return None
+            raise TimeoutError
+        return self._sock.recv(RECV_BYTES)
+
     def _finish(self) -> None:
         reason = self._reason or ev.LeaveReason.CONNECTION_LOST
-        self._room.leave(self, reason, self._quit_message)
+        self._hub.leave(self, reason, self._quit_message)
         self._outbox.close()
         self.writer.join(FLUSH_TIMEOUT_S)
         if self.writer.is_alive():  # the peer is not reading: stop waiting for it
@@ -147,72 +212,170 @@ class Session:
         log.info("%s disconnected (%s)", self._label(), reason)
         self._on_exit(self)
 
-    def _handle(self, line: Line) -> None:
-        if line.too_long:
-            self._reply_error(LineTooLong())
-            return
-        text = decode_text(line.data)
-        if self.nick is None and self._wire is wire_text and wire_json.looks_like_json(text):
-            self._wire = wire_json
-        verdict = self._flood.check(time.monotonic())
-        if verdict is Verdict.WARN:
-            rate = self._config.flood_rate
-            self._reply_error(ProtocolError("flood", f"slow down: at most {rate:g} lines/s"))
-            return
-        if verdict is Verdict.DROP:
-            return
-        if verdict is Verdict.KICK:
-            self._reply_error(ProtocolError("flood", "kicked for flooding"))
-            self._set_reason(ev.LeaveReason.FLOODING)
-            return
+    def _handle_all(self, lines: list[Line]) -> None:
+        """Handles the lines of one `recv()`; consecutive messages to the current room go to
+        the hub as one batch."""
+        texts: list[str] = []
+        for line in lines:
+            request = self._parse(line)
+            if isinstance(request, ev.Say) and request.room is None:
+                if request.text.strip():
+                    texts.append(request.text)
+                continue
+            if texts:  # keep the order: the messages before this request come first
+                self._say(texts)
+                texts = []
+            if request is not None:
+                try:
+                    self._dispatch(request)
+                except ProtocolError as error:
+                    self._reply_error(error)
+            if self._reason is not None:
+                break
+        if texts:
+            self._say(texts)
+
+    def _say(self, texts: list[str]) -> None:
         try:
-            request = self._wire.parse(text, registered=self.nick is not None)
-            self._dispatch(request)
+            self._hub.say(self, *texts, room=self._room_or_current(None))
+        except ChatError as error:
+            self._reply_error(_protocol_error(error))
         except ProtocolError as error:
             self._reply_error(error)
 
+    def _parse(self, line: Line) -> ev.Request | None:
+        """The request on `line`, or None when it was refused (and the client told why)."""
+        if line.too_long:
+            self._reply_error(LineTooLong())
+            return None
+        text = decode_text(line.data)
+        if self.nick is None and self._wire is wire_text and wire_json.looks_like_json(text):
+            self._wire = wire_json
+        if not self._password_ok and self._wire is wire_text:
+            self._check_password(text.strip())
+            return None
+        if not self._flood_allows():
+            return None
+        try:
+            request: ev.Request = self._wire.parse(text, registered=self.nick is not None)
+            return request
+        except ProtocolError as error:
+            self._reply_error(error)
+            return None
+
     def _dispatch(self, request: ev.Request) -> None:
-        room = self._room
+        try:
+            self._dispatch_request(request)
+        except ChatError as error:
+            raise _protocol_error(error) from None
+
+    def _dispatch_request(self, request: ev.Request) -> None:
+        hub = self._hub
         match request:
-            case ev.Hello(nick=nick):
-                self._register(nick)
-            case ev.Say(text=text):
+            case ev.Hello(nick=nick, password=password):
+                self._register(nick, password)
+            case ev.Say(text=text, room=room):
                 if text.strip():
-                    room.say(self, text)
-            case ev.Act(text=text):
-                room.act(self, text)
+                    hub.say(self, text, room=self._room_or_current(room))
+            case ev.Act(text=text, room=room):
+                hub.act(self, text, self._room_or_current(room))
             case ev.Whisper(to=to, text=text):
-                try:
-                    room.whisper(self, to, text)
-                except NoSuchNick:
-                    raise ProtocolError("no_such_nick", f"no such nick: {to}") from None
+                hub.whisper(self, to, text)
             case ev.ChangeNick(nick=new):
                 self._rename(new)
             case ev.Who():
-                self.deliver(ev.UserList(room.name, room.nicks(), time.time()))
+                self._reply(ev.UserList(hub.name, hub.nicks(), time.time()))
             case ev.Help():
-                self.deliver(ev.HelpText(time.time()))
+                self._reply(ev.HelpText(time.time()))
             case ev.Ping(token=token):
-                self.deliver(ev.Pong(token, time.time()))
+                self._reply(ev.Pong(token, time.time()))
             case ev.Quit(reason=message):
                 self._quit_message = message
                 self._set_reason(ev.LeaveReason.QUIT)
                 # Leave now, so that the goodbye is the last line this client receives.
-                room.leave(self, ev.LeaveReason.QUIT, message)
-                self.deliver(ev.Goodbye(message, time.time()))
+                hub.leave(self, ev.LeaveReason.QUIT, message)
+                self._reply(ev.Goodbye(message, time.time()))
+            case ev.JoinRoom(room=room, key=key):
+                self._switch_to(room, key)
+            case ev.PartRoom(room=room, message=message):
+                name = self._room_or_current(room)
+                hub.part(self, name, message)
+                if self.current_room is not None and name.lower() == self.current_room.lower():
+                    rooms = hub.rooms_of(self)
+                    self.current_room = rooms[-1] if rooms else None
+                    if self.current_room is not None:
+                        hub.enter(self, self.current_room)  # shows where the user is now
+            case ev.ListRooms():
+                self._reply(hub.list_rooms(self))
+            case ev.SetTopic(topic=None, room=room):
+                self._reply(hub.topic(self._room_or_current(room)))
+            case ev.SetTopic(topic=str() as topic, room=room):
+                hub.set_topic(self, self._room_or_current(room), topic)
+            case ev.KickUser(nick=nick, reason=reason, room=room):
+                hub.kick(self, self._room_or_current(room), nick, reason)
+            case ev.SetRoomMode(key=key, secret=secret, room=room):
+                changes: list[tuple[str, str]] = []
+                if key is not None:
+                    changes.append(("+k", key) if key else ("-k", ""))
+                if secret is not None:
+                    changes.append(("+s" if secret else "-s", ""))
+                hub.set_modes(self, self._room_or_current(room), changes)
             case ev.Nothing():
                 pass
 
-    def _register(self, nick: str) -> None:
+    def _flood_allows(self) -> bool:
+        """Asks the flood gate about one more line; warns or kicks as it says."""
+        verdict = self._flood.check(time.monotonic())
+        if verdict is Verdict.WARN:
+            rate = self._config.flood_rate
+            self._reply_error(ProtocolError("flood", f"slow down: at most {rate:g} lines/s"))
+        elif verdict is Verdict.KICK:
+            self._reply_error(ProtocolError("flood", "kicked for flooding"))
+            self._set_reason(ev.LeaveReason.FLOODING)
+        return verdict is Verdict.ACCEPT
+
+    def _room_or_current(self, room: str | None) -> str:
+        if room is not None:
+            return room
+        if self.current_room is None:
+            raise ProtocolError("not_in_room", "you are in no room: /join #room first")
+        return self.current_room
+
+    def _switch_to(self, room: str, key: str) -> None:
+        """Joins `room` if needed and makes it the current room."""
+        previous = self.current_room
+        self.current_room = room  # before joining: the room's first lines come unprefixed
+        try:
+            self._hub.enter(self, room, key)
+        except ChatError:
+            self.current_room = previous
+            raise
+
+    def _check_password(self, attempt: str) -> None:
+        """Text mode: the first line is the server password."""
+        if attempt != self._config.password:
+            self._reply_error(ProtocolError("bad_password", "wrong password"))
+            self._set_reason(ev.LeaveReason.BAD_PASSWORD)
+            return
+        self._password_ok = True
+        self._reply(ev.Greeting(online=len(self._hub), password=False))
+
+    def _register(self, nick: str, password: str | None = None) -> None:
+        if not self._password_ok:
+            if password != self._config.password:
+                self._set_reason(ev.LeaveReason.BAD_PASSWORD)
+                raise ProtocolError("bad_password", "wrong or missing password")
+            self._password_ok = True
         problem = nick_error(nick)
         if problem is not None:
             raise ProtocolError("nick_invalid", problem)
         try:
-            self._room.join(self, nick)
+            self.current_room = self._hub.name
+            self._hub.join(self, nick, f"{nick}@{self._wire.NAME}")
         except NickTaken:
+            self.current_room = None
             raise ProtocolError("nick_taken", f"nickname {nick} is taken") from None
         self.nick = nick
-        self._sock.settimeout(self._config.idle_timeout_s)
         log.info("%s joined as %s", self._label(), nick)
 
     def _rename(self, new: str) -> None:
@@ -220,22 +383,48 @@ class Session:
         if problem is not None:
             raise ProtocolError("nick_invalid", problem)
         try:
-            self._room.rename(self, new)
+            self._hub.rename(self, new)
         except NickTaken:
             raise ProtocolError("nick_taken", f"nickname {new} is taken") from None
         log.info("%s renamed to %s", self._label(), new)
         self.nick = new
 
+    # -- hooks for other front-ends (chat/irc.py) -----------------------------------------------
+
+    def _make_decoder(self) -> LineDecoder:
+        return LineDecoder()
+
+    def _greet(self) -> None:
+        self._reply(ev.Greeting(online=len(self._hub), password=not self._password_ok))
+
+    def _receive_timeout(self) -> float | None:
+        """How long the client may stay silent now (None: forever)."""
+        config = self._config
+        return config.register_timeout_s if self.nick is None else config.idle_timeout_s
+
+    def _on_timeout(self) -> bool:
+        """The socket was silent for its timeout: True to keep reading, False to end."""
+        return False
+
     def _reply_error(self, error: ProtocolError) -> None:
         prompt_again = self.nick is None and error.code in ("nick_invalid", "nick_taken")
-        self.deliver(ev.Error(error.code, error.message, time.time(), prompt_again))
+        self._reply(ev.Error(error.code, error.message, time.time(), prompt_again))
+
+    def _reply(self, event: ev.Event) -> None:
+        """An event for this client alone, from its own reader thread (no lock is held)."""
+        self.deliver(event)
+        self.flush()
 
     # -- the writer thread ---------------------------------------------------------------------
 
     def _write_loop(self) -> None:
+        """Sends what flush() could not: only a slow client (or a busy moment) needs this thread."""
         try:
-            while (data := self._outbox.take_all()) is not None:
-                self._sock.sendall(data)
+            while (data := self._outbox.claim_waiting()) is not None:
+                try:
+                    self._sock.sendall(data)  # may block for as long as the client is slow
+                finally:
+                    self._outbox.release()
         except OSError:
             self._set_reason(ev.LeaveReason.CONNECTION_LOST)
         finally:
@@ -262,3 +451,35 @@ class Session:
 
     def _label(self) -> str:
         return f"{self.address[0]}:{self.address[1]} {self.nick or '-'}"
+
+
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    """Waits up to `timeout` seconds for `sock` to have input (or EOF, or an error)."""
+    if hasattr(select, "poll"):  # no limit on descriptor numbers, unlike select()
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
+    return bool(select.select([sock], [], [], timeout)[0])
+
+
+def _protocol_error(error: ChatError) -> ProtocolError:
+    """The text/JSON error for a refusal of the hub (codes in docs/protocol.md)."""
+    name = error.name
+    match error:
+        case NickTaken():
+            return ProtocolError("nick_taken", f"nickname {name} is taken")
+        case NoSuchNick():
+            return ProtocolError("no_such_nick", f"no such nick: {name}")
+        case NoSuchRoom():
+            return ProtocolError("no_such_room", f"no such room: {name}")
+        case BadRoomName():
+            return ProtocolError("bad_room_name", f"invalid room name {name!r}: use #name")
+        case NotInRoom():
+            return ProtocolError("not_in_room", f"you are not in {name}")
+        case UserNotInRoom():
+            return ProtocolError("user_not_in_room", f"{name} is not in that room")
+        case BadRoomKey():
+            return ProtocolError("bad_key", f"{name} needs the right key: /join {name} KEY")
+        case NotOperator():
+            return ProtocolError("not_operator", f"you are not an operator of {name}")
+    return ProtocolError("bad_request", str(error))

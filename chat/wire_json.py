@@ -32,6 +32,13 @@ def _text_field(obj: dict[str, Any], key: str) -> str:
     return clean_text(value)
 
 
+def _optional(obj: dict[str, Any], key: str) -> str | None:
+    """A string field that may be missing (None); present, it must be a string."""
+    if obj.get(key) is None:
+        return None
+    return _text_field(obj, key).strip()
+
+
 def parse(line: str, registered: bool) -> ev.Request:
     """One line from a JSON client as a request; raises ProtocolError for a bad one."""
     try:
@@ -47,13 +54,35 @@ def parse(line: str, registered: bool) -> ev.Request:
         version = obj.get("version", VERSION)
         if version != VERSION:
             raise ProtocolError("bad_request", f"unsupported protocol version {version!r}")
-        return ev.Hello(_text_field(obj, "nick").strip())
+        password = obj.get("password")
+        return ev.Hello(
+            _text_field(obj, "nick").strip(), password if isinstance(password, str) else None
+        )
     if not registered:
         raise ProtocolError("not_registered", "send a 'hello' with your nick first")
     if kind == "message":
-        return ev.Say(_text_field(obj, "text"))
+        return ev.Say(_text_field(obj, "text"), _optional(obj, "room"))
     if kind == "action":
-        return ev.Act(_text_field(obj, "text"))
+        return ev.Act(_text_field(obj, "text"), _optional(obj, "room"))
+    if kind == "join":
+        return ev.JoinRoom(_text_field(obj, "room").strip(), _optional(obj, "key") or "")
+    if kind == "part":
+        return ev.PartRoom(_optional(obj, "room"), _optional(obj, "message") or "")
+    if kind == "rooms":
+        return ev.ListRooms()
+    if kind == "topic":
+        return ev.SetTopic(_optional(obj, "topic"), _optional(obj, "room"))
+    if kind == "kick":
+        return ev.KickUser(
+            _text_field(obj, "nick"), _optional(obj, "reason") or "", _optional(obj, "room")
+        )
+    if kind == "mode":
+        secret = obj.get("secret")
+        return ev.SetRoomMode(
+            _optional(obj, "key"),
+            secret if isinstance(secret, bool) else None,
+            _optional(obj, "room"),
+        )
     if kind == "private":
         return ev.Whisper(_text_field(obj, "to"), _text_field(obj, "text"))
     if kind == "nick":
@@ -68,8 +97,13 @@ def parse(line: str, registered: bool) -> ev.Request:
     raise ProtocolError("bad_request", f"unknown type {kind!r}")
 
 
-def encode(event: ev.Event, recipient: str) -> bytes:
+def encode(event: ev.Event, recipient: str, current_room: str | None = None) -> bytes:
     """The line `recipient` receives for `event`, newline included."""
+    if isinstance(event, ev.Batch):
+        cached = event.wire.get(NAME)
+        if cached is None:
+            cached = event.wire[NAME] = b"".join(encode(e, recipient) for e in event.events)
+        return cached
     if isinstance(event, ev.RoomEvent):
         cached = event.wire.get(NAME)
         if cached is None:
@@ -87,12 +121,32 @@ def _dump(obj: dict[str, Any]) -> bytes:
 def _room_event(event: ev.RoomEvent) -> dict[str, Any]:
     head: dict[str, Any] = {"id": event.id, "ts": event.ts, "room": event.room}
     match event:
-        case ev.Message(sender=sender, text=text):
-            return {"type": "message", **head, "from": sender, "text": text}
+        case ev.Message(sender=sender, text=text, notice=notice):
+            extra = {"notice": True} if notice else {}
+            return {"type": "message", **head, "from": sender, "text": text, **extra}
         case ev.Action(sender=sender, text=text):
             return {"type": "action", **head, "from": sender, "text": text}
-        case ev.PrivateMessage(sender=sender, recipient=to, text=text):
-            return {"type": "private", **head, "from": sender, "to": to, "text": text}
+        case ev.PrivateMessage(sender=sender, recipient=to, text=text, notice=notice, action=act):
+            del head["room"]
+            extra = {"notice": True} if notice else {}
+            if act:
+                extra["action"] = True
+            return {"type": "private", **head, "from": sender, "to": to, "text": text, **extra}
+        case ev.Parted(nick=nick, message=message, count=count):
+            return {"type": "part", **head, "nick": nick, "message": message, "count": count}
+        case ev.Kicked(nick=nick, by=by, reason=reason, count=count):
+            return {
+                "type": "kick",
+                **head,
+                "nick": nick,
+                "by": by,
+                "reason": reason,
+                "count": count,
+            }
+        case ev.TopicChanged(by=by, topic=topic):
+            return {"type": "topic", **head, "by": by, "topic": topic}
+        case ev.ModeChanged(by=by, modes=modes, args=args):
+            return {"type": "mode", **head, "by": by, "modes": modes, "args": list(args)}
         case ev.Joined(nick=nick, count=count):
             return {"type": "join", **head, "nick": nick, "count": count}
         case ev.Left(nick=nick, reason=reason, message=message, count=count):
@@ -103,9 +157,10 @@ def _room_event(event: ev.RoomEvent) -> dict[str, Any]:
                 "reason": reason,
                 "message": message,
                 "count": count,
+                "rooms": list(event.rooms),
             }
-        case ev.Renamed(old=old, new=new):
-            return {"type": "rename", **head, "old": old, "new": new}
+        case ev.Renamed(old=old, new=new, rooms=rooms):
+            return {"type": "rename", **head, "old": old, "new": new, "rooms": list(rooms)}
     raise TypeError(f"no JSON form for {event!r}")
 
 
@@ -120,6 +175,22 @@ def _reply(event: ev.Event) -> dict[str, Any]:
                 "users": list(users),
                 "ts": ts,
             }
+        case ev.RoomView(room=room, users=users, topic=topic, ts=ts):
+            return {
+                "type": "room",
+                "ts": ts,
+                "room": room,
+                "users": [u.lstrip("@") for u in users],
+                "operators": [u[1:] for u in users if u.startswith("@")],
+                "topic": topic,
+                "secret": event.secret,
+                "key": event.has_key,
+            }
+        case ev.RoomList(rooms=rooms, ts=ts):
+            listing = [{"room": r.name, "count": r.count, "topic": r.topic} for r in rooms]
+            return {"type": "rooms", "ts": ts, "rooms": listing}
+        case ev.TopicReply(room=room, topic=topic, by=by, ts=ts):
+            return {"type": "topic", "ts": ts, "room": room, "by": by, "topic": topic}
         case ev.UserList(room=room, users=users, ts=ts):
             return {"type": "users", "ts": ts, "room": room, "users": list(users)}
         case ev.Notice(text=text, ts=ts):

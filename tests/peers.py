@@ -5,9 +5,19 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 TIMEOUT_S = 5.0
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = TIMEOUT_S) -> None:
+    """Polls a server-side condition that has no event to wait on (e.g. a freed slot)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition never became true")
+        time.sleep(0.005)
 
 
 class Peer:
@@ -117,3 +127,60 @@ class JsonPeer(Peer):
         while (event := self.event())["type"] != "pong" or event["token"] != token:
             events.append(event)
         return events
+
+
+class IrcPeer(Peer):
+    """An IRC client on the IRC port: CRLF lines, parsed with chat.wire_irc."""
+
+    def __init__(self, address: tuple[str, int], nick: str | None = None, **kw: Any) -> None:
+        super().__init__(address, **kw)
+        self.nick = nick
+        self._syncs = 0
+        if nick is not None:
+            self.register(nick)
+
+    def register(self, nick: str, user: str = "user") -> list[Any]:
+        """NICK + USER; returns the messages up to the end of the MOTD (376 or 422)."""
+        self.nick = nick
+        self.send(f"NICK {nick}\r\nUSER {user} 0 * :Real Name\r\n")
+        seen = [self.expect_cmd("001")]
+        while seen[-1].command not in ("376", "422"):
+            seen.append(self.msg())
+        return seen
+
+    def send_line(self, line: str) -> None:
+        self.send(line + "\r\n")
+
+    def msg(self, timeout: float | None = None) -> Any:
+        from chat.wire_irc import parse
+
+        while True:
+            line = self.line(timeout)
+            assert line.endswith("\r"), f"not CRLF: {line!r}"
+            message = parse(line[:-1])
+            if message is not None:
+                return message
+
+    def expect_cmd(self, command: str, timeout: float | None = None) -> Any:
+        seen = []
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            try:
+                message = self.msg(max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                raise TimeoutError(f"no {command}; saw {seen!r}") from None
+            if message.command == command:
+                return message
+            seen.append(message)
+
+    def sync(self) -> list[Any]:
+        """PING a fresh token; returns what arrived before its PONG (a delivery barrier)."""
+        self._syncs += 1
+        token = f"sync{self._syncs}"
+        self.send_line(f"PING {token}")
+        seen = []
+        while True:
+            message = self.msg()
+            if message.command == "PONG" and message.params[-1] == token:
+                return seen
+            seen.append(message)

@@ -136,25 +136,54 @@ def test_outbox_refuses_past_its_cap_and_hands_everything_at_once():
     assert outbox.offer(b"12345")
     assert outbox.offer(b"6789")
     assert not outbox.offer(b"ab")  # 11 > 10
-    assert outbox.take_all(timeout=1) == b"123456789"
+    assert outbox.claim() == b"123456789"
+    assert not outbox.offer(b"ab")  # claimed bytes still count until released
+    outbox.release()
     assert outbox.offer(b"ab")
 
 
-def test_outbox_take_all_times_out_empty_and_ends_after_close():
+def test_outbox_one_claim_at_a_time_and_the_unsent_rest_goes_first():
+    outbox = Outbox(max_bytes=100)
+    outbox.offer(b"first ")
+    data = outbox.claim()
+    assert data == b"first "
+    outbox.offer(b"second ")
+    assert outbox.claim() is None  # someone is sending: the others just queue
+    outbox.release(data[3:])  # only "fir" went out
+    assert outbox.claim() == b"st second "
+    outbox.release()
+    assert outbox.claim() is None  # nothing left
+    assert outbox.size == 0
+
+
+def test_outbox_after_close_accepts_discards_and_drains():
     outbox = Outbox(max_bytes=10)
-    assert outbox.take_all(timeout=0.01) == b""
     outbox.offer(b"last")
     outbox.close()
     assert outbox.offer(b"discarded")  # closed: accepted and dropped, nobody is blamed
-    assert outbox.take_all() == b"last"
-    assert outbox.take_all() is None
+    assert outbox.claim_waiting() == b"last"
+    outbox.release()
+    assert outbox.claim_waiting() is None
 
 
-def test_outbox_wakes_a_waiting_writer():
+def test_outbox_writer_is_woken_only_for_what_a_claim_left_behind():
     outbox = Outbox(max_bytes=100)
     got: list[bytes | None] = []
-    writer = threading.Thread(target=lambda: got.append(outbox.take_all(timeout=5)))
-    writer.start()
-    outbox.offer(b"hi")
-    writer.join(5)
-    assert got == [b"hi"]
+    woke = threading.Event()
+
+    def writer() -> None:
+        got.append(outbox.claim_waiting())
+        woke.set()
+        outbox.release()
+        got.append(outbox.claim_waiting())
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    outbox.offer(b"hi")  # queued, but nobody is woken: a flush is expected to follow
+    assert not woke.wait(0.05)
+    data = outbox.claim()
+    outbox.release(data[1:])  # the socket took one byte: the rest is the writer's job
+    assert woke.wait(5)
+    outbox.close()
+    thread.join(5)
+    assert got == [b"i", None]

@@ -23,12 +23,16 @@ class FakeMember:
         self.events: list[ev.Event] = []
         self.full = full
         self.dropped: list[str] = []
+        self.flushes = 0
 
     def deliver(self, event: ev.Event) -> bool:
         if self.full:
             return False
         self.events.append(event)
         return True
+
+    def flush(self) -> None:
+        self.flushes += 1
 
     def drop(self, reason: str) -> None:
         self.dropped.append(reason)
@@ -88,10 +92,14 @@ def test_a_full_member_is_dropped_and_the_others_still_get_everything():
     room.join(slow, "slow")
     room.join(fast, "fast")
     slow.full = True
+    flushes, slow_flushes = fast.flushes, slow.flushes
     room.say(fast, "hello")
     assert slow.dropped == [ev.LeaveReason.SENDQ_EXCEEDED]
+    assert slow.flushes == slow_flushes  # refused: dropped, not flushed
+    assert fast.flushes == flushes  # the sender was not sent its own message
     room.act(fast, "waves")
     assert [type(e).__name__ for e in fast.events][-1] == "Action"
+    assert fast.flushes == flushes + 1  # asked to send after the lock was released
 
 
 @pytest.mark.usefixtures("fast_switching")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from chat.wire_text import HELP_LINES
 from tests.peers import TextPeer
 
 
@@ -66,7 +67,7 @@ def test_every_command(server):
     assert bob.expect("<alicia>") == "<alicia> /slashdot"
 
     alice.send("/help\n")
-    help_lines = [alice.line() for _ in range(8)]
+    help_lines = [alice.line() for _ in range(len(HELP_LINES))]
     assert help_lines[0] == "*** Commands:"
     assert any("/msg NICK text" in line for line in help_lines)
 

@@ -1,0 +1,232 @@
+"""Rooms: the hub's operations, a many-thread stress test, and the text/JSON room commands."""
+
+from __future__ import annotations
+
+import random
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from chat import events as ev
+from chat.room import (
+    BadRoomKey,
+    ChatError,
+    Hub,
+    NotInRoom,
+    NotOperator,
+)
+from tests.peers import JsonPeer, TextPeer
+from tests.test_room import FakeMember
+
+ROOMS = ("#a", "#b", "#c", "#d", "#e", "#f")
+THREADS = 8
+OPS = 1000
+JOIN_TIMEOUT_S = 30
+
+
+@pytest.fixture
+def fast_switching() -> Iterator[None]:
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(old)
+
+
+def test_rooms_creator_is_operator_keys_secret_topic_kick():
+    hub = Hub()
+    alice, bob = FakeMember(), FakeMember()
+    hub.register(alice, "alice")
+    hub.register(bob, "bob")
+    assert hub.enter(alice, "#rust")
+    hub.set_modes(alice, "#rust", [("+k", "sesame"), ("+s", "")])
+    with pytest.raises(BadRoomKey):
+        hub.enter(bob, "#rust", "wrong")
+    assert [r.name for r in hub.list_rooms(bob).rooms] == ["#lobby"]  # secret
+    assert hub.enter(bob, "#RUST", "sesame")
+    with pytest.raises(NotOperator):
+        hub.kick(bob, "#rust", "alice")
+    hub.set_topic(bob, "#rust", "borrowing")
+    hub.kick(alice, "#rust", "bob", "enough")
+    with pytest.raises(NotInRoom):
+        hub.say(bob, "hi", room="#rust")
+    kicked = [e for e in bob.events if isinstance(e, ev.Kicked)]
+    assert [(k.nick, k.by, k.reason) for k in kicked] == [("bob", "alice", "enough")]
+    hub.part(alice, "#rust")
+    assert hub.room_count() == 1  # empty rooms go away; the lobby stays
+    assert hub.check_invariants() == []
+
+
+def test_quit_and_rename_reach_each_peer_once():
+    hub = Hub()
+    alice, bob, carol = FakeMember(), FakeMember(), FakeMember()
+    for member, nick in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
+        hub.register(member, nick)
+    for room in ("#x", "#y"):
+        hub.enter(alice, room)
+        hub.enter(bob, room)
+    hub.rename(bob, "robert")
+    hub.leave(bob, "quit", "bye")
+    assert sum(isinstance(e, ev.Renamed) for e in alice.events) == 1
+    left = [e for e in alice.events if isinstance(e, ev.Left)]
+    assert [(e.nick, e.rooms) for e in left] == [("robert", ("#x", "#y"))]
+    assert carol.events == []  # shares no room with bob
+    assert hub.check_invariants() == []
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.usefixtures("fast_switching")
+def test_stress_join_part_rename_kick_talk_across_rooms():
+    """Many threads at once: no deadlock, consistent registry, no lost or doubled message.
+
+    One observer per room (its operator, never kicked) sees every event of its room in id
+    order. Each worker knows from its own stream when it was in which room and under which
+    nick; it must have received exactly the room's messages from others in those intervals.
+    """
+    hub = Hub()
+    observers = {room: FakeMember() for room in ROOMS}
+    for room, observer in observers.items():
+        hub.register(observer, f"obs{room[1:]}")
+        hub.enter(observer, room)
+    workers = [FakeMember() for _ in range(THREADS)]
+    for i, worker in enumerate(workers):
+        hub.register(worker, f"w{i}")
+
+    def work(i: int, worker: FakeMember) -> None:
+        rng = random.Random(i)
+        for n in range(OPS):
+            room = rng.choice(ROOMS)
+            try:
+                match rng.randrange(6):
+                    case 0 | 1:
+                        hub.enter(worker, room)
+                    case 2:
+                        hub.part(worker, room)
+                    case 3:
+                        hub.rename(worker, f"w{i}" if n % 2 else f"w{i}x")
+                    case 4:
+                        target = f"w{rng.randrange(THREADS)}"
+                        hub.kick(observers[room], room, rng.choice((target, target + "x")))
+                    case _:
+                        hub.say(worker, f"{i}:{n}", room=room)
+            except ChatError:
+                pass  # not in that room, no such nick, ...
+
+    barrier = threading.Barrier(THREADS)
+
+    def start(i: int, worker: FakeMember) -> None:
+        barrier.wait(JOIN_TIMEOUT_S)
+        work(i, worker)
+
+    threads = [threading.Thread(target=start, args=(i, w)) for i, w in enumerate(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(JOIN_TIMEOUT_S)
+        assert not thread.is_alive(), "deadlock?"
+    assert hub.check_invariants() == []
+
+    # Every room's messages, by id, from its observer (who never leaves).
+    messages = {
+        room: {e.id: e for e in obs.events if isinstance(e, ev.Message)}
+        for room, obs in observers.items()
+    }
+    total = 0
+    for i, worker in enumerate(workers):
+        ids = [e.id for e in worker.events if isinstance(e, ev.RoomEvent)]
+        assert ids == sorted(set(ids)), "a worker saw an event twice or out of order"
+        nick, inside, got = f"w{i}", set(), {room: set() for room in ROOMS}
+        expected: dict[str, set[int]] = {room: set() for room in ROOMS}
+        last = 0
+        for event in worker.events:
+            if not isinstance(event, ev.RoomEvent):
+                continue
+            # messages in rooms we were in, between our previous event and this one
+            for room in inside:
+                expected[room] |= {
+                    mid
+                    for mid, m in messages[room].items()
+                    if last < mid <= event.id and m.sender != nick
+                }
+            last = event.id
+            match event:
+                case ev.Joined(nick=who, room=room) if who == nick:
+                    inside.add(room)
+                case ev.Parted(nick=who, room=room) | ev.Kicked(nick=who, room=room) if who == nick:
+                    inside.discard(room)
+                case ev.Renamed(old=old, new=new) if old == nick:
+                    nick = new
+                case ev.Message(room=room):
+                    got[room].add(event.id)
+        for room in inside:
+            expected[room] |= {
+                mid for mid, m in messages[room].items() if mid > last and m.sender != nick
+            }
+        for room in ROOMS:
+            assert got[room] == expected[room], f"w{i} in {room}: lost or extra messages"
+            total += len(got[room])
+    assert total > 0
+
+
+def test_text_user_joins_switches_and_sees_other_rooms_prefixed(server):
+    alice = TextPeer(server.address, "alice")
+    bob = TextPeer(server.address, "bob")
+    alice.expect("*** bob joined")
+    alice.send("/join #rust\n")
+    assert alice.line() == "*** alice joined (1 online)"
+    assert alice.line() == "*** Now talking in #rust (1): @alice."
+    alice.send("in rust\n")
+    bob.send("in lobby\n")
+    assert alice.line() == "[#lobby] <bob> in lobby"
+    alice.send("/join #lobby\n")
+    assert alice.line() == "*** Now talking in #lobby (2): alice, bob."
+    bob.send("/join #rust\n")
+    assert alice.line() == "[#rust] *** bob joined (2 online)"
+    bob.expect("*** Now talking in #rust")
+    alice.send("/rooms\n")
+    assert alice.line() == "*** Rooms (2): #lobby (2), #rust (2)"
+    alice.send("/join #rust\n")
+    alice.expect("*** Now talking in #rust")
+    alice.send("/topic ownership\n")
+    assert bob.expect("*** alice set") == "*** alice set the topic: ownership"
+    alice.send("/kick bob too loud\n")
+    assert bob.expect("*** bob was kicked") == "*** bob was kicked from #rust by alice (too loud)"
+    bob.send("anyone?\n")
+    assert bob.line() == "! you are not in #rust"
+    alice.send("/key sesame\n")
+    alice.expect("*** alice set mode +k sesame")
+    bob.send("/join #rust\n")
+    assert bob.line().startswith("! #rust needs the right key")
+    bob.send("/part\n")
+    assert bob.line() == "! you are not in #rust"
+    bob.send("/join #lobby\n")
+    bob.expect("*** Now talking in #lobby")
+    bob.send("/kick alice\n")
+    assert bob.line() == "! you are not an operator of #lobby"
+
+
+def test_json_room_operations_and_events(server):
+    alice = JsonPeer(server.address, "alice")
+    bob = JsonPeer(server.address, "bob")
+    alice.expect_type("join")
+    alice.send_json({"type": "join", "room": "#dev"})
+    assert alice.expect_type("join")["room"] == "#dev"
+    view = alice.expect_type("room")
+    assert (view["room"], view["users"], view["operators"]) == ("#dev", ["alice"], ["alice"])
+    bob.send_json({"type": "join", "room": "#dev"})
+    bob.expect_type("room")
+    alice.send_json({"type": "message", "room": "#dev", "text": "hi dev"})
+    msg = bob.expect_type("message")
+    assert (msg["room"], msg["text"]) == ("#dev", "hi dev")
+    alice.send_json({"type": "mode", "room": "#dev", "secret": True})
+    assert bob.expect_type("mode")["modes"] == "+s"
+    bob.send_json({"type": "rooms"})
+    assert [r["room"] for r in bob.expect_type("rooms")["rooms"]] == ["#lobby", "#dev"]
+    alice.send_json({"type": "kick", "room": "#dev", "nick": "bob", "reason": "test"})
+    kick = bob.expect_type("kick")
+    assert (kick["nick"], kick["by"], kick["reason"]) == ("bob", "alice", "test")
+    bob.send_json({"type": "part", "room": "#dev"})
+    assert bob.expect_type("error")["code"] == "not_in_room"
+    bob.send_json({"type": "join", "room": "bad name"})
+    assert bob.expect_type("error")["code"] == "bad_room_name"
