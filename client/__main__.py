@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -33,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
         "--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
     )
     parser.add_argument(
+        "--password",
+        default=os.environ.get("CHAT_PASSWORD"),
+        help="the server's password, if it has one (default $CHAT_PASSWORD)",
+    )
+    parser.add_argument(
         "--history-file",
         type=Path,
         help="input history (default $CHAT_CLIENT_HISTORY, else "
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     """The `chat-client` console script; returns the exit code."""
     args = _parser().parse_args(argv)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
-    connection = Connection(args.host, args.port, args.nick)
+    connection = Connection(args.host, args.port, args.nick, password=args.password)
     try:
         try:
             connection.connect(_ask_nick if interactive else None)

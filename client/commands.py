@@ -53,7 +53,14 @@ SERVER_COMMANDS: dict[str, tuple[str, str]] = {
     "msg": ("/msg NICK text", "private message to NICK"),
     "me": ("/me text", "action: * alice waves"),
     "nick": ("/nick NEW", "change your nickname"),
-    "who": ("/who", "list everyone online"),
+    "who": ("/who", "list everyone in the current room"),
+    "join": ("/join #room [key]", "join a room and talk there (or switch to it)"),
+    "part": ("/part [#room] [reason]", "leave a room (the current one by default)"),
+    "rooms": ("/rooms", "list the rooms and how many are in each"),
+    "topic": ("/topic [text]", "show or set the current room's topic"),
+    "kick": ("/kick NICK [reason]", "operators: remove NICK from the current room"),
+    "key": ("/key [KEY]", "operators: set the room's key (no KEY: remove it)"),
+    "secret": ("/secret on|off", "operators: hide the room from /rooms, or show it"),
     "quit": ("/quit [reason]", "leave the chat (also Ctrl-D or Ctrl-C)"),
     "help": ("/help", "this list"),
 }
@@ -61,7 +68,13 @@ CLIENT_COMMANDS: dict[str, tuple[str, str]] = {
     "clear": ("/clear", "clear the screen (also Ctrl-L)"),
 }
 # irssi habits that mean the same thing here.
-ALIASES: dict[str, str] = {"names": "who", "query": "msg", "exit": "quit"}
+ALIASES: dict[str, str] = {
+    "names": "who",
+    "query": "msg",
+    "exit": "quit",
+    "leave": "part",
+    "j": "join",
+}
 
 COMMAND_NAMES: tuple[str, ...] = tuple(sorted({*SERVER_COMMANDS, *CLIENT_COMMANDS}))
 
@@ -69,10 +82,10 @@ COMMAND_NAMES: tuple[str, ...] = tuple(sorted({*SERVER_COMMANDS, *CLIENT_COMMAND
 def help_lines() -> list[str]:
     """The text of /help: the server's commands, then the client's own."""
     lines = ["Commands (sent to the server):"]
-    lines += [f"  {usage:<18} {text}" for usage, text in SERVER_COMMANDS.values()]
+    lines += [f"  {usage:<22} {text}" for usage, text in SERVER_COMMANDS.values()]
     lines.append("Client commands:")
-    lines += [f"  {usage:<18} {text}" for usage, text in CLIENT_COMMANDS.values()]
-    lines.append("  //text             send a message that starts with /")
+    lines += [f"  {usage:<22} {text}" for usage, text in CLIENT_COMMANDS.values()]
+    lines.append(f"  {'//text':<22} send a message that starts with /")
     lines.append("Keys: Tab completes nicks and commands, Up/Down history, Emacs editing keys.")
     return lines
 
@@ -146,6 +159,40 @@ def parse(line: str) -> Parsed:
         return Send(({"type": "nick", "nick": rest},))
     if name == "who":
         return Send(({"type": "who"},))
+    if name == "join":
+        room, _, key = rest.partition(" ")
+        if not room:
+            return Usage("usage: " + SERVER_COMMANDS["join"][0])
+        join: ProtocolMessage = {"type": "join", "room": room if room[0] == "#" else "#" + room}
+        if key.strip():
+            join["key"] = key.strip()
+        return Send((join,))
+    if name == "part":
+        part: ProtocolMessage = {"type": "part"}
+        if rest.startswith("#"):
+            room, _, rest = rest.partition(" ")
+            part["room"] = room
+        if rest.strip():
+            part["message"] = rest.strip()
+        return Send((part,))
+    if name == "rooms":
+        return Send(({"type": "rooms"},))
+    if name == "topic":
+        return Send(({"type": "topic", "topic": rest} if rest else {"type": "topic"},))
+    if name == "kick":
+        target, _, reason = rest.partition(" ")
+        if not target:
+            return Usage("usage: " + SERVER_COMMANDS["kick"][0])
+        kick: ProtocolMessage = {"type": "kick", "nick": target}
+        if reason.strip():
+            kick["reason"] = reason.strip()
+        return Send((kick,))
+    if name == "key":
+        return Send(({"type": "mode", "key": rest},))
+    if name == "secret":
+        if rest.lower() not in ("on", "off"):
+            return Usage("usage: " + SERVER_COMMANDS["secret"][0])
+        return Send(({"type": "mode", "secret": rest.lower() == "on"},))
     if name == "quit":
         return Quit(rest)
     if name in ("help", "clear"):

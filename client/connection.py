@@ -168,6 +168,7 @@ class Connection:
         connect_timeout_s: how long connecting and registering may take.
         send_rate_lines_s: sustained lines per second we allow ourselves.
         send_burst_lines: lines we may send at once.
+        password: the server's password (`--password`), sent in every `hello`.
         rng: random source of the jitter.
     """
 
@@ -183,11 +184,13 @@ class Connection:
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         send_rate_lines_s: float = SEND_RATE_LINES_S,
         send_burst_lines: float = SEND_BURST_LINES,
+        password: str | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self._preferred_nick = nick
+        self._password = password
         self._backoff = (backoff_initial_s, backoff_max_s)
         self._keepalive_s = keepalive_s
         self._connect_timeout_s = connect_timeout_s
@@ -273,7 +276,10 @@ class Connection:
         sock = socket.create_connection((self.host, self.port), timeout=self._connect_timeout_s)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            sock.sendall(encode({"type": "hello", "version": PROTOCOL_VERSION, "nick": nick}))
+            hello: ProtocolMessage = {"type": "hello", "version": PROTOCOL_VERSION, "nick": nick}
+            if self._password is not None:
+                hello["password"] = self._password
+            sock.sendall(encode(hello))
             buffer = LineBuffer()
             last_text = ""
             while True:
@@ -372,9 +378,17 @@ class Connection:
                     text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                     self._notify(Notice(f"reconnect failed: {text}"))
                     continue
-                with self._lock:
+                with self._cv:
                     resend = self._queued_locked()
-                    status = self._status = self._status.apply(welcome)
+                    before = self._status
+                    status = self._status = before.apply(welcome)
+                    # The server forgot our other rooms with the old connection: join them again
+                    # before anything queued for them is sent.
+                    for room in reversed(before.rooms):
+                        if room.lower() != status.room.lower():
+                            self._seq += 1
+                            self._outbox.appendleft((self._seq, {"type": "join", "room": room}))
+                    self._cv.notify_all()
                 self._notify(
                     Notice(
                         f"reconnected to {status.address} as {status.nick},"
@@ -514,6 +528,13 @@ class Connection:
             self._outbox.append((self._seq, make(self._seq)))
             self._cv.notify_all()
             return self._seq
+
+    def switch_room(self, room: str) -> Status:
+        """Make a room I am in my current room (what I type goes there)."""
+        with self._lock:
+            status = self._status = self._status.switch_to(room)
+        self._notify(StatusChanged(status))
+        return status
 
     def offer(self, message: ProtocolMessage) -> bool:
         """Queue a message for the server; never blocks.

@@ -45,7 +45,7 @@ def run_piped(
 
     def listener(event: Event) -> None:
         if isinstance(event, Received):
-            line = render_event(event.event, event.status.nick, time.time())
+            line = render_event(event.event, event.status.nick, time.time(), event.status.room)
             if line is not None:
                 write(line.plain)
         elif isinstance(event, Notice):

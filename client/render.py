@@ -156,18 +156,44 @@ def own_message_line(nick: str, text: str, ts: float, *, queued: bool = False) -
     return Line(tuple(fragments), indent=_width(fragments[:4]))
 
 
-def render_event(event: Mapping[str, Any], own_nick: str, now: float) -> Line | None:
+# Events of a room other than the current one get a `[#room] ` prefix (as in text mode).
+_ROOM_PREFIXED = frozenset({"message", "action", "join", "users"})
+
+
+def render_event(
+    event: Mapping[str, Any], own_nick: str, now: float, current_room: str = ""
+) -> Line | None:
     """Render one event received from the server.
 
     Args:
         event: a decoded JSON object with a `type`.
         own_nick: my nickname when the event arrived (for mentions and "you").
         now: the time to show when the event has no `ts`.
+        current_room: my current room; events of other rooms are prefixed with theirs.
 
     Returns:
         The line to show, or None for events that are not shown (`pong`, unknown types: the
         protocol may grow).
     """
+    line = _render(event, own_nick, now)
+    room = event.get("room")
+    if (
+        line is None
+        or event.get("type") not in _ROOM_PREFIXED
+        or not isinstance(room, str)
+        or not current_room
+        or room.lower() == current_room.lower()
+    ):
+        return line
+    prefix = ("class:room", f"[{sanitize(room)}] ")
+    return Line(
+        (line.fragments[0], prefix, *line.fragments[1:]),
+        line.highlight,
+        line.indent + get_cwidth(prefix[1]),
+    )
+
+
+def _render(event: Mapping[str, Any], own_nick: str, now: float) -> Line | None:
     kind = event.get("type")
     ts_value = event.get("ts")
     ts = float(ts_value) if isinstance(ts_value, (int, float)) else now
@@ -180,11 +206,12 @@ def render_event(event: Mapping[str, Any], own_nick: str, now: float) -> Line | 
         sender, text = _field(event, "from"), _field(event, "text")
         highlight = sender != own_nick and mentions(text, own_nick)
         body = "class:mention" if highlight else ""
+        opening, closing = ("-", "- ") if event.get("notice") is True else ("<", "> ")
         fragments = (
             stamp,
-            (body, "<"),
+            (body, opening),
             (nick_style(sender) + (" class:mention" if highlight else ""), sender),
-            (body, "> "),
+            (body, closing),
             (body, text),
         )
         return Line(fragments, highlight, _width(fragments[:-1]))
@@ -209,6 +236,16 @@ def render_event(event: Mapping[str, Any], own_nick: str, now: float) -> Line | 
         else:
             label = "[private] "
             highlight = True
+        if event.get("action") is True:  # an IRC user's /me in private
+            return Line(
+                (
+                    stamp,
+                    ("class:private", label + "* "),
+                    (nick_style(sender) + " class:private", sender),
+                    ("class:private", " " + text),
+                ),
+                highlight,
+            )
         return Line(
             (
                 stamp,
@@ -243,6 +280,53 @@ def render_event(event: Mapping[str, Any], own_nick: str, now: float) -> Line | 
             f"Welcome to {_field(event, 'room')} as {_field(event, 'nick')}, {count} online."
             " Type /help for commands."
         )
+    if kind == "part":
+        message = _field(event, "message")
+        why = f"{message}, " if message else ""
+        left = _field(event, "count")
+        return dim(f"{_field(event, 'nick')} left {_field(event, 'room')} ({why}{left} online)")
+    if kind == "kick":
+        reason = _field(event, "reason")
+        return dim(
+            f"{_field(event, 'nick')} was kicked from {_field(event, 'room')} by"
+            f" {_field(event, 'by')}" + (f" ({reason})" if reason else "")
+        )
+    if kind == "topic":
+        room, topic, by = _field(event, "room"), _field(event, "topic"), _field(event, "by")
+        if "id" in event:  # a change, announced to the room
+            return dim(
+                f"{by} set the topic of {room}: {topic}"
+                if topic
+                else f"{by} removed the topic of {room}"
+            )
+        if not topic:
+            return dim(f"{room} has no topic")
+        return dim(f"Topic of {room}: {topic}" + (f" (set by {by})" if by else ""))
+    if kind == "mode":
+        args = event.get("args")
+        shown = " ".join(sanitize(str(a)) for a in args) if isinstance(args, list) else ""
+        modes = f"{_field(event, 'modes')} {shown}".strip()
+        return dim(f"{_field(event, 'by')} set mode {modes} on {_field(event, 'room')}")
+    if kind == "room":
+        users = event.get("users")
+        operators = event.get("operators")
+        ops = (
+            {o.lower() for o in operators if isinstance(o, str)}
+            if isinstance(operators, list)
+            else set()
+        )
+        members = [u for u in users if isinstance(u, str)] if isinstance(users, list) else []
+        roster = ", ".join(("@" if u.lower() in ops else "") + sanitize(u) for u in members)
+        topic = _field(event, "topic")
+        return dim(
+            f"Now talking in {_field(event, 'room')} ({len(members)}): {roster}"
+            + (f". Topic: {topic}" if topic else "")
+        )
+    if kind == "rooms":
+        rooms = event.get("rooms")
+        listed = [r for r in rooms if isinstance(r, dict)] if isinstance(rooms, list) else []
+        shown = ", ".join(f"{_field(r, 'room')} ({_field(r, 'count')})" for r in listed)
+        return dim(f"Rooms ({len(listed)}): {shown}")
     if kind == "notice":
         return dim(f"server: {_field(event, 'text')}")
     if kind == "error":

@@ -55,6 +55,12 @@ MAX_RECENT_SPEAKERS = 50
 TOOLBAR_REFRESH_S = 0.5  # the "reconnecting in Ns" countdown ticks
 QUIT_PRINT_TIMEOUT_S = 1.0  # leaving waits this long at most for lines still being printed
 
+# Requests about a room: the client adds its current room when the user did not name one.
+_ROOM_REQUESTS = frozenset({"message", "action", "part", "topic", "kick", "mode"})
+# What may wait in the queue while disconnected: what the user said. Anything else answers the
+# moment and is refused while offline.
+_QUEUED_REQUESTS = frozenset({"message", "action", "private"})
+
 STYLE = Style.from_dict(
     {
         "time": "fg:ansibrightblack",
@@ -64,6 +70,7 @@ STYLE = Style.from_dict(
         "action": "italic",
         "private": "fg:ansimagenta",
         "mention": "bold reverse",
+        "room": "fg:ansicyan",
         "bottom-toolbar": "noreverse bg:ansiblue fg:ansiwhite",
         "bottom-toolbar.state.connected": "fg:ansibrightgreen bold",
         "bottom-toolbar.state.offline": "fg:ansibrightred bold",
@@ -111,8 +118,10 @@ def toolbar_fragments(status: Status, now: float) -> StyleAndTextTuples:
     fragments: StyleAndTextTuples = [
         ("", f" {status.address} │ "),
         (state_style, state),
-        ("", f" │ {status.nick} │ {len(status.users)} online"),
+        ("", f" │ {status.nick} │ {status.room} │ {len(status.users)} online"),
     ]
+    if len(status.rooms) > 1:
+        fragments.append(("", f" │ {len(status.rooms)} rooms"))
     if status.queued:
         fragments.append(("", f" │ {status.queued} queued"))
     return fragments
@@ -211,7 +220,7 @@ class ChatUI:
         return self.connection.status
 
     def _prompt(self) -> StyleAndTextTuples:
-        return [("class:prompt", f"[{self.status.nick}] ")]
+        return [("class:prompt", f"[{self.status.room or self.status.nick}] ")]
 
     def _toolbar(self) -> StyleAndTextTuples:
         return toolbar_fragments(self.status, time.monotonic())
@@ -269,7 +278,9 @@ class ChatUI:
                     sender = event.event.get("from")
                     if isinstance(sender, str):
                         self._recent.append(sender)
-                line = render_event(event.event, event.status.nick, self._clock())
+                line = render_event(
+                    event.event, event.status.nick, self._clock(), event.status.room
+                )
                 if line is not None:
                     lines.append(line)
             elif isinstance(event, Notice):
@@ -415,7 +426,15 @@ class ChatUI:
         connected = self.status.state == "connected"
         for message in parsed.messages:
             kind = message["type"]
-            if not connected and kind in ("nick", "who"):
+            room = self.status.room
+            if kind == "join" and self.status.has_room(message["room"]):
+                self.connection.switch_room(message["room"])
+                self._say(f"Now talking in {self.status.room}")
+                continue
+            if kind in _ROOM_REQUESTS and "room" not in message and room:
+                # Say which room: the client's current room is the one the user sees.
+                message = {**message, "room": room}
+            if not connected and kind not in _QUEUED_REQUESTS:
                 self._say(f"not connected: /{kind} works again once reconnected", error=True)
                 continue
             if not self.connection.offer(message):

@@ -154,7 +154,7 @@ def test_two_clients_talk_through_a_real_server(
 ) -> None:
     alice = start_client(terminals, tmp_path, "alice", server_port)
     alice.wait_for("Welcome to #lobby as alice")
-    alice.wait_for(rf"127\.0\.0\.1:{server_port} │ connected │ alice │ 1 online")
+    alice.wait_for(rf"127\.0\.0\.1:{server_port} │ connected │ alice │ #lobby │ 1 online")
     bob = start_client(terminals, tmp_path, "bob", server_port)
     alice.wait_for("bob joined")
     alice.wait_for("2 online")
@@ -166,7 +166,9 @@ def test_two_clients_talk_through_a_real_server(
     bob.wait_for("<alice> bob: yes!")
     bob.type("long " * 40 + "end\r")  # 200 characters: wraps, the layout holds
     alice.wait_for(r"<bob> long long")
-    alice.wait_for(r"long end\n(.*\n)*.*│ connected │ alice │ 2 online")  # the bar stays below
+    alice.wait_for(
+        r"long end\n(.*\n)*.*│ connected │ alice │ #lobby │ 2 online"
+    )  # the bar stays below
     alice.type("/me waves\r")
     bob.wait_for(r"\* alice waves")
     alice.type("/quit off to lunch\r")
@@ -325,7 +327,7 @@ def test_sigterm_leaves_cleanly(
 ) -> None:
     bob = JsonPeer(("127.0.0.1", server_port), "bob")
     alice = start_client(terminals, tmp_path, "alice", server_port)
-    alice.wait_for(r"│ connected │ alice │ 2 online")
+    alice.wait_for(r"│ connected │ alice │ #lobby │ 2 online")
     alice.type("half-typed")
     alice.child.kill(signal.SIGTERM)
     assert alice.exit_code() == 0
@@ -338,14 +340,14 @@ def test_typing_survives_incoming_lines_and_a_mention_rings(
 ) -> None:
     bob = JsonPeer(("127.0.0.1", server_port), "bob")
     alice = start_client(terminals, tmp_path, "alice", server_port)
-    alice.wait_for(r"│ connected │ alice │ 2 online")
+    alice.wait_for(r"│ connected │ alice │ #lobby │ 2 online")
     alice.type("half-typed reply")
-    alice.wait_for(r"\[alice\] half-typed reply")
+    alice.wait_for(r"\[#lobby\] half-typed reply")
     assert alice.screen.bells == 0
     bob.send_json({"type": "message", "text": "Alice: are you there?"})
     bob.send_json({"type": "message", "text": "just chatting"})
     alice.wait_for(
-        r"<bob> Alice: are you there\?\n.*<bob> just chatting\n\[alice\] half-typed reply\n"
+        r"<bob> Alice: are you there\?\n.*<bob> just chatting\n\[#lobby\] half-typed reply\n"
     )
     assert alice.screen.bells == 1
     row = next(y for y, line in enumerate(alice.screen.display) if "are you there" in line)

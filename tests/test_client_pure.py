@@ -254,17 +254,40 @@ def test_commands_complete() -> None:
 
 def test_status_follows_room_events() -> None:
     status = Status("127.0.0.1:1").apply(
-        {"type": "welcome", "nick": "alice", "users": ["bob", "alice"]}
+        {"type": "welcome", "nick": "alice", "room": "#lobby", "users": ["bob", "alice"]}
     )
-    assert (status.state, status.nick, status.users) == ("connected", "alice", ("alice", "bob"))
-    status = status.apply({"type": "join", "nick": "Carol"})
+    assert (status.state, status.nick, status.room) == ("connected", "alice", "#lobby")
+    assert status.users == ("alice", "bob")
+    status = status.apply({"type": "join", "room": "#lobby", "nick": "Carol"})
     assert status.users == ("alice", "bob", "Carol")
     status = status.apply({"type": "rename", "old": "alice", "new": "alicia"})
     assert status.nick == "alicia"
     assert status.users == ("alicia", "bob", "Carol")
-    status = status.apply({"type": "leave", "nick": "carol"})
+    status = status.apply({"type": "leave", "nick": "carol", "rooms": ["#lobby"]})
     assert status.users == ("alicia", "bob")
     assert status.apply({"type": "message"}) is status
+
+
+def test_status_follows_my_rooms() -> None:
+    status = Status("127.0.0.1:1").apply(
+        {"type": "welcome", "nick": "alice", "room": "#lobby", "users": ["alice", "bob"]}
+    )
+    status = status.apply({"type": "join", "room": "#rust", "nick": "alice"})
+    status = status.apply({"type": "room", "room": "#rust", "users": ["alice", "dave"]})
+    assert (status.room, status.rooms, status.users) == (
+        "#rust",
+        ("#lobby", "#rust"),
+        ("alice", "dave"),
+    )
+    status = status.apply({"type": "join", "room": "#lobby", "nick": "erin"})
+    assert status.users_of("#lobby") == ("alice", "bob", "erin")
+    assert status.switch_to("#LOBBY").room == "#lobby"
+    status = status.apply({"type": "kick", "room": "#rust", "nick": "dave", "by": "alice"})
+    assert status.users == ("alice",)
+    status = status.apply({"type": "part", "room": "#rust", "nick": "alice"})
+    assert (status.room, status.rooms) == ("#lobby", ("#lobby",))
+    status = status.apply({"type": "leave", "nick": "bob", "rooms": ["#lobby"]})
+    assert status.users == ("alice", "erin")
 
 
 # --- wire ----------------------------------------------------------------------------------
@@ -303,11 +326,15 @@ def test_toolbar_shows_state_nick_count_and_queue() -> None:
         return "".join(text for _, text in toolbar_fragments(status, now))
 
     status = Status("127.0.0.1:8888").apply(
-        {"type": "welcome", "nick": "alice", "users": ["alice", "bob"]}
+        {"type": "welcome", "nick": "alice", "room": "#lobby", "users": ["alice", "bob"]}
     )
-    assert bar(status) == " 127.0.0.1:8888 │ connected │ alice │ 2 online"
+    assert bar(status) == " 127.0.0.1:8888 │ connected │ alice │ #lobby │ 2 online"
     waiting = replace(status, state="reconnecting", retry_at=103.2, queued=2)
-    assert bar(waiting) == " 127.0.0.1:8888 │ reconnecting in 4s │ alice │ 2 online │ 2 queued"
+    assert bar(waiting) == (
+        " 127.0.0.1:8888 │ reconnecting in 4s │ alice │ #lobby │ 2 online │ 2 queued"
+    )
+    two_rooms = status.apply({"type": "room", "room": "#rust", "users": ["alice"]})
+    assert bar(two_rooms) == " 127.0.0.1:8888 │ connected │ alice │ #rust │ 1 online │ 2 rooms"
     assert "reconnecting now" in bar(waiting, now=104.0)
     assert "disconnected" in bar(replace(status, state="disconnected"))
 
@@ -334,3 +361,102 @@ def test_wrap_breaks_long_words_and_wide_characters() -> None:
     assert ["".join(t for _, t in row) for row in wrap(line, 10)] == ["x" * 10, "x" * 10, "x" * 5]
     wide = Line((("", "日本語のテキスト"),), indent=0)  # two cells each
     assert ["".join(t for _, t in row) for row in wrap(wide, 5)] == ["日本", "語の", "テキ", "スト"]
+
+
+@pytest.mark.parametrize(
+    ("typed", "parsed"),
+    [
+        ("/join #rust", Send(({"type": "join", "room": "#rust"},))),
+        ("/join rust sesame", Send(({"type": "join", "room": "#rust", "key": "sesame"},))),
+        ("/part", Send(({"type": "part"},))),
+        ("/part #rust bye all", Send(({"type": "part", "room": "#rust", "message": "bye all"},))),
+        ("/part gone", Send(({"type": "part", "message": "gone"},))),
+        ("/rooms", Send(({"type": "rooms"},))),
+        ("/topic", Send(({"type": "topic"},))),
+        ("/topic borrowing", Send(({"type": "topic", "topic": "borrowing"},))),
+        ("/kick bob too loud", Send(({"type": "kick", "nick": "bob", "reason": "too loud"},))),
+        ("/key sesame", Send(({"type": "mode", "key": "sesame"},))),
+        ("/key", Send(({"type": "mode", "key": ""},))),
+        ("/secret on", Send(({"type": "mode", "secret": True},))),
+        ("/secret", Usage("usage: /secret on|off")),
+        ("/join", Usage("usage: /join #room [key]")),
+        ("/kick", Usage("usage: /kick NICK [reason]")),
+    ],
+)
+def test_parse_room_commands(typed: str, parsed: commands.Parsed) -> None:
+    assert parse(typed) == parsed
+
+
+@pytest.mark.parametrize(
+    ("event", "text"),
+    [
+        (
+            {"type": "part", "room": "#rust", "nick": "bob", "message": "bye", "count": 1},
+            "-!- bob left #rust (bye, 1 online)",
+        ),
+        (
+            {
+                "type": "kick",
+                "id": 3,
+                "room": "#rust",
+                "nick": "bob",
+                "by": "alice",
+                "reason": "loud",
+            },
+            "-!- bob was kicked from #rust by alice (loud)",
+        ),
+        (
+            {"type": "topic", "id": 4, "room": "#rust", "by": "alice", "topic": "borrowing"},
+            "-!- alice set the topic of #rust: borrowing",
+        ),
+        (
+            {"type": "topic", "room": "#rust", "by": "alice", "topic": "borrowing"},
+            "-!- Topic of #rust: borrowing (set by alice)",
+        ),
+        (
+            {
+                "type": "mode",
+                "id": 5,
+                "room": "#rust",
+                "by": "alice",
+                "modes": "+k",
+                "args": ["sesame"],
+            },
+            "-!- alice set mode +k sesame on #rust",
+        ),
+        (
+            {
+                "type": "room",
+                "room": "#rust",
+                "users": ["alice", "bob"],
+                "operators": ["alice"],
+                "topic": "t",
+            },
+            "-!- Now talking in #rust (2): @alice, bob. Topic: t",
+        ),
+        (
+            {
+                "type": "rooms",
+                "rooms": [{"room": "#lobby", "count": 3}, {"room": "#rust", "count": 1}],
+            },
+            "-!- Rooms (2): #lobby (3), #rust (1)",
+        ),
+        (
+            {"type": "message", "room": "#lobby", "from": "bob", "text": "hi"},
+            "[#lobby] <bob> hi",
+        ),
+        ({"type": "message", "room": "#rust", "from": "bob", "text": "hi"}, "<bob> hi"),
+        (
+            {"type": "message", "room": "#rust", "from": "bob", "text": "hi", "notice": True},
+            "-bob- hi",
+        ),
+        (
+            {"type": "private", "from": "bob", "to": "alice", "text": "waves", "action": True},
+            "[private] * bob waves",
+        ),
+    ],
+)
+def test_room_events_render(event: dict[str, object], text: str) -> None:
+    line = render_event({**event, "ts": TS}, "alice", 0, current_room="#rust")
+    assert line is not None
+    assert line.plain == f"{format_time(TS)} {text}"
