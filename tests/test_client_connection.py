@@ -346,3 +346,28 @@ def test_a_silent_dead_link_is_found_by_keepalive(proxy: Proxy, events: Events) 
     events.notice("reconnected")
     assert connection.barrier(WAIT_S)
     connection.quit()
+
+
+def test_rooms_are_joined_again_after_a_reconnect(
+    chat_server: ChatServer, proxy: Proxy, events: Events
+) -> None:
+    connection = connect(proxy.address, "alice", events)
+    bob = JsonPeer(chat_server.address, "bob")
+    bob.send_json({"type": "join", "room": "#rust"})
+    bob.expect_type("room")
+    assert connection.offer({"type": "join", "room": "#rust"})
+    events.received("room")
+    proxy.gate.clear()  # hold the reconnect until bob's room events are read
+    for ghost in proxy.cut_client_sides():
+        ghost.shutdown(socket.SHUT_RDWR)
+    events.notice("connection lost")
+    assert bob.expect_type("leave")["nick"] == "alice"
+    events.seen.clear()
+    proxy.gate.set()
+    events.notice("reconnected")
+    assert connection.offer({"type": "message", "room": "#rust", "text": "back in rust"})
+    assert connection.barrier(WAIT_S)
+    assert connection.status.rooms == ("#lobby", "#rust")
+    said = bob.expect_type("message")
+    assert (said["room"], said["text"]) == ("#rust", "back in rust")
+    connection.quit()

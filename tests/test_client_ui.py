@@ -20,7 +20,7 @@ from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from chat.server import ChatServer
-from client.connection import Connection
+from client.connection import ConnectError, Connection
 from client.render import Line, nick_style
 from client.ui import ChatUI, toolbar_fragments
 from tests.peers import JsonPeer
@@ -286,3 +286,39 @@ def test_quitting_while_offline_says_what_was_never_sent(history: Path) -> None:
         alice.type("/quit\r")
         assert alice.finish() == 0
         alice.shows("1 queued line(s) were never sent")
+
+
+def test_rooms_join_talk_switch_and_part(chat_server: ChatServer, history: Path) -> None:
+    carol = JsonPeer(chat_server.address, "carol")
+    with running_ui(chat_server.address, "alice", history) as alice:
+        alice.type("/join #rust\r")
+        alice.shows("Now talking in #rust (1): @alice")
+        assert (alice.ui.status.room, alice.ui.status.rooms) == ("#rust", ("#lobby", "#rust"))
+        bob = JsonPeer(chat_server.address, "bob")
+        bob.send_json({"type": "join", "room": "#rust"})
+        alice.shows("bob joined (2 online)")
+        bob.send_json({"type": "message", "room": "#rust", "text": "hi rustaceans"})
+        alice.shows("<bob> hi rustaceans")
+        carol.send_json({"type": "message", "text": "lunch?"})
+        alice.shows("[#lobby] <carol> lunch?")
+        alice.type("hello rust\r")
+        assert bob.expect_type("message")["text"] == "lunch?"  # bob is in #lobby too
+        said = bob.expect_type("message")
+        assert (said["room"], said["text"]) == ("#rust", "hello rust")
+        alice.type("/join #lobby\r")  # already in it: just switch
+        alice.shows("Now talking in #lobby")
+        alice.type("count me in\r")
+        said = carol.expect_type("message")
+        assert (said["room"], said["text"]) == ("#lobby", "count me in")
+        alice.type("/part #rust see you\r")
+        alice.shows("alice left #rust (see you")
+        assert alice.ui.status.rooms == ("#lobby",)
+
+
+def test_password(history: Path) -> None:
+    with ChatServer("127.0.0.1", 0, password="sesame") as server:
+        with pytest.raises(ConnectError, match="password"):
+            Connection(*server.address, "alice", password="wrong").connect()
+        connection = Connection(*server.address, "alice", password="sesame")
+        assert connection.connect().nick == "alice"
+        connection.quit()
