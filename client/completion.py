@@ -28,11 +28,18 @@ class ChatCompleter(Completer):
     Args:
         nicks: returns the nicknames to offer, most relevant first.
         own_nick: returns my current nickname.
+        rooms: returns the rooms I am in: a word starting with `#` completes to one of them.
     """
 
-    def __init__(self, nicks: Callable[[], Sequence[str]], own_nick: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        nicks: Callable[[], Sequence[str]],
+        own_nick: Callable[[], str],
+        rooms: Callable[[], Sequence[str]] = tuple,
+    ) -> None:
         self._nicks = nicks
         self._own_nick = own_nick
+        self._rooms = rooms
 
     def get_completions(
         self, document: Document, complete_event: CompleteEvent
@@ -46,6 +53,11 @@ class ChatCompleter(Completer):
                     yield Completion("/" + name + " ", start_position=-len(before))
             return
         if not word:
+            return
+        if word.startswith("#"):
+            for room in self._rooms():
+                if room.lower().startswith(word.lower()):
+                    yield Completion(room + " ", start_position=-len(word))
             return
         if word == before:
             suffix = ADDRESS_SUFFIX

@@ -195,7 +195,9 @@ class ChatUI:
         self.session: PromptSession[str] = PromptSession(
             message=self._prompt,
             history=history,
-            completer=ChatCompleter(self._nicks_for_completion, lambda: self.status.nick),
+            completer=ChatCompleter(
+                self._nicks_for_completion, lambda: self.status.nick, lambda: self.status.rooms
+            ),
             complete_while_typing=False,
             bottom_toolbar=self._toolbar,
             refresh_interval=TOOLBAR_REFRESH_S,

@@ -243,6 +243,13 @@ def test_own_nick_is_not_offered() -> None:
     assert complete("m") == []
 
 
+def test_rooms_complete() -> None:
+    completer = ChatCompleter(lambda: (), lambda: "me", lambda: ("#lobby", "#rust"))
+    document = Document("/join #r", 8)
+    found = completer.get_completions(document, CompleteEvent(completion_requested=True))
+    assert [c.text for c in found] == ["#rust "]
+
+
 def test_commands_complete() -> None:
     assert complete("/ni") == ["/nick "]
     assert complete("/q") == ["/quit ", "/query "]
