@@ -1,0 +1,372 @@
+"""Benchmarks: start each server, drive it with chat-load; print a table, write JSON and a chart.
+
+    python benchmarks/run.py            # the full set (about two minutes)
+    python benchmarks/run.py --quick    # a smoke run of a few seconds (the test suite runs it)
+
+Servers: this server (threadroom), its `--lock-while-sending` classroom mode (the tutorial design:
+the broadcast sends to every peer under the lock), and benchmarks/asyncio_server.py (asyncio
+streams, the way the asyncio docs show). Every server runs alone, on 127.0.0.1, restarted for
+each scenario; the bots speak the text protocol, which all three understand.
+
+Measured: deliveries/s and latency (chat-load's own report), server CPU seconds and peak RSS
+(from /proc), chat-load's CPU seconds (so one can see whether the generator was the limit).
+Linux only (it reads /proc). Every run is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+SERVER_START_TIMEOUT_S = 10
+RUN_TIMEOUT_S = 120
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    command: list[str]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    clients: int
+    messages: int
+    rate: float = 0.0  # 0: flat out
+    slow_clients: int = 0
+    idle: bool = False  # connections that join and sit: memory per connection
+
+
+@dataclass
+class Result:
+    server: str
+    scenario: str
+    ok: bool = False
+    deliveries_per_s: float = 0.0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+    lost: int = 0
+    duplicated: int = 0
+    out_of_order: int = 0
+    disconnected: dict[str, int] = field(default_factory=dict)
+    server_cpu_s: float = 0.0
+    server_rss_mib: float = 0.0
+    rss_per_conn_kib: float | None = None
+    loadgen_cpu_s: float = 0.0
+    note: str = ""
+
+
+def servers() -> list[Server]:
+    chat = [
+        PY,
+        "-m",
+        "chat",
+        "--port",
+        "0",
+        "--flood-rate",
+        "0",
+        "--max-clients",
+        "12000",
+        "--sendq-bytes",
+        str(64 * 1024 * 1024),
+        "--log-level",
+        "INFO",
+    ]
+    return [
+        Server("threadroom", chat),
+        Server("threadroom --lock-while-sending", [*chat, "--lock-while-sending"]),
+        Server(
+            "asyncio streams", [PY, str(ROOT / "benchmarks" / "asyncio_server.py"), "--port", "0"]
+        ),
+    ]
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    if quick:
+        return [
+            Scenario("fan-out 20x20", 20, 20),
+            Scenario("latency 20 clients, 50 msg/s", 20, 5, rate=50),
+            Scenario("idle 200", 200, 0, idle=True),
+        ]
+    return [
+        Scenario("fan-out 100x100", 100, 100),
+        Scenario("fan-out 500x10", 500, 10),
+        Scenario("latency 100 clients, 200 msg/s", 100, 10, rate=200),
+        Scenario("same + 1 stalled reader", 100, 10, rate=200, slow_clients=1),
+        Scenario("idle 5000", 5000, 0, idle=True),
+    ]
+
+
+class RunningServer:
+    """A server process whose log goes to a file (a full pipe would stall its logging)."""
+
+    def __init__(self, server: Server) -> None:
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="bench-", suffix=".log")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            server.command, stderr=self.log, stdout=subprocess.DEVNULL, cwd=ROOT
+        )
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            match = re.search(r"listening on [^ ]*:(\d+)", Path(self.log.name).read_text())
+            if match:
+                self.port = int(match.group(1))
+                return
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"{server.name} did not start: {Path(self.log.name).read_text()}"
+                )
+            time.sleep(0.05)
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_kib(self) -> int:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+
+    def peak_rss_kib(self) -> int:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_load(server: RunningServer, scenario: Scenario, result: Result) -> None:
+    command = [
+        PY,
+        "-m",
+        "chat.load",
+        "--port",
+        str(server.port),
+        "--protocol",
+        "text",
+        "--clients",
+        str(scenario.clients),
+        "--messages",
+        str(scenario.messages),
+        "--rate",
+        str(scenario.rate),
+        "--slow-clients",
+        str(scenario.slow_clients),
+        "--duration",
+        str(RUN_TIMEOUT_S - 10),
+        "--json",
+    ]
+    before = children_cpu_s()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=ROOT)
+    result.loadgen_cpu_s = children_cpu_s() - before
+    try:
+        report: dict[str, Any] = json.loads(done.stdout)
+    except ValueError:
+        result.note = (done.stderr or done.stdout).strip()[-200:]
+        return
+    result.ok = done.returncode == 0
+    result.deliveries_per_s = report["delivery_rate"]
+    if report.get("latency"):
+        result.p50_ms = report["latency"]["p50_ms"]
+        result.p99_ms = report["latency"]["p99_ms"]
+        result.max_ms = report["latency"]["max_ms"]
+    result.lost = report["lost"]
+    result.duplicated = report["duplicated"]
+    result.out_of_order = report["out_of_order"]
+    result.disconnected = {
+        **report["disconnected"],
+        **{f"stalled: {k}": v for k, v in report["slow_clients_disconnected"].items()},
+    }
+
+
+def run_idle(server: RunningServer, scenario: Scenario, result: Result) -> None:
+    """Opens `clients` connections that each pick a nickname and then sit; memory per conn."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < scenario.clients + 100:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, scenario.clients + 1000), hard))
+    base = server.rss_kib()
+    socks: list[socket.socket] = []
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    try:
+        for i in range(scenario.clients):
+            if time.monotonic() > deadline:
+                break
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(f"idle{i}\n".encode())
+            socks.append(sock)
+        # the last one's welcome means the server has admitted every one before it
+        buffer = b""
+        while b"* Hello idle" not in buffer and time.monotonic() < deadline:
+            chunk = socks[-1].recv(65536)
+            if not chunk:
+                break
+            buffer += chunk
+        time.sleep(0.5)  # let the last threads settle before reading RSS
+        result.ok = b"* Hello idle" in buffer and len(socks) == scenario.clients
+        result.rss_per_conn_kib = (server.rss_kib() - base) / max(1, len(socks))
+        result.note = f"{len(socks)} connections"
+    except OSError as error:
+        result.note = f"after {len(socks)} connections: {error}"
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def run(quick: bool, only: list[str] | None) -> list[Result]:
+    results = []
+    for scenario in scenarios(quick):
+        for server in servers():
+            if only and not any(o in server.name for o in only):
+                continue
+            result = Result(server.name, scenario.name)
+            try:
+                running = RunningServer(server)
+            except RuntimeError as error:
+                result.note = str(error).splitlines()[-1][:200]
+                results.append(result)
+                continue
+            try:
+                cpu_before = running.cpu_s()
+                (run_idle if scenario.idle else run_load)(running, scenario, result)
+                result.server_cpu_s = running.cpu_s() - cpu_before
+                result.server_rss_mib = running.peak_rss_kib() / 1024
+            finally:
+                running.stop()
+            results.append(result)
+            print(f"  {scenario.name:34} {server.name:32} {summary(result)}", file=sys.stderr)
+    return results
+
+
+def summary(r: Result) -> str:
+    if r.rss_per_conn_kib is not None:
+        return f"{r.rss_per_conn_kib:.1f} KiB/conn {r.note}"
+    p99 = f"p99 {r.p99_ms:.1f} ms" if r.p99_ms is not None else ""
+    return f"{r.deliveries_per_s:,.0f}/s {p99} {'OK' if r.ok else 'PROBLEMS ' + r.note}"
+
+
+def table(results: list[Result]) -> str:
+    head = (
+        "| scenario | server | deliveries/s | p50 ms | p99 ms | max ms | lost/dup/reord | "
+        "disconnected | server CPU s | server peak RSS MiB | KiB/conn | chat-load CPU s |"
+    )
+    lines = [head, "|" + "---|" * 12]
+
+    def ms(value: float | None) -> str:
+        return f"{value:.2f}" if value is not None else ""
+
+    for r in results:
+        disconnected = ", ".join(f"{k}: {v}" for k, v in r.disconnected.items())
+        lines.append(
+            f"| {r.scenario} | {r.server} | {r.deliveries_per_s:,.0f} | {ms(r.p50_ms)} | "
+            f"{ms(r.p99_ms)} | {ms(r.max_ms)} | {r.lost}/{r.duplicated}/{r.out_of_order} | "
+            f"{disconnected} | {r.server_cpu_s:.2f} | {r.server_rss_mib:.1f} | "
+            f"{'' if r.rss_per_conn_kib is None else f'{r.rss_per_conn_kib:.1f}'} | "
+            f"{r.loadgen_cpu_s:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def ratios(results: list[Result]) -> list[str]:
+    by = {(r.scenario, r.server): r for r in results}
+    lines = []
+    for scenario in dict.fromkeys(r.scenario for r in results):
+        ours = by.get((scenario, "threadroom"))
+        if ours is None or not ours.deliveries_per_s:
+            continue
+        for other in ("threadroom --lock-while-sending", "asyncio streams"):
+            theirs = by.get((scenario, other))
+            if theirs is not None and theirs.deliveries_per_s:
+                lines.append(
+                    f"{scenario}: threadroom / {other} = "
+                    f"{ours.deliveries_per_s / theirs.deliveries_per_s:.2f}x deliveries/s"
+                )
+            if theirs is not None and ours.p99_ms and theirs.p99_ms:
+                lines.append(
+                    f"{scenario}: p99 {other} / threadroom = {theirs.p99_ms / ours.p99_ms:.1f}x"
+                )
+    return lines
+
+
+def chart(results: list[Result], path: Path) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no chart: pip install matplotlib"
+    load = [r for r in results if r.rss_per_conn_kib is None]
+    scenario_names = list(dict.fromkeys(r.scenario for r in load))
+    server_names = list(dict.fromkeys(r.server for r in load))
+    fig, ax = plt.subplots(figsize=(10, 5))
+    width = 0.8 / max(1, len(server_names))
+    for i, server in enumerate(server_names):
+        values = [
+            next((r.deliveries_per_s for r in load if r.server == server and r.scenario == s), 0)
+            for s in scenario_names
+        ]
+        ax.bar([x + i * width for x in range(len(scenario_names))], values, width, label=server)
+    ax.set_xticks([x + width * (len(server_names) - 1) / 2 for x in range(len(scenario_names))])
+    ax.set_xticklabels(scenario_names, fontsize=8)
+    ax.set_ylabel("deliveries/s")
+    ax.set_title("chat fan-out on this machine (chat-load, text protocol)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    return f"chart: {path}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few seconds' smoke run")
+    parser.add_argument("--only", action="append", help="only servers whose name contains this")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for results.json and chart.png (default: benchmarks/results)",
+    )
+    args = parser.parse_args()
+    out = args.out or ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}", file=sys.stderr)
+    results = run(args.quick, args.only)
+    print(table(results))
+    print()
+    for line in ratios(results):
+        print(line)
+    (out / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+    print(f"\njson: {out / 'results.json'}")
+    print(chart(results, out / "chart.png"))
+    return 0 if all(r.ok for r in results if r.server == "threadroom") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
