@@ -1,11 +1,89 @@
-"""Entry point of `chat-client` (not built yet: see the terminal-client issue)."""
+"""`chat-client NICK [--host HOST] [--port PORT]`: arguments, connect, then the UI or a pipe."""
 
+from __future__ import annotations
+
+import argparse
+import os
 import sys
+from pathlib import Path
+
+from client.connection import ConnectError, Connection
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8888
 
 
-def main() -> int:
-    sys.stderr.write("chat-client is not built yet; use `nc HOST PORT` to join the chat.\n")
-    return 1
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text}")
+    return port
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chat-client",
+        description="Join the chat. With stdin not a terminal, send each input line and exit.",
+    )
+    parser.add_argument("nick", help="your nickname (1-16 letters, digits or _-[]\\^{}|`)")
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"server (default {DEFAULT_HOST})")
+    parser.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
+    )
+    parser.add_argument(
+        "--password",
+        default=os.environ.get("CHAT_PASSWORD"),
+        help="the server's password, if it has one (default $CHAT_PASSWORD)",
+    )
+    parser.add_argument(
+        "--history-file",
+        type=Path,
+        help="input history (default $CHAT_CLIENT_HISTORY, else "
+        "$XDG_DATA_HOME/chat-client/history, else ~/.local/share/chat-client/history)",
+    )
+    return parser
+
+
+def _ask_nick(reason: str) -> str | None:
+    """Ask for another nickname on the terminal; None when the user gives up (Ctrl-D/Ctrl-C)."""
+    from prompt_toolkit import prompt
+
+    sys.stderr.write(f"chat-client: {reason}\n")
+    try:
+        return prompt("Choose another nickname: ").strip() or None
+    except (EOFError, KeyboardInterrupt):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `chat-client` console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    connection = Connection(args.host, args.port, args.nick, password=args.password)
+    try:
+        try:
+            connection.connect(_ask_nick if interactive else None)
+        except ConnectError as exc:
+            sys.stderr.write(f"chat-client: {exc}\n")
+            return 1
+        if not interactive:
+            from client.piped import run_piped
+
+            return run_piped(connection, sys.stdin, sys.stdout, sys.stderr)
+
+        from prompt_toolkit.patch_stdout import patch_stdout
+
+        from client.ui import ChatUI, default_history_path
+
+        ui = ChatUI(connection, history_path=args.history_file or default_history_path())
+        with patch_stdout(raw=True):  # a stray print from anywhere cannot corrupt the screen
+            return ui.run()
+    except KeyboardInterrupt:  # Ctrl-C outside the prompt (connecting, piped mode)
+        connection.quit()
+        return 0
 
 
 if __name__ == "__main__":
