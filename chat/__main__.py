@@ -61,6 +61,30 @@ def _rate(text: str) -> float:
     return value
 
 
+def _raise_file_limit(max_clients: int) -> None:
+    """Lifts the soft limit on open files toward the hard one, so --max-clients can be reached.
+
+    Each client is one descriptor; the common soft limit of 1024 would refuse clients (accept()
+    fails with EMFILE) long before a --max-clients of a few thousand.
+    """
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_clients + 64  # listening sockets, the wake-up pipe, logs
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    new = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+    if new > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        logging.getLogger("chat").info("raised the open-file limit from %d to %d", soft, new)
+    if new < wanted:
+        logging.getLogger("chat").warning(
+            "open-file limit %d allows fewer than --max-clients %d clients", new, max_clients
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = SessionConfig()
     parser = _Parser(
@@ -218,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         server_name=args.server_name,
         password=args.password,
     )
+    _raise_file_limit(args.max_clients)
     stop_requested = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:

@@ -42,6 +42,11 @@ RECV_BYTES = 64 * 1024
 # A send that returns at once instead of blocking (Linux, macOS, BSD). Without it every byte
 # goes through the writer thread, which is correct, only slower.
 _DONTWAIT: int | None = getattr(socket, "MSG_DONTWAIT", None)
+# After the last line, a closing session reads and discards what the client still sends, for at
+# most this long / this much, before it closes: close() with unread input answers with a reset,
+# and a reset can destroy the last lines still on their way (the goodbye, the reason for a kick).
+LINGER_S = 1.0
+LINGER_BYTES = 1024 * 1024
 # How long a leaving client's writer may take to flush its last lines (goodbye, the reason it was
 # kicked) before the socket is cut; short, because a client that is not reading never drains.
 FLUSH_TIMEOUT_S = 1.0
@@ -75,7 +80,8 @@ class Session:
     thread alone; `_wire` is set before the session registers and never changes after, so
     `deliver()` can read it. `deliver()` also reads `current_room` (one attribute read, atomic)
     to prefix lines from the user's other rooms; the reader sets it *before* joining a room, so
-    the new room's first lines are never mis-prefixed.
+    the new room's first lines are never mis-prefixed. `_reading` goes from True to False once,
+    written by the reader, read by the writer; a stale True only costs a both-ways cut.
     """
 
     def __init__(
@@ -104,6 +110,7 @@ class Session:
         self._reason_lock = threading.Lock()
         self._sock_lock = threading.Lock()
         self._sock_closed = False
+        self._reading = True  # the reader thread is in its loop (may be blocked in recv())
         # Unexpected exceptions this session's reader survived (a bug, or the unsafe demo);
         # read by the server's audit after the reader has ended.
         self.crashes: list[str] = []
@@ -204,6 +211,7 @@ class Session:
         return self._sock.recv(RECV_BYTES)
 
     def _finish(self) -> None:
+        self._reading = False  # read by the writer: the reader is no longer blocked in recv()
         reason = self._reason or ev.LeaveReason.CONNECTION_LOST
         try:
             self._hub.leave(self, reason, self._quit_message)
@@ -214,11 +222,29 @@ class Session:
         if self.writer.is_alive():  # the peer is not reading: stop waiting for it
             self._cut()
             self.writer.join()
+        self._drain_input()
         with self._sock_lock:
             self._sock_closed = True
             self._sock.close()
         log.info("%s disconnected (%s)", self._label(), reason)
         self._on_exit(self)
+
+    def _drain_input(self) -> None:
+        """Discards what the client still sends until it hangs up too (bounded: LINGER_*).
+
+        The writer has sent everything and shut down our side (a FIN after the last byte), so a
+        well-behaved client sees the end and closes at once; this only waits for that.
+        """
+        deadline = time.monotonic() + LINGER_S
+        drained = 0
+        with contextlib.suppress(OSError):
+            while drained < LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+                if not _readable(self._sock, left):
+                    return
+                data = self._sock.recv(RECV_BYTES)
+                if not data:
+                    return
+                drained += len(data)
 
     def _handle_all(self, lines: list[Line]) -> None:
         """Handles the lines of one `recv()`; consecutive messages to the current room go to
@@ -436,8 +462,10 @@ class Session:
         except OSError:
             self._set_reason(ev.LeaveReason.CONNECTION_LOST)
         finally:
-            # Everything is sent (or cannot be): wake the reader if it still waits for input.
-            self._cut()
+            # Everything is sent (or cannot be). If the reader still waits for input, someone
+            # else ended the session (shutdown): cut both ways to wake it. Otherwise the reader
+            # ended it and is closing: only send our FIN, so the client reads every last line.
+            self._cut(both=self._reading)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -449,13 +477,14 @@ class Session:
             self._reason = reason
             return True
 
-    def _cut(self) -> None:
-        """Shuts the socket down both ways, which wakes a thread blocked in recv() or sendall()."""
+    def _cut(self, both: bool = True) -> None:
+        """Shuts the socket down both ways, which wakes a thread blocked in recv() or sendall();
+        with both=False only our sending side (the client gets a FIN after our last byte)."""
         with self._sock_lock:
             if self._sock_closed:
                 return
             with contextlib.suppress(OSError):  # already disconnected
-                self._sock.shutdown(socket.SHUT_RDWR)
+                self._sock.shutdown(socket.SHUT_RDWR if both else socket.SHUT_WR)
 
     def _crashed(self, error: Exception) -> None:
         log.error("%s: unexpected %r", self._label(), error, exc_info=error)

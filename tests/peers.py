@@ -65,12 +65,13 @@ class Peer:
             seen.append(line)
 
     def until_closed(self, timeout: float | None = None) -> list[str]:
-        """All lines up to the server closing the connection."""
+        """All lines up to the server closing the connection; then closes ours, as nc does."""
         lines = []
         while True:
             try:
                 lines.append(self.line(timeout))
             except EOFError:
+                self.close()
                 return lines
 
     def close(self) -> None:

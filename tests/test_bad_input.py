@@ -133,3 +133,17 @@ def test_loopback_is_exempt_from_the_per_address_cap_by_default(make_server):
     server = make_server(max_per_address=1)
     peers = [TextPeer(server.address, f"p{i}") for i in range(3)]
     assert len(peers) == 3
+
+
+def test_last_lines_survive_input_the_server_never_read(server):
+    """Lines after /quit are never read; the goodbye still arrives, then the close."""
+    peer = TextPeer(server.address, "alice")
+    peer.send("/quit bye\n" + "never read\n" * 20_000)  # 220 KB behind the quit
+    assert peer.until_closed()[-1] == "*** Goodbye (bye)."
+
+
+def test_a_kicked_flooder_reads_why(make_server):
+    server = make_server(flood_rate=1, flood_burst=3)
+    flooder = TextPeer(server.address, "flooder")
+    flooder.send("spam\n" * 5000)
+    assert flooder.until_closed()[-1] == "! kicked for flooding"

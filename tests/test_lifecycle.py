@@ -111,12 +111,12 @@ def test_log_lines_have_time_level_address_and_nick():
     proc, port = _start_process()
     try:
         alice = TextPeer(("127.0.0.1", port), "alice")
+        local = alice.sock.getsockname()
         alice.send("/quit bye\n")
         alice.until_closed()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=5)
         log = proc.stderr.read()
-        local = alice.sock.getsockname()
         assert re.search(
             rf"^\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO 127\.0\.0\.1:{local[1]} alice "
             r"disconnected \(quit\)$",
