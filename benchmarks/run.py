@@ -40,6 +40,7 @@ RUN_TIMEOUT_S = 120
 class Server:
     name: str
     command: list[str]
+    speaks_irc: bool = False  # logs "IRC listening on HOST:PORT" too
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Scenario:
     rate: float = 0.0  # 0: flat out
     slow_clients: int = 0
     idle: bool = False  # connections that join and sit: memory per connection
+    protocol: str = "text"  # or "irc": only servers that speak IRC run it
 
 
 @dataclass
@@ -79,6 +81,10 @@ def servers() -> list[Server]:
         "chat",
         "--port",
         "0",
+        "--irc-port",
+        "0",
+        "--register-timeout",
+        "0",
         "--flood-rate",
         "0",
         "--max-clients",
@@ -89,7 +95,7 @@ def servers() -> list[Server]:
         "INFO",
     ]
     return [
-        Server("threadroom", chat),
+        Server("threadroom", chat, speaks_irc=True),
         Server("threadroom --lock-while-sending", [*chat, "--lock-while-sending"]),
         Server(
             "asyncio streams", [PY, str(ROOT / "benchmarks" / "asyncio_server.py"), "--port", "0"]
@@ -101,12 +107,14 @@ def scenarios(quick: bool) -> list[Scenario]:
     if quick:
         return [
             Scenario("fan-out 20x20", 20, 20),
+            Scenario("IRC fan-out 20x20", 20, 20, protocol="irc"),
             Scenario("latency 20 clients, 50 msg/s", 20, 5, rate=50),
             Scenario("idle 200", 200, 0, idle=True),
         ]
     return [
         Scenario("fan-out 100x100", 100, 100),
         Scenario("fan-out 500x10", 500, 10),
+        Scenario("IRC fan-out 100x100", 100, 100, protocol="irc"),
         Scenario("latency 100 clients, 200 msg/s", 100, 10, rate=200),
         Scenario("same + 1 stalled reader", 100, 10, rate=200, slow_clients=1),
         Scenario("idle 5000", 5000, 0, idle=True),
@@ -123,9 +131,12 @@ class RunningServer:
         )
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while True:
-            match = re.search(r"listening on [^ ]*:(\d+)", Path(self.log.name).read_text())
-            if match:
+            log = Path(self.log.name).read_text()
+            match = re.search(r"^\S+ \S+ INFO listening on [^ ]*:(\d+)", log, re.MULTILINE)
+            irc = re.search(r"IRC listening on [^ ]*:(\d+)", log)
+            if match and (irc or not server.speaks_irc):
                 self.port = int(match.group(1))
+                self.irc_port = int(irc.group(1)) if irc else 0
                 return
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
@@ -168,9 +179,9 @@ def run_load(server: RunningServer, scenario: Scenario, result: Result) -> None:
         "-m",
         "chat.load",
         "--port",
-        str(server.port),
+        str(server.irc_port if scenario.protocol == "irc" else server.port),
         "--protocol",
-        "text",
+        scenario.protocol,
         "--clients",
         str(scenario.clients),
         "--messages",
@@ -242,6 +253,8 @@ def run(quick: bool, only: list[str] | None) -> list[Result]:
     for scenario in scenarios(quick):
         for server in servers():
             if only and not any(o in server.name for o in only):
+                continue
+            if scenario.protocol == "irc" and not server.speaks_irc:
                 continue
             result = Result(server.name, scenario.name)
             try:
@@ -334,7 +347,7 @@ def chart(results: list[Result], path: Path) -> str:
     ax.set_xticks([x + width * (len(server_names) - 1) / 2 for x in range(len(scenario_names))])
     ax.set_xticklabels(scenario_names, fontsize=8)
     ax.set_ylabel("deliveries/s")
-    ax.set_title("chat fan-out on this machine (chat-load, text protocol)")
+    ax.set_title("chat fan-out on this machine (chat-load; text protocol unless IRC)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)

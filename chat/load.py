@@ -64,6 +64,7 @@ _TEXT_LOAD_RE = re.compile(rb"<[^>]*> load (\S+) #(\d+) t=(\d+)$")
 _TEXT_LEAVE_RE = re.compile(rb"\*\*\* (\S+) left \((.*)\)$")
 _TEXT_JOIN_RE = re.compile(rb"\*\*\* (\S+) joined \(")
 _TEXT_WELCOME_RE = re.compile(rb"\* Hello (\S+)\. ")
+_IRC_LOAD_RE = re.compile(rb"#lobby :load (\S+) #(\d+) t=(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -307,7 +308,65 @@ class _TextCodec:
         return OTHER, None
 
 
-_CODECS: dict[str, _Codec] = {"json": _JsonCodec(), "text": _TextCodec()}
+class _IrcCodec:
+    """An IRC bot, for the server's --irc-port (and any IRC server with a #lobby channel)."""
+
+    name = "irc"
+
+    @staticmethod
+    def hello(nick: str) -> bytes:
+        return b"NICK %s\r\nUSER %s 0 * :chat-load bot\r\nJOIN #lobby\r\n" % (
+            nick.encode(),
+            nick.encode(),
+        )
+
+    @staticmethod
+    def message(text: str) -> bytes:
+        return b"PRIVMSG #lobby :%s\r\n" % text.encode()
+
+    @staticmethod
+    def barrier() -> bytes:
+        return b"PING :chat-load\r\n"
+
+    @staticmethod
+    def quit() -> bytes:
+        return b"QUIT :load done\r\n"
+
+    @staticmethod
+    def classify(line: bytes) -> tuple[int, Any]:
+        line = line.rstrip(b"\r")
+        if line.startswith(b":"):
+            source, _, rest = line[1:].partition(b" ")
+            command, _, params = rest.partition(b" ")
+            nick = source.partition(b"!")[0].decode(errors="replace")
+            if command == b"PRIVMSG":
+                match = _IRC_LOAD_RE.match(params)
+                return (LOAD, match.groups()) if match is not None else (OTHER, None)
+            if command == b"PONG":
+                return BARRIER, None
+            if command == b"JOIN":
+                return JOIN, nick
+            if command in (b"QUIT", b"PART"):
+                reason = params.partition(b" :")[2].decode(errors="replace") or "quit"
+                return LEAVE, (nick, "quit" if reason.startswith("Quit") else reason.lower())
+            if command == b"353":  # the names of #lobby: this bot is in
+                target = params.split(b" ", 1)[0].decode(errors="replace")
+                names = params.partition(b" :")[2].decode(errors="replace").split()
+                return WELCOME, (target, [n.lstrip("@+") for n in names])
+            if command == b"433":
+                return NICK_TAKEN, None
+            if command == b"NOTICE" and b"slow down" in params:
+                return FLOOD_WARN, None
+            return OTHER, None
+        if line.startswith(b"ERROR"):
+            if b"flood" in line:
+                return FLOOD_KICK, None
+            if b"server full" in line or b"too many connections" in line:
+                return REFUSED, "refused: " + line.partition(b":")[2].decode(errors="replace")
+        return OTHER, None
+
+
+_CODECS: dict[str, _Codec] = {"json": _JsonCodec(), "text": _TextCodec(), "irc": _IrcCodec()}
 
 
 # -- the bots --------------------------------------------------------------------------------------

@@ -40,6 +40,26 @@ def test_text_protocol_bots_verify_too(make_server):
     assert report.ok, report.format_text()
 
 
+def test_irc_protocol_bots_verify_on_the_irc_port(make_server):
+    server = make_server(flood_rate=0, irc_port=0)
+    config = LoadConfig(
+        port=server.irc_address[1], clients=8, messages=20, rate=0, protocol="irc", duration=30
+    )
+    report = run_load(config)
+    assert report.joined == 8
+    assert report.deliveries_received == 8 * 7 * 20
+    assert report.ok, report.format_text()
+
+
+def test_irc_bots_flooding_are_reported_as_flood_control(make_server):
+    server = make_server(irc_port=0)
+    config = LoadConfig(port=server.irc_address[1], clients=3, messages=200, rate=0, protocol="irc")
+    report = run_load(config)
+    assert sum(report.disconnected.values()) == 3
+    assert report.flood_limited == 3
+    assert report.lost == 0
+
+
 def test_flooding_is_reported_as_flood_control_not_as_loss(server):
     report = run_load(LoadConfig(port=server.address[1], clients=4, messages=200, rate=0))
     assert sum(report.disconnected.values()) == 4
