@@ -248,9 +248,11 @@ def run_idle(server: RunningServer, scenario: Scenario, result: Result) -> None:
             sock.close()
 
 
-def run(quick: bool, only: list[str] | None) -> list[Result]:
+def run(quick: bool, only: list[str] | None, scenario_names: list[str] | None) -> list[Result]:
     results = []
     for scenario in scenarios(quick):
+        if scenario_names and not any(n in scenario.name for n in scenario_names):
+            continue
         for server in servers():
             if only and not any(o in server.name for o in only):
                 continue
@@ -359,6 +361,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a few seconds' smoke run")
     parser.add_argument("--only", action="append", help="only servers whose name contains this")
     parser.add_argument(
+        "--scenario", action="append", help="only scenarios whose name contains this"
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -368,7 +373,7 @@ def main() -> int:
     out = args.out or ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}", file=sys.stderr)
-    results = run(args.quick, args.only)
+    results = run(args.quick, args.only, args.scenario)
     print(table(results))
     print()
     for line in ratios(results):

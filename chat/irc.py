@@ -62,6 +62,9 @@ class IrcSession(Session):
         self._cap_open = False  # CAP LS/REQ seen, no CAP END yet: registration waits
         self._ping_sent = False
         self._userhost = ""
+        # Plain PRIVMSGs to one channel, waiting to go to the hub as one batch (_say_pending).
+        self._pending_room = ""
+        self._pending_texts: list[str] = []
 
     # -- Session hooks -------------------------------------------------------------------------
 
@@ -107,6 +110,19 @@ class IrcSession(Session):
             self._handle(line)
             if self._reason is not None:
                 break
+        self._say_pending()
+
+    def _say_pending(self) -> None:
+        """Hands the hub the channel messages queued by `_talk`, as one batch (as text mode
+        does with the lines of one recv()): one lock round and one send per member."""
+        if not self._pending_texts:
+            return
+        room, texts = self._pending_room, self._pending_texts
+        self._pending_texts = []
+        try:
+            self._hub.say(self, *texts, room=room)
+        except ChatError as error:
+            self._chat_error(error, "PRIVMSG")
 
     def _handle(self, line: Line) -> None:
         if line.too_long:
@@ -116,6 +132,8 @@ class IrcSession(Session):
         if message is None or not self._flood_allows():
             return
         command = message.command
+        if command != "PRIVMSG":
+            self._say_pending()  # keep the order: earlier messages go before this command
         if self.nick is None and command not in _BEFORE_REGISTRATION:
             self._numeric(irc.ERR_NOTREGISTERED, "You have not registered")
             return
@@ -416,6 +434,13 @@ class IrcSession(Session):
                 self._numeric(irc.ERR_NOTEXTTOSEND, "No text to send")
             return
         targets = params[0].split(",")[: irc.MAX_TARGETS]
+        if len(targets) == 1 and targets[0].startswith("#") and not ctcp and not notice:
+            if self._pending_texts and self._pending_room != targets[0]:
+                self._say_pending()
+            self._pending_room = targets[0]
+            self._pending_texts.append(text)
+            return
+        self._say_pending()
         for target in targets:
             try:
                 if target.startswith("#"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +25,15 @@ def no_thread_left_behind() -> Iterator[None]:
             break
         extra[0].join(0.1)
     assert not extra, f"threads left behind: {extra}"
+
+
+@pytest.fixture
+def fast_switching() -> Iterator[None]:
+    """Makes the interpreter switch threads as often as it can, so races get every chance."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(old)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import contextlib
 import queue
 import random
 import socket
-import sys
 import threading
 from collections.abc import Callable, Iterator
 
@@ -296,15 +295,6 @@ def test_quit_closes_and_reports_lines_never_sent(
     assert connection.quit("bye") == 0
     assert connection.status.state == "disconnected"
     assert not connection.offer({"type": "message", "text": "too late"})
-
-
-@pytest.fixture
-def fast_switching() -> Iterator[None]:
-    """Switch threads as often as possible, to shake out interleavings."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    yield
-    sys.setswitchinterval(old)
 
 
 @pytest.mark.usefixtures("fast_switching")

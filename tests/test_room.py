@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -36,15 +34,6 @@ class FakeMember:
 
     def drop(self, reason: str) -> None:
         self.dropped.append(reason)
-
-
-@pytest.fixture
-def fast_switching() -> Iterator[None]:
-    """Makes the interpreter switch threads as often as it can, so races get every chance."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    yield
-    sys.setswitchinterval(old)
 
 
 def run_together(targets: list) -> None:

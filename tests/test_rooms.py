@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import random
-import sys
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -24,14 +22,6 @@ ROOMS = ("#a", "#b", "#c", "#d", "#e", "#f")
 THREADS = 8
 OPS = 1000
 JOIN_TIMEOUT_S = 30
-
-
-@pytest.fixture
-def fast_switching() -> Iterator[None]:
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    yield
-    sys.setswitchinterval(old)
 
 
 def test_rooms_creator_is_operator_keys_secret_topic_kick():
