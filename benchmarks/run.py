@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,6 +72,8 @@ class Result:
     server_rss_mib: float = 0.0
     rss_per_conn_kib: float | None = None
     loadgen_cpu_s: float = 0.0
+    probe_p50_ms: float | None = None  # a dedicated sender/receiver pair beside the load
+    probe_p99_ms: float | None = None
     note: str = ""
 
 
@@ -194,8 +197,15 @@ def run_load(server: RunningServer, scenario: Scenario, result: Result) -> None:
         str(RUN_TIMEOUT_S - 10),
         "--json",
     ]
+    probe = LatencyProbe(server.port) if scenario.rate and scenario.protocol == "text" else None
     before = children_cpu_s()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=ROOT)
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=ROOT
+        )
+    finally:
+        if probe is not None:
+            result.probe_p50_ms, result.probe_p99_ms = probe.stop()
     result.loadgen_cpu_s = children_cpu_s() - before
     try:
         report: dict[str, Any] = json.loads(done.stdout)
@@ -215,6 +225,78 @@ def run_load(server: RunningServer, scenario: Scenario, result: Result) -> None:
         **report["disconnected"],
         **{f"stalled: {k}": v for k, v in report["slow_clients_disconnected"].items()},
     }
+
+
+class LatencyProbe:
+    """Measures the server's latency apart from chat-load's: one sender, one receiver, each on
+    its own blocking socket in this (otherwise idle) process, 50 messages a second while the
+    load runs. chat-load reads 100 sockets in one thread, and its p99 is mostly its own."""
+
+    def __init__(self, port: int) -> None:
+        self._tx = self._join(port, "probetx")
+        self._rx = self._join(port, "proberx")
+        self._stop = threading.Event()
+        self._sent: dict[int, int] = {}
+        self._latencies: list[int] = []
+        self._threads = [
+            threading.Thread(target=self._send),
+            threading.Thread(target=self._receive),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @staticmethod
+    def _join(port: int, nick: str) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(f"{nick}\n".encode())
+        buffer = b""
+        while b"* Hello " not in buffer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise RuntimeError("probe could not join")
+            buffer += chunk
+        return sock
+
+    def _send(self) -> None:
+        n = 0
+        while not self._stop.wait(0.02) and n < 10_000:
+            self._sent[n] = time.perf_counter_ns()
+            self._tx.sendall(f"probe {n}\n".encode())
+            n += 1
+
+    def _receive(self) -> None:
+        buffer = b""
+        self._rx.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                chunk = self._rx.recv(1 << 20)
+            except TimeoutError:
+                continue
+            if not chunk:
+                return
+            now = time.perf_counter_ns()
+            *lines, buffer = (buffer + chunk).split(b"\n")
+            for line in lines:
+                if line.startswith(b"<probetx> probe "):
+                    sent = self._sent.get(int(line.rsplit(b" ", 1)[1]))
+                    if sent is not None:
+                        self._latencies.append(now - sent)
+
+    def stop(self) -> tuple[float | None, float | None]:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(5)
+        self._tx.close()
+        self._rx.close()
+        if not self._latencies:
+            return None, None
+        ordered = sorted(self._latencies)
+
+        def pick(q: float) -> float:
+            return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
+
+        return pick(0.5), pick(0.99)
 
 
 def run_idle(server: RunningServer, scenario: Scenario, result: Result) -> None:
@@ -287,9 +369,10 @@ def summary(r: Result) -> str:
 def table(results: list[Result]) -> str:
     head = (
         "| scenario | server | deliveries/s | p50 ms | p99 ms | max ms | lost/dup/reord | "
-        "disconnected | server CPU s | server peak RSS MiB | KiB/conn | chat-load CPU s |"
+        "disconnected | server CPU s | server peak RSS MiB | KiB/conn | chat-load CPU s | "
+        "probe p50/p99 ms |"
     )
-    lines = [head, "|" + "---|" * 12]
+    lines = [head, "|" + "---|" * 13]
 
     def ms(value: float | None) -> str:
         return f"{value:.2f}" if value is not None else ""
@@ -301,7 +384,8 @@ def table(results: list[Result]) -> str:
             f"{ms(r.p99_ms)} | {ms(r.max_ms)} | {r.lost}/{r.duplicated}/{r.out_of_order} | "
             f"{disconnected} | {r.server_cpu_s:.2f} | {r.server_rss_mib:.1f} | "
             f"{'' if r.rss_per_conn_kib is None else f'{r.rss_per_conn_kib:.1f}'} | "
-            f"{r.loadgen_cpu_s:.2f} |"
+            f"{r.loadgen_cpu_s:.2f} | "
+            f"{'' if r.probe_p99_ms is None else f'{ms(r.probe_p50_ms)} / {ms(r.probe_p99_ms)}'} |"
         )
     return "\n".join(lines)
 
