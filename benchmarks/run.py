@@ -42,6 +42,7 @@ class Server:
     name: str
     command: list[str]
     speaks_irc: bool = False  # logs "IRC listening on HOST:PORT" too
+    external: tuple[int, int] | None = None  # (port, pid) of an IRC server already running
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,16 @@ class RunningServer:
     """A server process whose log goes to a file (a full pipe would stall its logging)."""
 
     def __init__(self, server: Server) -> None:
+        self.external = server.external is not None
+        if server.external is not None:  # someone else's server (ngIRCd, InspIRCd, ergo...)
+            self.port = self.irc_port = server.external[0]
+            self.pid = server.external[1]
+            return
         self.log = tempfile.NamedTemporaryFile("w+", prefix="bench-", suffix=".log")  # noqa: SIM115
         self.proc = subprocess.Popen(
             server.command, stderr=self.log, stdout=subprocess.DEVNULL, cwd=ROOT
         )
+        self.pid = self.proc.pid
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while True:
             log = Path(self.log.name).read_text()
@@ -149,18 +156,20 @@ class RunningServer:
             time.sleep(0.05)
 
     def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_kib(self) -> int:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        status = Path(f"/proc/{self.pid}/status").read_text()
         return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
 
     def peak_rss_kib(self) -> int:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        status = Path(f"/proc/{self.pid}/status").read_text()
         return int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
 
     def stop(self) -> None:
+        if self.external:
+            return
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -330,15 +339,22 @@ def run_idle(server: RunningServer, scenario: Scenario, result: Result) -> None:
             sock.close()
 
 
-def run(quick: bool, only: list[str] | None, scenario_names: list[str] | None) -> list[Result]:
+def run(
+    quick: bool,
+    only: list[str] | None,
+    scenario_names: list[str] | None,
+    external: list[Server],
+) -> list[Result]:
     results = []
     for scenario in scenarios(quick):
         if scenario_names and not any(n in scenario.name for n in scenario_names):
             continue
-        for server in servers():
+        for server in servers() + external:
             if only and not any(o in server.name for o in only):
                 continue
             if scenario.protocol == "irc" and not server.speaks_irc:
+                continue
+            if server.external is not None and scenario.protocol != "irc":
                 continue
             result = Result(server.name, scenario.name)
             try:
@@ -448,6 +464,13 @@ def main() -> int:
         "--scenario", action="append", help="only scenarios whose name contains this"
     )
     parser.add_argument(
+        "--irc-server",
+        action="append",
+        metavar="NAME=PORT:PID",
+        help="an IRC server already running on 127.0.0.1:PORT (process PID, for its CPU and "
+        "memory) to run the IRC scenarios against too, e.g. ngircd=16667:1234",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -457,7 +480,12 @@ def main() -> int:
     out = args.out or ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}", file=sys.stderr)
-    results = run(args.quick, args.only, args.scenario)
+    external = []
+    for spec in args.irc_server or []:
+        name, _, where = spec.partition("=")
+        port, _, pid = where.partition(":")
+        external.append(Server(name, [], speaks_irc=True, external=(int(port), int(pid))))
+    results = run(args.quick, args.only, args.scenario, external)
     print(table(results))
     print()
     for line in ratios(results):

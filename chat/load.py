@@ -197,6 +197,7 @@ class _Codec(Protocol):
 
 # What a received line means to a bot.
 LOAD, WELCOME, NICK_TAKEN, BARRIER, JOIN, LEAVE, FLOOD_WARN, FLOOD_KICK, REFUSED, OTHER = range(10)
+REPLY = 10  # the protocol wants an answer: send the bytes given (IRC: JOIN once registered)
 
 
 def _refusal(line: bytes) -> str | None:
@@ -315,10 +316,8 @@ class _IrcCodec:
 
     @staticmethod
     def hello(nick: str) -> bytes:
-        return b"NICK %s\r\nUSER %s 0 * :chat-load bot\r\nJOIN #lobby\r\n" % (
-            nick.encode(),
-            nick.encode(),
-        )
+        # JOIN waits for 001: a server may finish registration later than it reads USER.
+        return b"NICK %s\r\nUSER %s 0 * :chat-load bot\r\n" % (nick.encode(), nick.encode())
 
     @staticmethod
     def message(text: str) -> bytes:
@@ -353,6 +352,8 @@ class _IrcCodec:
                 target = params.split(b" ", 1)[0].decode(errors="replace")
                 names = params.partition(b" :")[2].decode(errors="replace").split()
                 return WELCOME, (target, [n.lstrip("@+") for n in names])
+            if command == b"001":
+                return REPLY, b"JOIN #lobby\r\n"
             if command == b"433":
                 return NICK_TAKEN, None
             if command == b"NOTICE" and b"slow down" in params:
@@ -571,6 +572,8 @@ class _Run:
             elif kind == REFUSED:
                 self.fail(bot, value)
                 return
+            elif kind == REPLY:
+                self.write(bot, value)
             elif kind in (FLOOD_WARN, FLOOD_KICK):
                 bot.flood_limited = True
                 bot.kicked = bot.kicked or kind == FLOOD_KICK
