@@ -1,6 +1,6 @@
 """IrcSession: one IRC client connection (irssi, weechat, HexChat, bots) on the IRC port.
 
-A `Session` subclass: it reuses the reader/writer threads, the outbox (SendQ), the flood gate,
+A `Session` subclass: it reuses the reader thread, the outbox (SendQ), the flood gate,
 the shutdown machinery and the hub, and replaces what differs for IRC: the registration state
 machine (CAP, PASS, NICK, USER), the 512-byte line cap, PING/PONG liveness, and the commands and
 numerics (chat/wire_irc.py formats every line).

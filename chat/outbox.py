@@ -6,30 +6,24 @@ import threading
 
 
 class Outbox:
-    """Bytes for one client, capped in bytes, sent by whichever thread holds the claim.
+    """Bytes for one client, capped in bytes, handed to the sender thread all at once.
 
-    Any thread may `offer()`; it never blocks, because it is called under the room lock. When
-    the queue would exceed `max_bytes` it refuses, and the caller disconnects the client after
-    releasing the room lock.
+    Any thread may `offer()`; it never blocks, because it is called under the hub lock. When the
+    queue would exceed `max_bytes` it refuses, and the caller disconnects the client after
+    releasing the hub lock.
 
-    Sending is a claim: `claim()` hands out everything pending to one thread at a time, which
-    sends it and calls `release()` with whatever it could not send. Two kinds of thread claim:
-
-    * the thread that just queued a message (`Session.flush()`), right after it left the room
-      lock, with a send that never blocks. In a healthy room this is the only path: no thread is
-      woken to deliver a message, which is what makes fan-out cheap under the GIL;
-    * the client's own writer thread (`claim_waiting()`), woken only when a release leaves bytes
-      behind: the client's socket buffer was full, or more arrived during the send. It may block
-      in `sendall()` for as long as the client is slow, holding the claim, while everyone else
-      just queues (up to `max_bytes`).
-
-    One claim at a time keeps the bytes in order: the queue is FIFO, and a remainder goes back in
-    front of what was queued meanwhile. Claimed bytes count against `max_bytes` until released,
-    so a client's memory is bounded by `max_bytes` whoever is sending.
+    The sender thread (chat/sender.py) takes everything pending with `claim()`, sends what the
+    socket takes without blocking, and gives the rest back with `release()`; the rest goes back
+    in front of what was queued meanwhile, so the bytes stay in order. Claimed bytes count
+    against `max_bytes` until released, so a client's memory is bounded by `max_bytes` however
+    slow it is. `claim()` hands out one claim at a time (a second one gets None), so a second
+    sending thread (a test, a demo) cannot reorder the bytes either.
 
     Thread safety: `_lock` (a leaf lock: nothing else is acquired while holding it) guards the
-    chunks, the byte count, the claim flag and the closed flag. No I/O happens under it.
+    chunks, the byte count, the claim and the closed flag. No I/O happens under it.
     """
+
+    __slots__ = ("_chunks", "_claimed", "_closed", "_drained", "_lock", "_max_bytes", "_size")
 
     def __init__(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes
@@ -38,7 +32,8 @@ class Outbox:
         self._claimed = 0  # bytes handed out by the current claim; 0: nobody is sending
         self._closed = False
         self._lock = threading.Lock()
-        self._writer_needed = threading.Condition(self._lock)
+        # Made by the first wait_drained(): most clients never need one.
+        self._drained: threading.Condition | None = None
 
     def offer(self, data: bytes) -> bool:
         """Queues `data`; False only if the outbox is full (the client is too slow).
@@ -60,44 +55,55 @@ class Outbox:
         with self._lock:
             if self._claimed or not self._chunks:
                 return None
-            return self._take_locked()
-
-    def claim_waiting(self) -> bytes | None:
-        """For the writer thread: waits until bytes are left unsent, claims them.
-
-        Returns None once the outbox is closed and empty: the writer's work is done.
-        """
-        with self._lock:
-            while self._claimed or (not self._chunks and not self._closed):
-                self._writer_needed.wait()
-            if not self._chunks:
-                return None
-            return self._take_locked()
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+            # Never 0 (no empty chunk is queued); `_size` counts these bytes until release().
+            self._claimed = len(data)
+            return data
 
     def release(self, unsent: bytes = b"") -> None:
-        """Ends a claim; `unsent` goes back in front. Wakes the writer if bytes are left."""
+        """Ends a claim; `unsent` goes back in front of anything queued meanwhile."""
         with self._lock:
             if unsent:
                 self._chunks.insert(0, unsent)
             self._size -= self._claimed - len(unsent)
             self._claimed = 0
-            if self._chunks or self._closed:
-                self._writer_needed.notify()
+            if self._drained is not None and self._is_drained_locked():
+                self._drained.notify_all()
 
     def close(self) -> None:
-        """No more offers; the writer sends what is queued, then sees None. Idempotent."""
+        """No more offers; what is queued may still be claimed and sent. Idempotent."""
         with self._lock:
             self._closed = True
-            self._writer_needed.notify()
+            if self._drained is not None and self._is_drained_locked():
+                self._drained.notify_all()
+
+    def discard(self) -> None:
+        """Closes and forgets what is queued: the client is gone, or is being cut off."""
+        with self._lock:
+            self._closed = True
+            self._size -= sum(map(len, self._chunks))
+            self._chunks.clear()
+            if self._drained is not None and self._is_drained_locked():
+                self._drained.notify_all()
+
+    @property
+    def drained(self) -> bool:
+        """Closed, and every byte sent: the client has been told everything."""
+        with self._lock:
+            return self._is_drained_locked()
+
+    def wait_drained(self, timeout: float) -> bool:
+        """Waits up to `timeout` seconds for `drained`; returns it."""
+        with self._lock:
+            if self._drained is None:
+                self._drained = threading.Condition(self._lock)
+            return self._drained.wait_for(self._is_drained_locked, timeout)
 
     @property
     def size(self) -> int:
         with self._lock:
             return self._size
 
-    def _take_locked(self) -> bytes:
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        # Never 0 (no empty chunk is queued); `_size` keeps counting these bytes until release().
-        self._claimed = len(data)
-        return data
+    def _is_drained_locked(self) -> bool:
+        return self._closed and self._size == 0

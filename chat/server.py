@@ -21,13 +21,14 @@ from types import TracebackType
 from chat.audit import Audit
 from chat.irc import IrcSession
 from chat.room import DEFAULT_ROOM, Hub
+from chat.sender import Sender
 from chat.session import Session, SessionConfig
 
 log = logging.getLogger("chat.server")
 
 DEFAULT_PORT = 8888
-# Two threads per client: 500 clients are 1000 threads, which a laptop handles; beyond that the
-# thread-per-client design is the wrong tool and admission says "server full" instead.
+# A thread per client: 500 clients are 500 threads, which a laptop handles easily; far beyond that
+# the thread-per-client design is the wrong tool and admission says "server full" instead.
 DEFAULT_MAX_CLIENTS = 500
 # Enough for a family behind one NAT; a script opening hundreds of sockets is stopped.
 DEFAULT_MAX_PER_ADDRESS = 20
@@ -43,7 +44,8 @@ class ChatServer:
     Thread safety: `_lock` guards `_sessions` (every live connection, registered or not), the
     per-address counts and `_finished`. It is never held together with the hub lock or while
     doing socket I/O, so there is no lock order to get wrong between them. One accept thread
-    admits connections; each session runs its own two threads; `stop()` may be called from any
+    admits connections; each session runs its own reader thread; one sender thread sends to
+    every client (chat/sender.py); `stop()` may be called from any
     thread, more than once. `audit` has its own leaf lock; any thread may record into it.
     """
 
@@ -102,6 +104,7 @@ class ChatServer:
         self._listener: socket.socket | None = None
         self._irc_listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
+        self._sender = Sender()
         self._wake_r = self._wake_w = -1  # a pipe that wakes the accept loop for stop()
         self._stopping = threading.Event()
 
@@ -120,6 +123,7 @@ class ChatServer:
                 raise
         self._listener = listener
         self._wake_r, self._wake_w = os.pipe()
+        self._sender.start()
         self._accept_thread = threading.Thread(target=self._accept_loop, name="accept")
         self._accept_thread.start()
         host, port = self.address
@@ -169,6 +173,7 @@ class ChatServer:
         for session in sessions:
             session.reader.join()
         self._reap()
+        self._sender.stop()  # every session has retired: the sender closes their sockets
         os.close(self._wake_r)
         os.close(self._wake_w)
         self._audit_registry()
@@ -245,7 +250,9 @@ class ChatServer:
                 return kind.refusal(SERVER_FULL)
             if limit_this and self._per_address[ip] >= self._max_per_address:
                 return kind.refusal(TOO_MANY)
-            session = kind(sock, address, self.hub, self._config, self._on_session_exit)
+            session = kind(
+                sock, address, self.hub, self._sender, self._config, self._on_session_exit
+            )
             self._sessions.add(session)
             self._per_address[ip] += 1
         session.start()

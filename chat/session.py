@@ -1,9 +1,10 @@
-"""Session: one client connection, with a reader thread, a writer thread and a bounded outbox.
+"""Session: one client connection, with its own reader thread and a bounded outbox.
 
 The reader thread owns the protocol state (wire format, nickname, flood gate) and is the only
-thread that changes it; the writer thread only moves bytes from the outbox to the socket. Other
-threads reach a session through two non-blocking doors: `deliver()` (queue an event) and
-`drop()` / `shut_down()` (ask it to go).
+thread that changes it. Output goes through the outbox to the server's one sender thread
+(chat/sender.py), which moves bytes from every outbox to its socket without ever blocking.
+Other threads reach a session through two non-blocking doors: `deliver()` then `flush()` (queue
+output, have it sent) and `drop()` / `shut_down()` (ask it to go).
 """
 
 from __future__ import annotations
@@ -35,19 +36,17 @@ from chat.room import (
     NotOperator,
     UserNotInRoom,
 )
+from chat.sender import Sender
 
 log = logging.getLogger("chat.session")
 
 RECV_BYTES = 64 * 1024
-# A send that returns at once instead of blocking (Linux, macOS, BSD). Without it every byte
-# goes through the writer thread, which is correct, only slower.
-_DONTWAIT: int | None = getattr(socket, "MSG_DONTWAIT", None)
 # After the last line, a closing session reads and discards what the client still sends, for at
 # most this long / this much, before it closes: close() with unread input answers with a reset,
 # and a reset can destroy the last lines still on their way (the goodbye, the reason for a kick).
 LINGER_S = 1.0
 LINGER_BYTES = 1024 * 1024
-# How long a leaving client's writer may take to flush its last lines (goodbye, the reason it was
+# How long a leaving client's last lines may take to be sent (goodbye, the reason it was
 # kicked) before the socket is cut; short, because a client that is not reading never drains.
 FLUSH_TIMEOUT_S = 1.0
 
@@ -73,15 +72,17 @@ class Session:
     """One connected client.
 
     Thread safety: `deliver()` may be called from any thread (usually under the hub lock) and
-    only offers to the outbox. `drop()` and `shut_down()` may be called from any thread, any
-    number of times; the first reason recorded wins (`_reason_lock` guards it), and `_sock_lock`
-    keeps a `shutdown()` from racing with the reader's final `close()` of the socket. Everything
+    only offers to the outbox; `flush()` from any thread, outside the hub lock. `drop()` and
+    `shut_down()` may be called from any thread, any number of times; the first reason recorded
+    wins (`_reason_lock` guards it), and `_sock_lock` keeps a `shutdown()` from racing with the
+    sender's final `close()` of the socket. The socket is non-blocking: the reader waits for
+    input in poll(), the sender thread alone sends (`send_queued()`) and closes it. Everything
     else (`nick`, `current_room`, `_wire`, the decoder and flood gate) belongs to the reader
     thread alone; `_wire` is set before the session registers and never changes after, so
     `deliver()` can read it. `deliver()` also reads `current_room` (one attribute read, atomic)
     to prefix lines from the user's other rooms; the reader sets it *before* joining a room, so
     the new room's first lines are never mis-prefixed. `_reading` goes from True to False once,
-    written by the reader, read by the writer; a stale True only costs a both-ways cut.
+    written by the reader, read by the sender; it is set to False before the outbox closes.
     """
 
     def __init__(
@@ -89,15 +90,18 @@ class Session:
         sock: socket.socket,
         address: tuple[str, int],
         hub: Hub,
+        sender: Sender,
         config: SessionConfig,
         on_exit: Callable[[Session], None],
     ) -> None:
+        sock.setblocking(False)
         self.address = address
         self.nick: str | None = None
         # Where a text or JSON user's plain messages go; lines from its other rooms are prefixed.
         self.current_room: str | None = None
         self._sock = sock
         self._hub = hub
+        self._sender = sender
         self._password_ok = config.password is None
         self._config = config
         self._on_exit = on_exit
@@ -114,9 +118,9 @@ class Session:
         # Unexpected exceptions this session's reader survived (a bug, or the unsafe demo);
         # read by the server's audit after the reader has ended.
         self.crashes: list[str] = []
-        peer = f"{address[0]}:{address[1]}"
-        self.reader = threading.Thread(target=self._read_loop, name=f"reader {peer}")
-        self.writer = threading.Thread(target=self._write_loop, name=f"writer {peer}")
+        self.reader = threading.Thread(
+            target=self._read_loop, name=f"reader {address[0]}:{address[1]}"
+        )
 
     def __repr__(self) -> str:
         return f"<Session {self.address[0]}:{self.address[1]} {self.nick or '-'}>"
@@ -128,8 +132,11 @@ class Session:
         """The admission refusal `line` ("! server full ...\\n") in this front-end's form."""
         return line
 
+    @property
+    def socket(self) -> socket.socket:
+        return self._sock
+
     def start(self) -> None:
-        self.writer.start()
         self.reader.start()
 
     def deliver(self, event: ev.Event) -> bool:
@@ -137,38 +144,60 @@ class Session:
         return self._outbox.offer(self._wire.encode(event, self.nick or "", self.current_room))
 
     def flush(self) -> None:
-        """Sends what is queued, if that can be done right now without blocking.
+        """Has what is queued sent soon, by the sender thread; never blocks.
 
-        Called by the thread that queued something, after it released the hub lock: in a
-        healthy room no thread has to be woken to deliver a message. Whatever the socket does
-        not take at once is left to this session's writer thread (see Outbox).
+        Called by the thread that queued something, after it released the hub lock.
         """
-        data = self._outbox.claim()
-        if data is None:
-            return  # nothing queued, or someone is already sending
-        sent = 0
-        try:
-            if _DONTWAIT is not None:
-                sent = self._sock.send(data, _DONTWAIT)
-        except BlockingIOError:
-            pass  # the client's socket buffer is full: the writer thread takes over
-        except OSError:
-            self._set_reason(ev.LeaveReason.CONNECTION_LOST)
-            self._cut()
-        self._outbox.release(data[sent:])
+        self._sender.ready(self)
 
     def drop(self, reason: str) -> None:
         """Disconnects at once, unsent output is lost (the client is too slow or the server is
         out of patience). Idempotent; the reader thread announces the leave."""
         self._set_reason(reason)
-        self._outbox.close()
+        self._outbox.discard()
         self._cut()
 
     def shut_down(self) -> None:
-        """Says goodbye because the server stops: queue the notice, let the writer flush it."""
+        """Says goodbye because the server stops: queue the notice; once it is sent, the
+        sender cuts the connection, which ends the reader."""
         if self._set_reason(ev.LeaveReason.SHUTDOWN):
             self.deliver(ev.Notice("server shutting down", time.time()))
-        self._outbox.close()  # wakes the writer, which sends the rest and hangs up
+        self._outbox.close()
+        self.flush()
+
+    # -- doors for the sender thread -----------------------------------------------------------
+
+    def send_queued(self) -> bool:
+        """Sends what is queued, as much as the socket takes now; True if the socket is full
+        and the rest waits for it to drain. Only the sender thread calls this."""
+        data = self._outbox.claim()
+        if data is not None:
+            try:
+                sent = self._sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:  # the client is gone: nothing more will ever go out
+                self._outbox.release()
+                self._set_reason(ev.LeaveReason.CONNECTION_LOST)
+                self._outbox.discard()
+                self._cut()
+                return False
+            unsent = data[sent:]
+            self._outbox.release(unsent)
+            if unsent:
+                return True
+        # Drained while the reader still waits for input: the server is shutting down and the
+        # goodbye is out. Cut both ways, which wakes the reader to finish. (Drained is checked
+        # first: the reader clears `_reading` before it closes the outbox itself.)
+        if self._outbox.drained and self._reading:
+            self._cut()
+        return False
+
+    def close_socket(self) -> None:
+        """The sender thread's last act for this session, after the reader retired it."""
+        with self._sock_lock:
+            self._sock_closed = True
+            self._sock.close()
 
     # -- the reader thread ---------------------------------------------------------------------
 
@@ -200,15 +229,15 @@ class Session:
         """The next bytes from the client; None if `_on_timeout()` handled a silence; raises
         TimeoutError past the registration or idle timeout.
 
-        The socket itself stays in blocking mode (a Python socket timeout would turn every send
-        into poll + send, and make flush()'s non-blocking send wait); the timeout is a poll here.
+        The socket is non-blocking (for the sender); the reader waits in poll() for input.
         """
-        timeout = self._receive_timeout()
-        if timeout is not None and not _readable(self._sock, timeout):
-            if self._on_timeout():
-                return None
-            raise TimeoutError
-        return self._sock.recv(RECV_BYTES)
+        try:
+            return self._sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            pass
+        if _readable(self._sock, self._receive_timeout()) or self._on_timeout():
+            return None  # something to read now (or the front-end handled a silence)
+        raise TimeoutError
 
     def _finish(self) -> None:
         self._reading = False  # read by the writer: the reader is no longer blocked in recv()
@@ -218,21 +247,21 @@ class Session:
         except Exception as error:
             self._crashed(error)
         self._outbox.close()
-        self.writer.join(FLUSH_TIMEOUT_S)
-        if self.writer.is_alive():  # the peer is not reading: stop waiting for it
+        self.flush()
+        if self._outbox.wait_drained(FLUSH_TIMEOUT_S):
+            self._cut(both=False)  # a FIN after the last line: the client reads every line
+            self._drain_input()
+        else:  # the client is not reading: stop waiting for it
+            self._outbox.discard()
             self._cut()
-            self.writer.join()
-        self._drain_input()
-        with self._sock_lock:
-            self._sock_closed = True
-            self._sock.close()
+        self._sender.retire(self)  # the sender closes the socket, after any send in flight
         log.info("%s disconnected (%s)", self._label(), reason)
         self._on_exit(self)
 
     def _drain_input(self) -> None:
         """Discards what the client still sends until it hangs up too (bounded: LINGER_*).
 
-        The writer has sent everything and shut down our side (a FIN after the last byte), so a
+        Everything is sent and our side is shut down (a FIN after the last byte), so a
         well-behaved client sees the end and closes at once; this only waits for that.
         """
         deadline = time.monotonic() + LINGER_S
@@ -449,24 +478,6 @@ class Session:
         self.deliver(event)
         self.flush()
 
-    # -- the writer thread ---------------------------------------------------------------------
-
-    def _write_loop(self) -> None:
-        """Sends what flush() could not: only a slow client (or a busy moment) needs this thread."""
-        try:
-            while (data := self._outbox.claim_waiting()) is not None:
-                try:
-                    self._sock.sendall(data)  # may block for as long as the client is slow
-                finally:
-                    self._outbox.release()
-        except OSError:
-            self._set_reason(ev.LeaveReason.CONNECTION_LOST)
-        finally:
-            # Everything is sent (or cannot be). If the reader still waits for input, someone
-            # else ended the session (shutdown): cut both ways to wake it. Otherwise the reader
-            # ended it and is closing: only send our FIN, so the client reads every last line.
-            self._cut(both=self._reading)
-
     # -- helpers -------------------------------------------------------------------------------
 
     def _set_reason(self, reason: str) -> bool:
@@ -495,12 +506,13 @@ class Session:
         return f"{self.address[0]}:{self.address[1]} {self.nick or '-'}"
 
 
-def _readable(sock: socket.socket, timeout: float) -> bool:
-    """Waits up to `timeout` seconds for `sock` to have input (or EOF, or an error)."""
+def _readable(sock: socket.socket, timeout: float | None) -> bool:
+    """Waits up to `timeout` seconds (None: for ever) for `sock` to have input (or EOF, or an
+    error)."""
     if hasattr(select, "poll"):  # no limit on descriptor numbers, unlike select()
         poller = select.poll()
         poller.register(sock, select.POLLIN)
-        return bool(poller.poll(timeout * 1000))
+        return bool(poller.poll(None if timeout is None else timeout * 1000))
     return bool(select.select([sock], [], [], timeout)[0])
 
 

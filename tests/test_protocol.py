@@ -161,29 +161,40 @@ def test_outbox_after_close_accepts_discards_and_drains():
     outbox.offer(b"last")
     outbox.close()
     assert outbox.offer(b"discarded")  # closed: accepted and dropped, nobody is blamed
-    assert outbox.claim_waiting() == b"last"
+    assert not outbox.drained  # "last" is still to be sent
+    assert outbox.claim() == b"last"
+    assert not outbox.drained  # claimed is not sent
     outbox.release()
-    assert outbox.claim_waiting() is None
+    assert outbox.drained
+    assert outbox.claim() is None
 
 
-def test_outbox_writer_is_woken_only_for_what_a_claim_left_behind():
+def test_outbox_discard_forgets_the_queue_but_waits_for_a_send_in_flight():
     outbox = Outbox(max_bytes=100)
-    got: list[bytes | None] = []
-    woke = threading.Event()
-
-    def writer() -> None:
-        got.append(outbox.claim_waiting())
-        woke.set()
-        outbox.release()
-        got.append(outbox.claim_waiting())
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    outbox.offer(b"hi")  # queued, but nobody is woken: a flush is expected to follow
-    assert not woke.wait(0.05)
+    outbox.offer(b"in flight")
     data = outbox.claim()
-    outbox.release(data[1:])  # the socket took one byte: the rest is the writer's job
-    assert woke.wait(5)
+    outbox.offer(b"never sent")
+    outbox.discard()
+    assert not outbox.drained
+    outbox.release(data[2:])  # the sender gives back what the socket did not take
+    assert outbox.size == len(data) - 2
+    assert outbox.claim() == data[2:]
+    outbox.release()
+    assert outbox.drained
+    assert outbox.size == 0
+
+
+def test_outbox_wait_drained_wakes_when_the_last_byte_is_released():
+    outbox = Outbox(max_bytes=100)
+    outbox.offer(b"goodbye")
     outbox.close()
-    thread.join(5)
-    assert got == [b"i", None]
+    result: list[bool] = []
+    waiter = threading.Thread(target=lambda: result.append(outbox.wait_drained(10)))
+    waiter.start()
+    data = outbox.claim()
+    outbox.release(data[3:])  # partly sent: not drained yet
+    assert outbox.claim() == b"dbye"
+    outbox.release()
+    waiter.join(10)
+    assert result == [True]
+    assert not Outbox(max_bytes=1).wait_drained(0.01)  # never closed: times out

@@ -1,0 +1,140 @@
+"""Sender: the one thread that writes to every client's socket.
+
+Any thread that queued output for a client (in its Outbox) calls `ready(session)`. The sender
+thread then sends everything that client has queued in one non-blocking `send()`. What a socket
+does not take waits until that socket is writable again (a selector), while the sender goes on
+with everyone else: a slow client costs the others nothing; its outbox fills up and the hub
+drops it.
+
+Why one thread for all clients, and not one writer per client:
+
+* **Coalescing.** While the sender sends to one client, messages for the others pile up in
+  their outboxes, and each client gets all of its pending lines in one system call. The busier
+  the room, the more lines per `send()`; when the room is quiet, every line goes out at once.
+* **No wake-up per delivery.** A message to 100 members wakes one thread, not 100.
+* **Memory.** A thread costs about 16 KiB; one per client is the reader.
+* **No send races a close.** Only this thread sends (after the first greeting) and only it
+  closes a client socket, so a socket number is never reused under a send in flight.
+
+Thread safety: `_lock` (a leaf lock) guards `_ready`, `_retired`, `_woken` and `_stopping`;
+everything else (the selector, the set of blocked sessions) belongs to the sender thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import selectors
+import socket
+import threading
+from typing import Protocol
+
+log = logging.getLogger("chat.sender")
+
+
+class Sendable(Protocol):
+    """What the sender needs of a session."""
+
+    @property
+    def socket(self) -> socket.socket: ...
+
+    def send_queued(self) -> bool:
+        """Sends what is queued without blocking; True if the socket is full (wait for it)."""
+        ...
+
+    def close_socket(self) -> None: ...
+
+
+class Sender:
+    """The sender thread and its to-do list; `start()`, then `ready()` from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready: dict[Sendable, None] = {}  # an insertion-ordered set: first come, first sent
+        self._retired: list[Sendable] = []
+        self._woken = False  # a wake-up byte is on its way: no need to send another
+        self._stopping = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._blocked: set[Sendable] = set()  # waiting for their socket to drain
+        self.thread = threading.Thread(target=self._run, name="sender")
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def ready(self, session: Sendable) -> None:
+        """`session` has something queued: send it soon. Never blocks; any thread."""
+        with self._lock:
+            self._ready[session] = None
+            wake = not self._woken
+            self._woken = True
+        if wake:
+            self._wake()
+
+    def retire(self, session: Sendable) -> None:
+        """`session` is over: close its socket, after any send in progress. Any thread."""
+        with self._lock:
+            self._retired.append(session)
+            wake = not self._woken
+            self._woken = True
+        if wake:
+            self._wake()
+
+    def stop(self) -> None:
+        """Closes what is retired, then ends the thread; call after every session is retired."""
+        with self._lock:
+            self._stopping = True
+        self._wake()
+        self.thread.join()
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # -- the sender thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            writable: list[Sendable] = []
+            for key, _ in self._selector.select():
+                if key.data is None:  # the wake-up socket
+                    with contextlib.suppress(BlockingIOError):
+                        self._wake_r.recv(4096)
+                    continue
+                self._unblock(key.data)
+                writable.append(key.data)
+            with self._lock:
+                ready = list(self._ready)
+                self._ready.clear()
+                retired, self._retired = self._retired, []
+                self._woken = False
+                stopping = self._stopping
+            for session in writable + ready:
+                if session not in self._blocked:  # else: its socket is still full
+                    self._send(session)
+            for session in retired:
+                self._unblock(session)
+                session.close_socket()
+            if stopping:
+                return
+
+    def _send(self, session: Sendable) -> None:
+        try:
+            full = session.send_queued()
+        except Exception:  # a bug must cost one client, never the thread every client needs
+            log.exception("sending to %r failed", session)
+            return
+        if full:
+            self._blocked.add(session)
+            self._selector.register(session.socket, selectors.EVENT_WRITE, session)
+
+    def _unblock(self, session: Sendable) -> None:
+        if session in self._blocked:
+            self._blocked.discard(session)
+            self._selector.unregister(session.socket)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending anyway
+            self._wake_w.send(b"\0")
