@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import socket
 import subprocess
 import sys
+import time
 
+import pytest
+
+from chat import load
 from chat.load import LoadConfig, main, run_load
 
 
@@ -169,3 +174,22 @@ def test_progress_is_reported_while_running(server):
     assert report.ok
     assert lines
     assert all(line.startswith("\r[") and "deliveries" in line for line in lines)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="kernel receive timestamps: Linux only")
+def test_latency_is_stamped_by_the_kernel_when_the_bytes_arrive():
+    # chat-load's latency clock: what it reads for a line is when the line reached the socket,
+    # not when its one thread got round to reading it.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        sending = socket.create_connection(listener.getsockname())
+        receiving, _ = listener.accept()
+        with sending, receiving:
+            receiving.setsockopt(socket.SOL_SOCKET, load._SO_TIMESTAMPNS, 1)
+            before = time.time_ns()
+            sending.sendall(b"load bot1 #0 t=0\n")
+            assert select.select([receiving], [], [], 10)[0]
+            time.sleep(0.05)  # the reader is late: the stamp must not be
+            _, ancillary, _, _ = receiving.recvmsg(100, load._ANCILLARY_BYTES)
+            read_at = time.time_ns()
+    arrived = load._arrival_ns(ancillary)
+    assert before <= arrived <= read_at - 40_000_000
