@@ -185,11 +185,15 @@ def test_latency_is_stamped_by_the_kernel_when_the_bytes_arrive():
         receiving, _ = listener.accept()
         with sending, receiving:
             receiving.setsockopt(socket.SOL_SOCKET, load._SO_TIMESTAMPNS, 1)
-            before = time.time_ns()
-            sending.sendall(b"load bot1 #0 t=0\n")
-            assert select.select([receiving], [], [], 10)[0]
-            time.sleep(0.05)  # the reader is late: the stamp must not be
-            _, ancillary, _, _ = receiving.recvmsg(100, load._ANCILLARY_BYTES)
-            read_at = time.time_ns()
-    arrived = load._arrival_ns(ancillary)
-    assert before <= arrived <= read_at - 40_000_000
+            # The kernel switches stamping on a moment after the first socket asks (deferred
+            # work): the first packets may come unstamped, and chat-load then uses its own clock.
+            for _ in range(50):
+                before = time.time_ns()
+                sending.sendall(b"load bot1 #0 t=0\n")
+                assert select.select([receiving], [], [], 10)[0]
+                time.sleep(0.02)  # the reader is late: the stamp must not be
+                _, ancillary, _, _ = receiving.recvmsg(100, load._ANCILLARY_BYTES)
+                read_at = time.time_ns()
+                if arrived := load._arrival_ns(ancillary):
+                    break
+    assert before <= arrived <= read_at - 15_000_000
