@@ -9,8 +9,8 @@ Off by default; `chat-server` prints a warning banner when one is on. See docs/c
   create the races, they only make the windows that are always there wide enough to hit within
   seconds instead of once a month.
 * `SendUnderLockSession` (`--lock-while-sending`) is the naive tutorial design: `deliver()`
-  writes to the socket itself, so the room's broadcast loop sends to every peer while holding
-  the room lock, and one client that does not read stalls the whole room.
+  writes to the socket itself, one send per line, so the room's broadcast loop sends to every
+  peer while holding the room lock, and one client that does not read stalls the whole room.
 * `SerialServer` (`--one-at-a-time`) serves one client at a time: the accept loop waits for a
   client to leave before it accepts the next.
 """
@@ -170,10 +170,17 @@ class SendUnderLockSession(Session):
     def deliver(self, event: ev.Event) -> bool:
         if self._broken or self._reason == ev.LeaveReason.SENDQ_EXCEEDED:
             return True  # leaving anyway: nothing more to send
-        data = self._wire.encode(event, self.nick or "", self.current_room)
+        # The tutorial sends each message on its own: the batch the hub made of several lines
+        # read at once is taken apart again.
+        events = event.events if isinstance(event, ev.Batch) else (event,)
         with self._send_lock:
             try:
-                return self._send_blocking(data)
+                for one in events:
+                    if not self._send_blocking(
+                        self._wire.encode(one, self.nick or "", self.current_room)
+                    ):
+                        return False
+                return True
             except OSError:
                 self._broken = True
                 return True
