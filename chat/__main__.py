@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-clients",
         type=_positive_int,
         default=DEFAULT_MAX_CLIENTS,
-        help="connections served at once (each has two threads); more are told 'server full'",
+        help="connections served at once (each has its own thread); more are told 'server full'",
     )
     parser.add_argument(
         "--max-per-address",

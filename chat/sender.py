@@ -116,19 +116,20 @@ class Sender:
                     self._send(session)
             for session in retired:
                 self._unblock(session)
-                session.close_socket()
+                try:
+                    session.close_socket()
+                except Exception:  # see _send
+                    log.exception("closing %r failed", session)
             if stopping:
                 return
 
     def _send(self, session: Sendable) -> None:
         try:
-            full = session.send_queued()
+            if session.send_queued():
+                self._selector.register(session.socket, selectors.EVENT_WRITE, session)
+                self._blocked.add(session)
         except Exception:  # a bug must cost one client, never the thread every client needs
             log.exception("sending to %r failed", session)
-            return
-        if full:
-            self._blocked.add(session)
-            self._selector.register(session.socket, selectors.EVENT_WRITE, session)
 
     def _unblock(self, session: Sendable) -> None:
         if session in self._blocked:
@@ -136,5 +137,7 @@ class Sender:
             self._selector.unregister(session.socket)
 
     def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending anyway
+        # BlockingIOError: the socket pair is full, so a wake-up is pending anyway. OSError: the
+        # sender has stopped, and there is nobody left to wake.
+        with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")

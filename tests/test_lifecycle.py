@@ -33,6 +33,19 @@ def test_stop_says_goodbye_and_leaves_no_thread(make_server):
     server.stop()  # twice is fine
 
 
+def test_one_thread_per_client_plus_the_accept_and_sender_threads():
+    before = set(threading.enumerate())
+    with ChatServer("127.0.0.1", 0) as server:
+        peers = [TextPeer(server.address, f"user{n}") for n in range(10)]
+        peers[0].send("hello all\n")
+        for peer in peers[1:]:
+            peer.expect("<user0> hello all")
+        names = sorted(t.name.split()[0] for t in set(threading.enumerate()) - before)
+        assert names == ["accept"] + ["reader"] * 10 + ["sender"]
+        for peer in peers:
+            peer.close()
+
+
 def test_stop_does_not_wait_for_a_client_that_never_reads(make_server):
     server = ChatServer("127.0.0.1", 0, flood_rate=0).start()
     stalled = socket.socket()
