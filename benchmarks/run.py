@@ -107,7 +107,7 @@ def servers() -> list[Server]:
     ]
 
 
-def scenarios(quick: bool) -> list[Scenario]:
+def scenarios(quick: bool, idle: int = 5000) -> list[Scenario]:
     if quick:
         return [
             Scenario("fan-out 20x20", 20, 20),
@@ -121,7 +121,7 @@ def scenarios(quick: bool) -> list[Scenario]:
         Scenario("IRC fan-out 100x100", 100, 100, protocol="irc"),
         Scenario("latency 100 clients, 200 msg/s", 100, 10, rate=200),
         Scenario("same + 1 stalled reader", 100, 10, rate=200, slow_clients=1),
-        Scenario("idle 5000", 5000, 0, idle=True),
+        Scenario(f"idle {idle}", idle, 0, idle=True),
     ]
 
 
@@ -344,9 +344,10 @@ def run(
     only: list[str] | None,
     scenario_names: list[str] | None,
     external: list[Server],
+    idle: int = 5000,
 ) -> list[Result]:
     results = []
-    for scenario in scenarios(quick):
+    for scenario in scenarios(quick, idle):
         if scenario_names and not any(n in scenario.name for n in scenario_names):
             continue
         for server in servers() + external:
@@ -424,6 +425,21 @@ def ratios(results: list[Result]) -> list[str]:
                 lines.append(
                     f"{scenario}: p99 {other} / threadroom = {theirs.p99_ms / ours.p99_ms:.1f}x"
                 )
+    # The same server across scenarios: more clients, and one stalled reader among them.
+    for server in dict.fromkeys(r.server for r in results):
+        few, many = by.get(("fan-out 100x100", server)), by.get(("fan-out 500x10", server))
+        if few is not None and many is not None and few.deliveries_per_s:
+            lines.append(
+                f"{server}: fan-out 500x10 / 100x100 = "
+                f"{many.deliveries_per_s / few.deliveries_per_s:.2f}x deliveries/s"
+            )
+        calm = by.get(("latency 100 clients, 200 msg/s", server))
+        stalled = by.get(("same + 1 stalled reader", server))
+        if calm is not None and stalled is not None and calm.p99_ms and stalled.p99_ms:
+            lines.append(
+                f"{server}: p99 with 1 stalled reader / without = "
+                f"{stalled.p99_ms / calm.p99_ms:.1f}x"
+            )
     return lines
 
 
@@ -471,6 +487,13 @@ def main() -> int:
         "memory) to run the IRC scenarios against too, e.g. ngircd=16667:1234",
     )
     parser.add_argument(
+        "--idle",
+        type=int,
+        default=5000,
+        metavar="N",
+        help="connections in the idle scenario (the servers run with --max-clients 12000)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -485,7 +508,7 @@ def main() -> int:
         name, _, where = spec.partition("=")
         port, _, pid = where.partition(":")
         external.append(Server(name, [], speaks_irc=True, external=(int(port), int(pid))))
-    results = run(args.quick, args.only, args.scenario, external)
+    results = run(args.quick, args.only, args.scenario, external, args.idle)
     print(table(results))
     print()
     for line in ratios(results):

@@ -35,7 +35,8 @@ class Member(Protocol):
         ...
 
     def flush(self) -> None:
-        """Sends what is queued if it can without blocking; called outside the hub lock."""
+        """Has what is queued sent soon (chat/sender.py); never blocks; called outside the hub
+        lock."""
         ...
 
     def drop(self, reason: str) -> None:

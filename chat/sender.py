@@ -54,15 +54,16 @@ class Sender:
         self._retired: list[Sendable] = []
         self._woken = False  # a wake-up byte is on its way: no need to send another
         self._stopping = False
+        self._blocked: set[Sendable] = set()  # waiting for their socket to drain
+        self.thread = threading.Thread(target=self._run, name="sender")
+
+    def start(self) -> None:
+        """Opens the wake-up socket pair and the selector, starts the thread."""
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ)
-        self._blocked: set[Sendable] = set()  # waiting for their socket to drain
-        self.thread = threading.Thread(target=self._run, name="sender")
-
-    def start(self) -> None:
         self.thread.start()
 
     def ready(self, session: Sendable) -> None:

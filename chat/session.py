@@ -240,7 +240,7 @@ class Session:
         raise TimeoutError
 
     def _finish(self) -> None:
-        self._reading = False  # read by the writer: the reader is no longer blocked in recv()
+        self._reading = False  # read by the sender: the reader no longer waits for input
         reason = self._reason or ev.LeaveReason.CONNECTION_LOST
         try:
             self._hub.leave(self, reason, self._quit_message)
