@@ -452,6 +452,8 @@ def chart(results: list[Result], path: Path) -> str:
     except ImportError:
         return "no chart: pip install matplotlib"
     load = [r for r in results if r.rss_per_conn_kib is None]
+    if not load:
+        return "no chart: only idle scenarios ran"
     scenario_names = list(dict.fromkeys(r.scenario for r in load))
     server_names = list(dict.fromkeys(r.server for r in load))
     fig, ax = plt.subplots(figsize=(10, 5))
