@@ -198,7 +198,7 @@ class SendUnderLockSession(Session):
         deadline = None if timeout is None else time.monotonic() + timeout
         while view:
             try:
-                view = view[self._sock.send(view, _DONTWAIT) :]
+                view = view[self._sock.send(view) :]  # the socket is non-blocking
                 continue
             except BlockingIOError:
                 pass
@@ -210,11 +210,6 @@ class SendUnderLockSession(Session):
                 return False
             select.select([], [self._sock], [], min(left, _SEND_POLL_S))
         return True
-
-
-# Send without blocking on this call only, so the reader's timeouts on the socket stay as they
-# are. Linux and macOS have it; elsewhere the naive send blocks without a timeout.
-_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
 
 
 class SerialServer(ChatServer):

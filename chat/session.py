@@ -178,9 +178,7 @@ class Session:
                 sent = 0
             except OSError:  # the client is gone: nothing more will ever go out
                 self._outbox.release()
-                self._set_reason(ev.LeaveReason.CONNECTION_LOST)
-                self._outbox.discard()
-                self._cut()
+                self.drop(ev.LeaveReason.CONNECTION_LOST)
                 return False
             unsent = data[sent:]
             self._outbox.release(unsent)
