@@ -11,10 +11,9 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from chat import demo
-from chat.room import DEFAULT_ROOM
-from chat.server import DEFAULT_MAX_CLIENTS, DEFAULT_MAX_PER_ADDRESS, DEFAULT_PORT
-from chat.session import SessionConfig
+from chat.config import ServerConfig
+from chat.protocol import room_error
+from chat.server import ChatServer, ListenError
 
 EXIT_USAGE = 2
 
@@ -61,6 +60,13 @@ def _rate(text: str) -> float:
     return value
 
 
+def _room(text: str) -> str:
+    problem = room_error(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def _raise_file_limit(max_clients: int) -> None:
     """Lifts the soft limit on open files toward the hard one, so --max-clients can be reached.
 
@@ -86,7 +92,7 @@ def _raise_file_limit(max_clients: int) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = SessionConfig()
+    defaults = ServerConfig()
     parser = _Parser(
         prog="chat-server",
         description="A multi-client chat server. Join with `nc HOST PORT`, telnet or chat-client.",
@@ -98,25 +104,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to listen on; 0.0.0.0 (or ::) to let the LAN in",
     )
     parser.add_argument(
-        "--port", type=_port, default=DEFAULT_PORT, help="TCP port (0 picks a free one)"
+        "--port", type=_port, default=defaults.port, help="TCP port (0 picks a free one)"
     )
     parser.add_argument(
         "--max-clients",
         type=_positive_int,
-        default=DEFAULT_MAX_CLIENTS,
+        default=defaults.max_clients,
         help="connections served at once (each has its own thread); more are told 'server full'",
     )
     parser.add_argument(
         "--max-per-address",
         type=_positive_int,
-        default=DEFAULT_MAX_PER_ADDRESS,
+        default=defaults.max_per_address,
         help="connections from one IP address (loopback is exempt)",
     )
     parser.add_argument(
         "--limit-loopback", action="store_true", help="apply --max-per-address to loopback too"
     )
     parser.add_argument(
-        "--room", default=DEFAULT_ROOM, help="the default room, where text and JSON users land"
+        "--room",
+        type=_room,
+        default=defaults.room,
+        help="the default room, where text and JSON users land (a name starting with #)",
+    )
+    parser.add_argument(
+        "--rooms-per-user",
+        type=_positive_int,
+        default=defaults.rooms_per_user,
+        help="rooms one user may be in at once (IRC clients see it as CHANLIMIT)",
+    )
+    parser.add_argument(
+        "--max-rooms",
+        type=_positive_int,
+        default=defaults.max_rooms,
+        help="rooms on the whole server; joining an existing room always works",
     )
     parser.add_argument(
         "--irc-port",
@@ -183,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     demos.add_argument(
         "--race-window-ms",
         type=float,
-        default=demo.DEFAULT_RACE_WINDOW_S * 1000,
+        default=20.0,
         help="pause between check and act with --unsafe-registry",
     )
     demos.add_argument(
@@ -194,12 +215,19 @@ def build_parser() -> argparse.ArgumentParser:
     demos.add_argument(
         "--send-timeout",
         type=_seconds_or_off,
-        default=demo.DEFAULT_SEND_TIMEOUT_S,
+        default=2.0,
         help="with --lock-while-sending: drop a client whose send blocks this "
         "long (0: wait forever)",
     )
     demos.add_argument(
         "--one-at-a-time", action="store_true", help="serve one client at a time; the others wait"
+    )
+    demos.add_argument(
+        "--pool",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="serve connections from a pool of N threads (client N+1 waits for a free one)",
     )
     return parser
 
@@ -211,37 +239,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    options = demo.DemoOptions(
-        unsafe_registry=args.unsafe_registry,
-        race_window_s=args.race_window_ms / 1000,
-        lock_while_sending=args.lock_while_sending,
-        send_timeout_s=args.send_timeout,
-        one_at_a_time=args.one_at_a_time,
-    )
-    for line in demo.banner(options):
-        logging.getLogger("chat").warning("%s", line)
-    if options.unsafe_registry:
-        demo.shorten_switch_interval()
-    # `kill -USR1 PID` prints every thread's stack: look inside a server that seems stuck.
-    if hasattr(signal, "SIGUSR1"):
-        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
-    server = demo.make_server(
-        args.host,
-        args.port,
-        options,
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        irc_port=args.irc_port,
+        room=args.room,
         max_clients=args.max_clients,
         max_per_address=args.max_per_address,
         limit_loopback=args.limit_loopback,
-        room_name=args.room,
+        rooms_per_user=args.rooms_per_user,
+        max_rooms=args.max_rooms,
         sendq_bytes=args.sendq_bytes,
         flood_rate=args.flood_rate,
         flood_burst=args.flood_burst,
         register_timeout_s=args.register_timeout,
         idle_timeout_s=args.idle_timeout,
-        irc_port=args.irc_port,
-        server_name=args.server_name,
         password=args.password,
+        server_name=args.server_name,
     )
+    demo_flags = (args.unsafe_registry, args.lock_while_sending, args.one_at_a_time)
+    if any(demo_flags) or args.pool is not None:
+        server = _classroom_server(config, args)
+    else:
+        server = ChatServer(config)
+    # `kill -USR1 PID` prints every thread's stack: look inside a server that seems stuck.
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     _raise_file_limit(args.max_clients)
     stop_requested = threading.Event()
 
@@ -254,12 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start()
-    except OSError as error:
+    except ListenError as error:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        sys.stderr.write(
-            f"chat-server: cannot listen on {args.host}:{args.port}: {error.strerror or error}\n"
-        )
+        sys.stderr.write(f"chat-server: {error.message}\n")
         return EXIT_USAGE
     if hasattr(signal, "SIGUSR1"):
         logging.getLogger("chat").info(
@@ -268,6 +289,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop_requested.wait()
     server.stop()
     return 0
+
+
+def _classroom_server(config: ServerConfig, args: argparse.Namespace) -> ChatServer:
+    """A server with the classroom's demo modes on (imported only then: never on the default
+    path)."""
+    from chat import classroom
+
+    options = classroom.DemoOptions(
+        unsafe_registry=args.unsafe_registry,
+        race_window_s=args.race_window_ms / 1000,
+        lock_while_sending=args.lock_while_sending,
+        send_timeout_s=args.send_timeout,
+        one_at_a_time=args.one_at_a_time,
+        pool=args.pool,
+    )
+    for line in classroom.banner(options):
+        logging.getLogger("chat").warning("%s", line)
+    if options.unsafe_registry:
+        classroom.shorten_switch_interval()
+    return classroom.build_server(config, options)
 
 
 if __name__ == "__main__":

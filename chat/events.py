@@ -1,13 +1,13 @@
 """The chat's vocabulary, independent of any wire format: what clients ask for and what happens.
 
-Requests are what a front-end decodes from a client's line; events are what the room produces.
-A wire module (`wire_text`, `wire_json`, and later IRC) turns lines into requests and events into
-lines, so the room and the sessions never know which format a member speaks.
+Requests are what a dialect decodes from a client's line; events are what the hub produces.
+The codecs of chat/wire turn lines into requests and events into lines, so the hub and the
+connections never know which format a member speaks. Every class here is immutable.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # ---------------------------------------------------------------------------------------------
@@ -94,7 +94,14 @@ class ChangeNick:
 
 @dataclass(frozen=True)
 class Who:
-    pass
+    """The members of a room (`room` None: the current room)."""
+
+    room: str | None = None
+
+
+@dataclass(frozen=True)
+class ListUsers:
+    """Everyone online, in every room."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,7 @@ Request = (
     | Whisper
     | ChangeNick
     | Who
+    | ListUsers
     | Help
     | Ping
     | Quit
@@ -148,6 +156,7 @@ class LeaveReason:
     TIMED_OUT = "timed out"
     FLOODING = "kicked for flooding"
     SENDQ_EXCEEDED = "send queue exceeded"
+    SEND_TIMED_OUT = "send timed out"  # the classroom's naive design: no queue, a blocked send
     SHUTDOWN = "server shutting down"
     LINE_TOO_LONG = "line too long"
     PING_TIMEOUT = "ping timeout"
@@ -155,24 +164,16 @@ class LeaveReason:
     SERVER_ERROR = "server error"  # a bug (or the --unsafe-registry demo) crashed its thread
 
 
-def _wire_cache() -> dict[str, bytes]:
-    return {}
-
-
 @dataclass(frozen=True)
 class RoomEvent:
-    """Something that happened in a room, numbered by the room (`id`) and stamped (`ts`).
+    """Something that happened in a room, numbered by the hub (`id`) and stamped (`ts`).
 
-    `wire` caches the encoded line per wire format: a broadcast to 100 text users encodes once.
-    Only the room lock's holder writes it (see Room), so no lock of its own is needed.
+    A broadcast encodes it once per wire format (chat/wire `EncodeCache`), not once per member.
     """
 
     id: int
     ts: float
     room: str
-    wire: dict[str, bytes] = field(
-        default_factory=_wire_cache, init=False, repr=False, compare=False
-    )
 
 
 # `userhost` is the "user@host" half of an IRC source (`nick!user@host`) of whoever caused the
@@ -231,6 +232,9 @@ class Kicked(RoomEvent):
     reason: str = ""
     count: int = 0
     userhost: str = ""  # the kicker's
+    # The rooms the kicked user is still in, in join order: its own dialect uses them to say
+    # where it now talks. Never encoded for anyone else.
+    rooms_left: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -279,13 +283,10 @@ class Batch:
 
     A client that pastes or scripts 50 lines is read in one `recv()`; handing each member one
     batch instead of 50 events is what keeps fan-out cheap (one lock round and one wake-up per
-    member per batch). Its encoded form is cached per wire format like a RoomEvent's.
+    member per batch).
     """
 
     events: tuple[RoomEvent, ...]
-    wire: dict[str, bytes] = field(
-        default_factory=_wire_cache, init=False, repr=False, compare=False
-    )
 
 
 # Replies to one client only: not numbered, not cached.
@@ -310,7 +311,9 @@ class Welcome:
 
 @dataclass(frozen=True)
 class UserList:
-    room: str
+    """The members of `room` (operators marked "@"), or everyone online when `room` is None."""
+
+    room: str | None
     users: tuple[str, ...]
     ts: float
 

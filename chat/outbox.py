@@ -3,6 +3,30 @@
 from __future__ import annotations
 
 import threading
+from typing import Protocol
+
+from chat import events as ev
+
+
+class Output(Protocol):
+    """Where a connection's bytes go: the Outbox below, or the classroom's naive direct send.
+
+    The connection queues with `offer()` (never blocks in the real design), the sender thread
+    moves bytes with `claim()`/`release()`, and the end of a session uses the rest.
+    """
+
+    # Why a client whose output refused a line is disconnected.
+    refusal_reason: str
+
+    def offer(self, data: bytes) -> bool: ...
+    def claim(self) -> bytes | None: ...
+    def release(self, unsent: bytes = b"") -> None: ...
+    def close(self) -> None: ...
+    def discard(self) -> None: ...
+    @property
+    def drained(self) -> bool: ...
+    def wait_drained(self, timeout: float) -> bool: ...
+    def wait_room(self, nbytes: int, timeout: float) -> bool: ...
 
 
 class Outbox:
@@ -23,7 +47,9 @@ class Outbox:
     chunks, the byte count, the claim and the closed flag. No I/O happens under it.
     """
 
-    __slots__ = ("_chunks", "_claimed", "_closed", "_drained", "_lock", "_max_bytes", "_size")
+    __slots__ = ("_changed", "_chunks", "_claimed", "_closed", "_lock", "_max_bytes", "_size")
+
+    refusal_reason = ev.LeaveReason.SENDQ_EXCEEDED
 
     def __init__(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes
@@ -32,8 +58,8 @@ class Outbox:
         self._claimed = 0  # bytes handed out by the current claim; 0: nobody is sending
         self._closed = False
         self._lock = threading.Lock()
-        # Made by the first wait_drained(): most clients never need one.
-        self._drained: threading.Condition | None = None
+        # Made by the first wait_drained() or wait_room(): most clients never need one.
+        self._changed: threading.Condition | None = None
 
     def offer(self, data: bytes) -> bool:
         """Queues `data`; False only if the outbox is full (the client is too slow).
@@ -68,15 +94,15 @@ class Outbox:
                 self._chunks.insert(0, unsent)
             self._size -= self._claimed - len(unsent)
             self._claimed = 0
-            if self._drained is not None and self._is_drained_locked():
-                self._drained.notify_all()
+            if self._changed is not None:
+                self._changed.notify_all()
 
     def close(self) -> None:
         """No more offers; what is queued may still be claimed and sent. Idempotent."""
         with self._lock:
             self._closed = True
-            if self._drained is not None and self._is_drained_locked():
-                self._drained.notify_all()
+            if self._changed is not None:
+                self._changed.notify_all()
 
     def discard(self) -> None:
         """Closes and forgets what is queued: the client is gone, or is being cut off."""
@@ -84,8 +110,8 @@ class Outbox:
             self._closed = True
             self._size -= sum(map(len, self._chunks))
             self._chunks.clear()
-            if self._drained is not None and self._is_drained_locked():
-                self._drained.notify_all()
+            if self._changed is not None:
+                self._changed.notify_all()
 
     @property
     def drained(self) -> bool:
@@ -96,9 +122,20 @@ class Outbox:
     def wait_drained(self, timeout: float) -> bool:
         """Waits up to `timeout` seconds for `drained`; returns it."""
         with self._lock:
-            if self._drained is None:
-                self._drained = threading.Condition(self._lock)
-            return self._drained.wait_for(self._is_drained_locked, timeout)
+            if self._changed is None:
+                self._changed = threading.Condition(self._lock)
+            return self._changed.wait_for(self._is_drained_locked, timeout)
+
+    def wait_room(self, nbytes: int, timeout: float) -> bool:
+        """Waits up to `timeout` seconds until `nbytes` more would fit (or the outbox is
+        closed); returns whether they fit. Only a connection's own reader calls this, to send a
+        reply too large for one offer in pieces: it waits for its own client, nobody else."""
+        with self._lock:
+            if self._changed is None:
+                self._changed = threading.Condition(self._lock)
+            return self._changed.wait_for(
+                lambda: self._closed or self._size + nbytes <= self._max_bytes, timeout
+            )
 
     @property
     def size(self) -> int:

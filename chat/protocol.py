@@ -7,6 +7,7 @@ Nothing here touches a socket, a thread or a clock, so every rule can be tested 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 # A line may carry 2 KiB of text in any script (up to 4 bytes a character in UTF-8 would be 8 KiB
@@ -32,8 +33,17 @@ class ProtocolError(Exception):
 
 
 class LineTooLong(ProtocolError):
+    """One over-long line was dropped; the connection goes on."""
+
+    def __init__(self, max_bytes: int = MAX_LINE_BYTES) -> None:
+        super().__init__("line_too_long", f"line too long (max {max_bytes} bytes), dropped")
+
+
+class EndlessLine(ProtocolError):
+    """No newline within MAX_DISCARD_BYTES: the peer is not a chat client; the connection ends."""
+
     def __init__(self) -> None:
-        super().__init__("line_too_long", f"line too long (max {MAX_LINE_BYTES} bytes), dropped")
+        super().__init__("line_too_long", "line too long, no newline in sight")
 
 
 @dataclass(frozen=True)
@@ -49,7 +59,7 @@ class LineDecoder:
 
     `feed()` returns the complete lines, without the `\\n` or `\\r\\n`. An over-long line comes
     back once as `Line(b"", too_long=True)` and the rest of it, up to its newline, is skipped.
-    A line longer than `max_discard` raises `ProtocolError`: the caller disconnects.
+    A line longer than `max_discard` raises `EndlessLine`: the caller disconnects.
     """
 
     def __init__(self, max_line: int = MAX_LINE_BYTES, max_discard: int = MAX_DISCARD_BYTES):
@@ -103,7 +113,7 @@ class LineDecoder:
         else:
             self._buffer += tail
         if self._discarding and self._discarded > self._max_discard:
-            raise ProtocolError("line_too_long", "line too long, no newline in sight")
+            raise EndlessLine
 
 
 # Terminal escape sequences are removed whole, so that no "[31m" debris is left behind:
@@ -144,29 +154,69 @@ def nick_error(nick: str) -> str | None:
     return None
 
 
+# Case folding lives here and only here: every comparison of names goes through these two.
+# CASEMAPPING=ascii (IRC): only A-Z fold, so "É" and "é" stay two rooms, as IRC clients expect.
+_ASCII_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def nick_key(nick: str) -> str:
     """The form in which nicknames are compared: ASCII case does not make a new name."""
-    return nick.lower()
+    return nick.translate(_ASCII_FOLD)
 
 
 # Room names: "#" and up to 49 more characters (IRC's CHANNELLEN=50, CHANTYPES=#), none of
 # which may be a space, a comma (IRC's list separator), a colon or a control character.
 ROOM_MAX_CHARS = 50
 ROOM_PREFIX = "#"
-_ROOM_RE = re.compile(r"#[^\x00-\x20,:\x7f]+\Z")
+# Topics as long as common IRC servers allow (TOPICLEN=390): a topic fits one IRC line with room
+# to spare, and a list of every room's topic stays a few hundred KiB at most.
+TOPIC_MAX_CHARS = 390
+# Room keys (passwords): IRC's usual KEYLEN; one word of printable characters.
+KEY_MAX_CHARS = 23
+# Unicode categories never allowed in a name: controls (Cc), format characters such as the
+# bidi overrides that make "#\u202egnp.exe" display as "#exe.png" (Cf), surrogates,
+# private use and unassigned code points (Cs, Co, Cn), and every kind of space (Zs, Zl, Zp).
+_BAD_NAME_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+
+
+def _bad_name_char(name: str) -> str | None:
+    for char in name:
+        if unicodedata.category(char) in _BAD_NAME_CATEGORIES or char in ",:":
+            return char
+    return None
 
 
 def room_error(name: str) -> str | None:
     """Why `name` is not a valid room name, or None when it is."""
-    if not name.startswith(ROOM_PREFIX):
-        return f"a room name starts with {ROOM_PREFIX}: {name!r}"
+    if not name.startswith(ROOM_PREFIX) or len(name) < 2:
+        return f"a room name is {ROOM_PREFIX} and a name, like #lobby: not {name!r}"
     if len(name) > ROOM_MAX_CHARS:
         return f"room name too long (max {ROOM_MAX_CHARS})"
-    if not _ROOM_RE.match(name):
-        return f"invalid room name {name!r}: no spaces, commas or colons"
+    bad = _bad_name_char(name)
+    if bad is not None:
+        return (
+            f"invalid room name {name!r}: no spaces, commas, colons, control or "
+            f"direction characters (found U+{ord(bad):04X})"
+        )
     return None
 
 
 def room_key(name: str) -> str:
     """The form in which room names are compared (ASCII case-insensitive, like nicknames)."""
-    return name.lower()
+    return name.translate(_ASCII_FOLD)
+
+
+def key_error(key: str) -> str | None:
+    """Why `key` cannot be a room key, or None when it can."""
+    if not key:
+        return "a key cannot be empty"
+    if len(key) > KEY_MAX_CHARS:
+        return f"key too long (max {KEY_MAX_CHARS})"
+    if _bad_name_char(key) is not None or clean_text(key) != key:
+        return "a key is one word: no spaces, commas, colons or control characters"
+    return None
+
+
+def clean_topic(raw: str) -> str:
+    """A topic as anyone may see it: clean text, one line, at most TOPIC_MAX_CHARS."""
+    return clean_text(raw).strip()[:TOPIC_MAX_CHARS]

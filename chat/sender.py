@@ -1,6 +1,6 @@
 """Sender: the one thread that writes to every client's socket.
 
-Any thread that queued output for a client (in its Outbox) calls `ready(session)`. The sender
+Any thread that queued output for a client (in its Outbox) calls `ready(connection)`. The sender
 thread then sends everything that client has queued in one non-blocking `send()`. What a socket
 does not take waits until that socket is writable again (a selector), while the sender goes on
 with everyone else: a slow client costs the others nothing; its outbox fills up and the hub
@@ -17,7 +17,7 @@ Why one thread for all clients, and not one writer per client:
   closes a client socket, so a socket number is never reused under a send in flight.
 
 Thread safety: `_lock` (a leaf lock) guards `_ready`, `_retired`, `_woken` and `_stopping`;
-everything else (the selector, the set of blocked sessions) belongs to the sender thread.
+everything else (the selector, the set of blocked connections) belongs to the sender thread.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ log = logging.getLogger("chat.sender")
 
 
 class Sendable(Protocol):
-    """What the sender needs of a session."""
+    """What the sender needs of a connection."""
 
     @property
     def socket(self) -> socket.socket: ...

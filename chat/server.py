@@ -1,9 +1,14 @@
-"""ChatServer: the listening socket, the accept loop, admission, and the server's lifecycle.
+"""ChatServer: the listening sockets, the accept loop, admission, and the server's lifecycle.
 
 Usable in-process (tests, embedding) as well as from `chat-server`:
 
-    with ChatServer("127.0.0.1", port=0) as server:
+    with ChatServer(ServerConfig(port=0)) as server:
         host, port = server.address
+
+A server composes its parts: one `Hub` (the shared chat state), one `Sender` thread, a
+`Connection` per client with a dialect chosen by the port it came in on (text/JSON or IRC), and
+a `Runner` that gives each connection's reader a thread. The classroom modes
+(chat/classroom.py) pass different parts to the same constructor.
 """
 
 from __future__ import annotations
@@ -16,171 +21,175 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from types import TracebackType
 
 from chat.audit import Audit
-from chat.irc import IrcSession
-from chat.room import DEFAULT_ROOM, Hub
+from chat.config import ServerConfig
+from chat.connection import Connection
+from chat.dialects import DialectClass
+from chat.dialects.irc import IrcDialect
+from chat.dialects.textjson import TextJsonDialect
+from chat.hub import Hub
+from chat.outbox import Outbox, Output
+from chat.runner import Runner, ThreadPerConnection
 from chat.sender import Sender
-from chat.session import Session, SessionConfig
 
 log = logging.getLogger("chat.server")
 
-DEFAULT_PORT = 8888
-# A thread per client: 500 clients are 500 threads, which a laptop handles easily; far beyond that
-# the thread-per-client design is the wrong tool and admission says "server full" instead.
-DEFAULT_MAX_CLIENTS = 500
-# Enough for a family behind one NAT; a script opening hundreds of sockets is stopped.
-DEFAULT_MAX_PER_ADDRESS = 20
 # SIGTERM to exit must fit in 2 s: flush goodbyes for at most this long, then cut.
 SHUTDOWN_FLUSH_S = 1.0
-SERVER_FULL = b"! server full, try again later\n"
-TOO_MANY = b"! too many connections from your address\n"
+SERVER_FULL = "server full, try again later"
+TOO_MANY = "too many connections from your address"
+LISTEN_BACKLOG = 128
+
+OutputFactory = Callable[[socket.socket, ServerConfig], Output]
+
+
+def queued_output(sock: socket.socket, config: ServerConfig) -> Output:
+    """The real design's output: a bounded queue that the sender thread drains."""
+    return Outbox(config.sendq_bytes)
+
+
+class ListenError(OSError):
+    """A listening socket could not be opened; says which option's port it was."""
+
+    def __init__(self, option: str, host: str, port: int, error: OSError) -> None:
+        super().__init__(error.errno, error.strerror)
+        self.option = option
+        self.message = f"cannot listen on {host}:{port} ({option}): {error.strerror or error}"
 
 
 class ChatServer:
     """A chat server on one TCP port for text and JSON users, and optionally one for IRC.
 
-    Thread safety: `_lock` guards `_sessions` (every live connection, registered or not), the
-    per-address counts and `_finished`. It is never held together with the hub lock or while
+    Thread safety: `_lock` guards `_connections` (every live connection, registered or not),
+    the per-address counts and `_finished`. It is never held together with the hub lock or while
     doing socket I/O, so there is no lock order to get wrong between them. One accept thread
-    admits connections; each session runs its own reader thread; one sender thread sends to
-    every client (chat/sender.py); `stop()` may be called from any
-    thread, more than once. `audit` has its own leaf lock; any thread may record into it.
+    admits connections; the runner gives each connection's reader a thread; one sender thread
+    sends to every client (chat/sender.py). `stop()` may be called from any thread, any number
+    of times, also at once from two: `_stop_lock` makes the second wait for the first.
+    `audit` has its own leaf lock; any thread may record into it.
     """
 
     def __init__(
         self,
-        host: str = "127.0.0.1",
-        port: int = DEFAULT_PORT,
+        config: ServerConfig | None = None,
         *,
-        max_clients: int = DEFAULT_MAX_CLIENTS,
-        max_per_address: int = DEFAULT_MAX_PER_ADDRESS,
-        limit_loopback: bool = False,
-        room_name: str = DEFAULT_ROOM,
-        sendq_bytes: int = SessionConfig.sendq_bytes,
-        flood_rate: float = SessionConfig.flood_rate,
-        flood_burst: int = SessionConfig.flood_burst,
-        register_timeout_s: float | None = SessionConfig.register_timeout_s,
-        idle_timeout_s: float | None = SessionConfig.idle_timeout_s,
-        irc_port: int | None = None,
-        server_name: str = SessionConfig.server_name,
-        password: str | None = None,
-        irc_ping_s: float = SessionConfig.irc_ping_s,
-        irc_timeout_s: float = SessionConfig.irc_timeout_s,
         hub: Hub | None = None,
-        session_class: type[Session] = Session,
+        runner: Runner | None = None,
+        output: OutputFactory = queued_output,
         audit: Audit | None = None,
     ) -> None:
-        # hub, session_class and audit are for tests and the classroom demos (chat/demo.py);
-        # session_class serves the text/JSON port, IRC clients always get an IrcSession.
-        self.hub = hub if hub is not None else Hub(room_name)
-        self.audit = audit if audit is not None else Audit()
-        self._session_class = session_class
-        self._host = host
-        self._port = port
-        self._irc_port = irc_port
-        self._max_clients = max_clients
-        self._max_per_address = max_per_address
-        self._limit_loopback = limit_loopback
-        self._config = SessionConfig(
-            sendq_bytes=sendq_bytes,
-            flood_rate=flood_rate,
-            flood_burst=flood_burst,
-            # 0 means "no limit", as on the command line (a socket timeout of 0 would mean
-            # non-blocking, which is not what anyone asking for 0 s wants)
-            register_timeout_s=register_timeout_s or None,
-            idle_timeout_s=idle_timeout_s or None,
-            password=password or None,
-            irc_ping_s=irc_ping_s,
-            irc_timeout_s=irc_timeout_s,
-            server_name=server_name,
-        )
+        # hub, runner, output and audit are the parts the classroom (chat/classroom.py) and
+        # tests swap; a server for real users takes the defaults.
+        self.config = config = config or ServerConfig()
+        # (`is None`, not `or`: an empty Hub has len() 0 and is falsy.)
+        if hub is None:
+            hub = Hub(config.room, rooms_per_user=config.rooms_per_user, max_rooms=config.max_rooms)
+        self.hub = hub
+        self.audit = Audit() if audit is None else audit
+        self._runner = ThreadPerConnection() if runner is None else runner
+        self._output = output
         self._lock = threading.Lock()
-        self._sessions: set[Session] = set()
+        self._connections: set[Connection] = set()
         self._per_address: Counter[str] = Counter()
-        self._finished: list[Session] = []
+        self._finished: list[Connection] = []
         self._all_gone = threading.Condition(self._lock)
-        self._listener: socket.socket | None = None
-        self._irc_listener: socket.socket | None = None
+        self._listeners: list[tuple[socket.socket, DialectClass]] = []
         self._accept_thread: threading.Thread | None = None
         self._sender = Sender()
         self._wake_r = self._wake_w = -1  # a pipe that wakes the accept loop for stop()
         self._stopping = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._stopped = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> ChatServer:
-        """Binds and starts accepting; raises OSError if the address is in use."""
-        if self._listener is not None:
+        """Binds and starts accepting; raises ListenError if an address is in use."""
+        if self._listeners:
             raise RuntimeError("a ChatServer starts once")
-        listener = _listen(self._host, self._port)
-        if self._irc_port is not None:
+        config = self.config
+        wanted: list[tuple[str, int, DialectClass]] = [("--port", config.port, TextJsonDialect)]
+        if config.irc_port is not None:
+            wanted.append(("--irc-port", config.irc_port, IrcDialect))
+        for option, port, dialect in wanted:
             try:
-                self._irc_listener = _listen(self._host, self._irc_port)
-            except OSError:
-                listener.close()
-                raise
-        self._listener = listener
+                self._listeners.append((_listen(config.host, port), dialect))
+            except OSError as error:
+                for listener, _ in self._listeners:
+                    listener.close()
+                self._listeners.clear()
+                raise ListenError(option, config.host, port, error) from error
         self._wake_r, self._wake_w = os.pipe()
         self._sender.start()
         self._accept_thread = threading.Thread(target=self._accept_loop, name="accept")
         self._accept_thread.start()
-        host, port = self.address
-        log.info("listening on %s:%d", host, port)
-        if self._irc_listener is not None:
+        log.info("listening on %s:%d", *self.address)
+        if config.irc_port is not None:
             log.info("IRC listening on %s:%d", *self.irc_address)
         return self
 
     @property
-    def room(self) -> Hub:
-        """The hub (the name from when there was one room)."""
-        return self.hub
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port); with port=0 this is where the OS put us."""
+        assert self._listeners, "start() first"
+        host, port = self._listeners[0][0].getsockname()[:2]
+        return host, port
 
     @property
     def irc_address(self) -> tuple[str, int]:
         """The bound (host, port) of the IRC listener; start() with irc_port first."""
-        assert self._irc_listener is not None, "start() with irc_port first"
-        host, port = self._irc_listener.getsockname()[:2]
-        return host, port
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """The bound (host, port); with port=0 this is where the OS put us."""
-        assert self._listener is not None, "start() first"
-        host, port = self._listener.getsockname()[:2]
+        assert len(self._listeners) > 1, "start() with irc_port first"
+        host, port = self._listeners[1][0].getsockname()[:2]
         return host, port
 
     def stop(self) -> None:
-        """Tells every client goodbye, flushes for at most SHUTDOWN_FLUSH_S, joins every thread."""
-        if self._accept_thread is None or self._stopping.is_set():
-            return  # never started, or stopped already
+        """Tells every client goodbye, flushes for at most SHUTDOWN_FLUSH_S, joins every thread.
+
+        Returns once the server has stopped, whoever asked first; a second call (or a call
+        from a second thread meanwhile) waits for that and does nothing more.
+        """
+        with self._stop_lock:
+            if self._accept_thread is None or self._stopped:
+                return  # never started, or stopped already
+            self._stopped = True
+            self._stop_locked()
+
+    def _stop_locked(self) -> None:
+        assert self._accept_thread is not None
         self._stopping.set()
         os.write(self._wake_w, b"x")
+        with self._lock:
+            connections = list(self._connections)
+        log.info("shutting down, %d client(s) connected", len(connections))
+        # Goodbyes first, then wait for the accept thread: a runner may be serving a client in
+        # it (the classroom's one-at-a-time mode) until that client is told to go.
+        for connection in connections:
+            connection.shut_down()
         self._accept_thread.join()
         with self._lock:
-            sessions = list(self._sessions)
-        log.info("shutting down, %d client(s) connected", len(sessions))
-        for session in sessions:
-            session.shut_down()
+            late = [c for c in self._connections if c not in connections]
+        for connection in late:  # accepted in the accept thread's last round
+            connection.shut_down()
         deadline = time.monotonic() + SHUTDOWN_FLUSH_S
         with self._lock:
-            while self._sessions and (left := deadline - time.monotonic()) > 0:
+            while self._connections and (left := deadline - time.monotonic()) > 0:
                 self._all_gone.wait(left)
-            stuck = list(self._sessions)
-        for session in stuck:  # not reading their goodbye: cut them off
-            session.drop("server shutting down")
-        for session in sessions:
-            session.reader.join()
+            stuck = list(self._connections)
+        for connection in stuck:  # not reading their goodbye: cut them off
+            connection.drop("server shutting down")
+        self._runner.close()
         self._reap()
-        self._sender.stop()  # every session has retired: the sender closes their sockets
+        self._sender.stop()  # every connection has retired: the sender closes their sockets
         os.close(self._wake_r)
         os.close(self._wake_w)
         self._audit_registry()
         log.info("stopped")
 
     def _audit_registry(self) -> None:
-        """Every session has left: the room must be empty and consistent. Logs the audit."""
+        """Every connection has left: the hub must be empty and consistent. Logs the audit."""
         for problem in self.hub.check_invariants():
             self.audit.record("registry", problem)
         for nick in self.hub.nicks():
@@ -202,17 +211,18 @@ class ChatServer:
     def client_count(self) -> int:
         """Live connections, registered or not."""
         with self._lock:
-            return len(self._sessions)
+            return len(self._connections)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     # -- the accept thread ---------------------------------------------------------------------
 
     def _accept_loop(self) -> None:
-        assert self._listener is not None
-        listener = self._listener
         with selectors.DefaultSelector() as selector:
-            selector.register(listener, selectors.EVENT_READ, self._session_class)
-            if self._irc_listener is not None:
-                selector.register(self._irc_listener, selectors.EVENT_READ, IrcSession)
+            for listener, dialect in self._listeners:
+                selector.register(listener, selectors.EVENT_READ, dialect)
             selector.register(self._wake_r, selectors.EVENT_READ)
             while not self._stopping.is_set():
                 for key, _ in selector.select():
@@ -220,62 +230,69 @@ class ChatServer:
                         assert isinstance(key.fileobj, socket.socket)
                         self._accept_one(key.fileobj, key.data)
                 self._reap()
-        listener.close()
-        if self._irc_listener is not None:
-            self._irc_listener.close()
+        for listener, _ in self._listeners:
+            listener.close()
 
-    def _accept_one(self, listener: socket.socket, kind: type[Session]) -> None:
+    def _accept_one(self, listener: socket.socket, dialect: DialectClass) -> None:
         try:
             sock, address = listener.accept()
         except OSError as error:  # e.g. EMFILE: log and keep serving the others
             log.warning("accept failed: %s", error)
             return
-        peer = f"{address[0]}:{address[1]}"
-        refusal = self._admit(sock, address, kind)
+        refusal = self._admit(sock, address, dialect)
         if refusal is not None:
-            log.warning("%s refused (%s)", peer, refusal.decode().strip("! \r\n"))
-            _refuse(sock, refusal)
-            return
-        log.info("%s connected", peer)
+            log.warning("%s:%d refused (%s)", address[0], address[1], refusal)
+            _refuse(sock, dialect.refusal(refusal))
 
     def _admit(
-        self, sock: socket.socket, address: tuple[str, int], kind: type[Session] = Session
-    ) -> bytes | None:
-        """Registers a session of `kind` for `sock` and starts it, or says why not."""
+        self, sock: socket.socket, address: tuple[str, int], dialect: DialectClass
+    ) -> str | None:
+        """Makes a connection speaking `dialect` for `sock` and starts it, or says why not."""
+        config = self.config
+        if self._stopping.is_set():
+            return "server shutting down"
         ip = address[0]
-        limit_this = self._limit_loopback or not ipaddress.ip_address(ip).is_loopback
+        limit_this = config.limit_loopback or not ipaddress.ip_address(ip).is_loopback
         _tune(sock)
         with self._lock:
-            if len(self._sessions) >= self._max_clients:
-                return kind.refusal(SERVER_FULL)
-            if limit_this and self._per_address[ip] >= self._max_per_address:
-                return kind.refusal(TOO_MANY)
-            session = kind(
-                sock, address, self.hub, self._sender, self._config, self._on_session_exit
+            if len(self._connections) >= config.max_clients:
+                return SERVER_FULL
+            if limit_this and self._per_address[ip] >= config.max_per_address:
+                return TOO_MANY
+            connection = Connection(
+                sock,
+                address,
+                sender=self._sender,
+                output=self._output(sock, config),
+                register_timeout_s=config.register_timeout_s,
+                on_exit=self._on_connection_exit,
             )
-            self._sessions.add(session)
+            connection.attach(dialect(connection, self.hub, config))
+            self._connections.add(connection)
             self._per_address[ip] += 1
-        session.start()
+        log.info("%s:%d connected", address[0], address[1])  # before its reader can log
+        self._runner.run(connection, connection.serve, f"reader {address[0]}:{address[1]}")
         return None
 
-    def _on_session_exit(self, session: Session) -> None:
-        """Called by a session's reader thread as its very last act."""
-        for crash in session.crashes:
-            self.audit.record("crashed operation", f"{session!r}: {crash}")
+    def _on_connection_exit(self, connection: Connection) -> None:
+        """Called by a connection's reader as its very last act."""
+        for crash in connection.crashes:
+            self.audit.record("crashed operation", f"{connection!r}: {crash}")
+        ip = connection.address[0]
         with self._lock:
-            self._sessions.discard(session)
-            self._per_address[session.address[0]] -= 1
-            if self._per_address[session.address[0]] <= 0:
-                del self._per_address[session.address[0]]
-            self._finished.append(session)
+            self._connections.discard(connection)
+            self._per_address[ip] -= 1
+            if self._per_address[ip] <= 0:
+                del self._per_address[ip]
+            self._finished.append(connection)
             self._all_gone.notify_all()
 
     def _reap(self) -> None:
-        """Joins the threads of sessions that have ended, so none is ever left behind."""
+        """Joins the threads of connections that have ended, so none is ever left behind."""
         with self._lock:
             finished, self._finished = self._finished, []
-        for session in finished:
-            session.reader.join()
+        for connection in finished:
+            self._runner.reap(connection)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -284,7 +301,7 @@ def _listen(host: str, port: int) -> socket.socket:
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((host, port))
-        listener.listen(128)
+        listener.listen(LISTEN_BACKLOG)
     except OSError:
         listener.close()
         raise

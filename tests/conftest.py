@@ -10,7 +10,11 @@ from typing import Any
 
 import pytest
 
+from chat.config import ServerConfig
 from chat.server import ChatServer
+
+# ChatServer's parts (everything else given to make_server is a ServerConfig field).
+_PARTS = ("hub", "runner", "output", "audit")
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +46,9 @@ def make_server() -> Iterator[Any]:
     servers: list[ChatServer] = []
 
     def start(**options: Any) -> ChatServer:
-        server = ChatServer("127.0.0.1", 0, **options).start()
+        parts = {name: options.pop(name) for name in _PARTS if name in options}
+        config = ServerConfig(**{"host": "127.0.0.1", "port": 0, "room": "#lobby", **options})
+        server = ChatServer(config, **parts).start()
         servers.append(server)
         return server
 

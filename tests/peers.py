@@ -131,7 +131,7 @@ class JsonPeer(Peer):
 
 
 class IrcPeer(Peer):
-    """An IRC client on the IRC port: CRLF lines, parsed with chat.wire_irc."""
+    """An IRC client on the IRC port: CRLF lines, parsed with chat.wire.irc."""
 
     def __init__(self, address: tuple[str, int], nick: str | None = None, **kw: Any) -> None:
         super().__init__(address, **kw)
@@ -153,7 +153,7 @@ class IrcPeer(Peer):
         self.send(line + "\r\n")
 
     def msg(self, timeout: float | None = None) -> Any:
-        from chat.wire_irc import parse
+        from chat.wire.irc import parse
 
         while True:
             line = self.line(timeout)

@@ -93,20 +93,20 @@ def test_client_vanishing_mid_line_is_cleaned_up(pair):
     alice.close()  # linger 0: a reset, not a polite FIN
     assert bob.line() == "*** alice left (connection lost)"
     bob.send("/who\n")
-    assert bob.line() == "*** Online (1): bob"
+    assert bob.line() == "*** Users in #lobby (1): bob"
 
 
 def test_registration_timeout(make_server):
     server = make_server(register_timeout_s=0.2)
     silent = Peer(server.address)
-    assert silent.until_closed()[-1] == "! timed out"
+    assert silent.until_closed()[-1] == "! registration timed out"
 
 
 def test_idle_timeout(make_server):
     server = make_server(idle_timeout_s=0.3)
     alice = TextPeer(server.address, "alice")
     assert alice.until_closed()[-1] == "! timed out"
-    assert server.room.nicks() == ()
+    assert server.hub.nicks() == ()
 
 
 def test_server_full_gets_one_line_and_a_close(make_server):

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 from chat import events as ev
-from chat.room import Member, Room
+from chat.config import ServerConfig
+from chat.hub import Hub, Member
 from chat.server import ChatServer
 from tests.peers import JsonPeer
 
 
-class _BrokenSayRoom(Room):
+class _BrokenSayRoom(Hub):
     """A room with a bug in say(): what the server does about bugs it did not foresee."""
 
-    def say(self, member: Member, *texts: str, room: str | None = None) -> None:
+    def say(
+        self, member: Member, *texts: str, room: str | None = None, notice: bool = False
+    ) -> None:
         if "boom" in texts:
             raise RuntimeError("a bug")
-        super().say(member, *texts, room=room)
+        super().say(member, *texts, room=room, notice=notice)
 
 
 def test_a_crashed_operation_disconnects_that_client_and_is_counted():
-    server = ChatServer("127.0.0.1", 0, hub=_BrokenSayRoom()).start()
+    server = ChatServer(ServerConfig(port=0), hub=_BrokenSayRoom()).start()
     try:
         alice = JsonPeer(server.address, "alice")
         bob = JsonPeer(server.address, "bob")
@@ -41,7 +44,7 @@ def test_a_correct_server_audits_to_zero(server):
     bob = JsonPeer(server.address, "bob")
     bob.send_json({"type": "nick", "nick": "robert"})
     alice.expect_type("rename")
-    assert server.room.check_invariants() == []
+    assert server.hub.check_invariants() == []
     alice.send_json({"type": "quit"})
     alice.until_closed()
     server.stop()

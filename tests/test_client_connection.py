@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from chat.config import ServerConfig
 from chat.server import ChatServer
 from client.connection import (
     ConnectError,
@@ -131,7 +132,7 @@ def _shutdown(sock: socket.socket) -> None:
 
 @pytest.fixture
 def chat_server() -> Iterator[ChatServer]:
-    with ChatServer("127.0.0.1", 0, flood_rate=0) as server:
+    with ChatServer(ServerConfig(port=0, flood_rate=0)) as server:
         yield server
 
 
@@ -226,7 +227,7 @@ def test_unreachable_server_raises_connect_error() -> None:
 
 
 def test_server_full_is_reported() -> None:
-    with ChatServer("127.0.0.1", 0, max_clients=1) as server:
+    with ChatServer(ServerConfig(port=0, max_clients=1)) as server:
         first = JsonPeer(server.address, "first")
         with pytest.raises(ConnectError, match="server full"):
             Connection(*server.address, "bob").connect()

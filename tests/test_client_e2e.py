@@ -26,6 +26,7 @@ import pexpect
 import pyte
 import pytest
 
+from chat.config import ServerConfig
 from chat.server import ChatServer
 from tests.peers import JsonPeer, TextPeer
 
@@ -275,7 +276,7 @@ def test_unreachable_server_is_one_line_and_exit_1(tmp_path: Path) -> None:
 
 @pytest.fixture
 def chat_server() -> Iterator[ChatServer]:
-    with ChatServer("127.0.0.1", 0) as server:
+    with ChatServer(ServerConfig(port=0)) as server:
         yield server
 
 

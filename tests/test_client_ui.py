@@ -19,6 +19,7 @@ from prompt_toolkit.history import FileHistory
 from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
+from chat.config import ServerConfig
 from chat.server import ChatServer
 from client.connection import ConnectError, Connection
 from client.render import Line, nick_style
@@ -34,7 +35,7 @@ PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
 
 @pytest.fixture
 def chat_server() -> Iterator[ChatServer]:
-    with ChatServer("127.0.0.1", 0, flood_rate=0) as server:
+    with ChatServer(ServerConfig(port=0, flood_rate=0)) as server:
         yield server
 
 
@@ -242,7 +243,7 @@ def test_ctrl_d_leaves_cleanly(chat_server: ChatServer, history: Path) -> None:
 
 
 def test_reconnect_after_server_restart_and_offline_lines(history: Path) -> None:
-    first = ChatServer("127.0.0.1", 0, flood_rate=0).start()
+    first = ChatServer(ServerConfig(port=0, flood_rate=0)).start()
     address = first.address
     # Through a proxy whose gate holds the reconnect until bob is in the new server's room,
     # so bob cannot miss the queued line.
@@ -260,7 +261,7 @@ def test_reconnect_after_server_restart_and_offline_lines(history: Path) -> None
             assert alice.shows("typed while away").plain.endswith("(queued: not connected)")
             alice.type("/who\r")
             alice.shows("not connected: /who")
-            with ChatServer(*address, flood_rate=0) as second:
+            with ChatServer(ServerConfig(host=address[0], port=address[1], flood_rate=0)) as second:
                 bob = JsonPeer(second.address, "bob")
                 proxy.gate.set()
                 alice.shows("reconnected to")
@@ -276,7 +277,7 @@ def test_reconnect_after_server_restart_and_offline_lines(history: Path) -> None
 
 
 def test_quitting_while_offline_says_what_was_never_sent(history: Path) -> None:
-    server = ChatServer("127.0.0.1", 0, flood_rate=0).start()
+    server = ChatServer(ServerConfig(port=0, flood_rate=0)).start()
     with running_ui(server.address, "alice", history) as alice:
         alice.shows("Welcome")
         server.stop()
@@ -316,7 +317,7 @@ def test_rooms_join_talk_switch_and_part(chat_server: ChatServer, history: Path)
 
 
 def test_password(history: Path) -> None:
-    with ChatServer("127.0.0.1", 0, password="sesame") as server:
+    with ChatServer(ServerConfig(port=0, password="sesame")) as server:
         with pytest.raises(ConnectError, match="password"):
             Connection(*server.address, "alice", password="wrong").connect()
         connection = Connection(*server.address, "alice", password="sesame")

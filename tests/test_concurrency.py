@@ -115,4 +115,4 @@ def test_many_threads_race_for_one_nickname_exactly_one_wins(server):
         thread.join(JOIN_TIMEOUT_S)
     assert sum(o.startswith("* Hello winner") for o in outcomes) == 1
     assert sum(o == "! nickname winner is taken" for o in outcomes) == racers - 1
-    assert server.room.nicks() == ("winner",)
+    assert server.hub.nicks() == ("winner",)

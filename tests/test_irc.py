@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from chat.wire_irc import parse
+from chat.wire.irc import parse
 from tests.peers import IrcPeer, JsonPeer, Peer, TextPeer
 
 

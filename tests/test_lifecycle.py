@@ -14,13 +14,14 @@ import time
 
 import pytest
 
+from chat.config import ServerConfig
 from chat.server import ChatServer
 from tests.peers import JsonPeer, Peer, TextPeer
 
 
 def test_stop_says_goodbye_and_leaves_no_thread(make_server):
     before = set(threading.enumerate())
-    server = ChatServer("127.0.0.1", 0).start()
+    server = ChatServer(ServerConfig(port=0)).start()
     alice = TextPeer(server.address, "alice")
     bot = JsonPeer(server.address, "bot")
     lurker = Peer(server.address)  # never registers
@@ -35,7 +36,7 @@ def test_stop_says_goodbye_and_leaves_no_thread(make_server):
 
 def test_one_thread_per_client_plus_the_accept_and_sender_threads():
     before = set(threading.enumerate())
-    with ChatServer("127.0.0.1", 0) as server:
+    with ChatServer(ServerConfig(port=0)) as server:
         peers = [TextPeer(server.address, f"user{n}") for n in range(10)]
         peers[0].send("hello all\n")
         for peer in peers[1:]:
@@ -47,7 +48,7 @@ def test_one_thread_per_client_plus_the_accept_and_sender_threads():
 
 
 def test_stop_does_not_wait_for_a_client_that_never_reads(make_server):
-    server = ChatServer("127.0.0.1", 0, flood_rate=0).start()
+    server = ChatServer(ServerConfig(port=0, flood_rate=0)).start()
     stalled = socket.socket()
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stalled.connect(server.address)
@@ -63,7 +64,7 @@ def test_stop_does_not_wait_for_a_client_that_never_reads(make_server):
 
 
 def test_context_manager_and_address():
-    with ChatServer("127.0.0.1", 0) as server:
+    with ChatServer(ServerConfig(port=0)) as server:
         host, port = server.address
         assert host == "127.0.0.1"
         assert port > 0
@@ -75,7 +76,7 @@ def test_context_manager_and_address():
 def test_ipv6_loopback():
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
-    server = ChatServer("::1", 0)
+    server = ChatServer(ServerConfig(host="::1", port=0))
     try:
         server.start()
     except OSError:
@@ -142,7 +143,7 @@ def test_log_lines_have_time_level_address_and_nick():
 
 
 def test_port_in_use_is_one_clear_line_and_exit_2():
-    with ChatServer("127.0.0.1", 0) as server:
+    with ChatServer(ServerConfig(port=0)) as server:
         result = subprocess.run(
             [sys.executable, "-m", "chat", "--port", str(server.address[1])],
             capture_output=True,

@@ -7,7 +7,8 @@ import threading
 import pytest
 
 from chat import events as ev
-from chat.room import NickTaken, NoSuchNick, Room
+from chat.hub import Hub, NickTaken, NoSuchNick
+from chat.wire import EncodeCache
 
 THREADS = 16
 ROUNDS = 30
@@ -23,7 +24,7 @@ class FakeMember:
         self.dropped: list[str] = []
         self.flushes = 0
 
-    def deliver(self, event: ev.Event) -> bool:
+    def deliver(self, event: ev.Event, cache: EncodeCache | None = None) -> bool:
         if self.full:
             return False
         self.events.append(event)
@@ -52,7 +53,7 @@ def run_together(targets: list) -> None:
 
 
 def test_join_rename_leave_and_private_messages():
-    room = Room()
+    room = Hub()
     alice, bob = FakeMember(), FakeMember()
     welcome = room.join(alice, "alice")
     assert welcome.users == ("alice",)
@@ -76,7 +77,7 @@ def test_join_rename_leave_and_private_messages():
 
 
 def test_a_full_member_is_dropped_and_the_others_still_get_everything():
-    room = Room()
+    room = Hub()
     slow, fast = FakeMember(), FakeMember()
     room.join(slow, "slow")
     room.join(fast, "fast")
@@ -94,25 +95,30 @@ def test_a_full_member_is_dropped_and_the_others_still_get_everything():
 @pytest.mark.usefixtures("fast_switching")
 def test_exactly_one_of_many_concurrent_joins_of_one_nickname_wins():
     for _ in range(ROUNDS):
-        room = Room()
+        room = Hub()
         wins: list[FakeMember] = []
         members = [FakeMember() for _ in range(THREADS)]
+        # Half the threads ask in upper case: "Highlander" and "highlander" are one nickname.
+        spellings = ["Highlander" if i % 2 else "highlander" for i in range(THREADS)]
 
-        def claim(member: FakeMember, room: Room = room, wins: list = wins) -> None:
+        def claim(member: FakeMember, nick: str, room: Hub = room, wins: list = wins) -> None:
             try:
-                room.join(member, "Highlander" if id(member) % 2 else "highlander")
+                room.join(member, nick)
                 wins.append(member)
             except NickTaken:
                 pass
 
-        run_together([lambda m=m: claim(m) for m in members])
+        run_together(
+            [lambda m=m, n=n: claim(m, n) for m, n in zip(members, spellings, strict=True)]
+        )
         assert len(wins) == 1
         assert room.nicks() in (("Highlander",), ("highlander",))
+    assert set(spellings) == {"Highlander", "highlander"}  # both spellings really raced
 
 
 @pytest.mark.usefixtures("fast_switching")
 def test_everyone_sees_the_same_events_in_the_same_order():
-    room = Room()
+    room = Hub()
     members = [FakeMember() for _ in range(THREADS)]
     for i, member in enumerate(members):
         room.join(member, f"m{i}")
@@ -139,7 +145,7 @@ def test_everyone_sees_the_same_events_in_the_same_order():
 
 @pytest.mark.usefixtures("fast_switching")
 def test_concurrent_joins_and_leaves_leave_no_ghosts():
-    room = Room()
+    room = Hub()
     watcher = FakeMember()
     room.join(watcher, "watcher")
 

@@ -8,10 +8,11 @@ import threading
 import pytest
 
 from chat import events as ev
-from chat.room import (
+from chat.hub import (
     BadRoomKey,
     ChatError,
     Hub,
+    NoSuchRoom,
     NotInRoom,
     NotOperator,
 )
@@ -39,6 +40,9 @@ def test_rooms_creator_is_operator_keys_secret_topic_kick():
         hub.kick(bob, "#rust", "alice")
     hub.set_topic(bob, "#rust", "borrowing")
     hub.kick(alice, "#rust", "bob", "enough")
+    with pytest.raises(NoSuchRoom):  # secret, and bob is not in it any more
+        hub.say(bob, "hi", room="#rust")
+    hub.set_modes(alice, "#rust", [("-s", "")])
     with pytest.raises(NotInRoom):
         hub.say(bob, "hi", room="#rust")
     kicked = [e for e in bob.events if isinstance(e, ev.Kicked)]
@@ -181,19 +185,22 @@ def test_text_user_joins_switches_and_sees_other_rooms_prefixed(server):
     alice.send("/topic ownership\n")
     assert bob.expect("*** alice set") == "*** alice set the topic: ownership"
     alice.send("/kick bob too loud\n")
-    assert bob.expect("*** bob was kicked") == "*** bob was kicked from #rust by alice (too loud)"
+    # The kicked user is told who, why, and where its lines go now (defect: it was not).
+    assert bob.expect("*** You were kicked") == (
+        "*** You were kicked from #rust by alice (too loud). You are now talking in #lobby."
+    )
+    assert alice.expect("*** bob was kicked") == "*** bob was kicked from #rust by alice (too loud)"
     bob.send("anyone?\n")
-    assert bob.line() == "! you are not in #rust"
+    assert alice.line() == "[#lobby] <bob> anyone?"
     alice.send("/key sesame\n")
-    alice.expect("*** alice set mode +k sesame")
+    # In words, and the key itself is not shown to the room (defect: "set mode +k sesame").
+    assert alice.expect("*** alice set") == "*** alice set a key on the room (#rust)"
     bob.send("/join #rust\n")
     assert bob.line().startswith("! #rust needs the right key")
-    bob.send("/part\n")
-    assert bob.line() == "! you are not in #rust"
-    bob.send("/join #lobby\n")
-    bob.expect("*** Now talking in #lobby")
+    bob.send("/part #rust\n")
+    assert bob.line() == "! you are not in #rust: /join #rust first"
     bob.send("/kick alice\n")
-    assert bob.line() == "! you are not an operator of #lobby"
+    assert bob.line() == "! only operators of #lobby can do that"
 
 
 def test_json_room_operations_and_events(server):
@@ -217,6 +224,7 @@ def test_json_room_operations_and_events(server):
     kick = bob.expect_type("kick")
     assert (kick["nick"], kick["by"], kick["reason"]) == ("bob", "alice", "test")
     bob.send_json({"type": "part", "room": "#dev"})
-    assert bob.expect_type("error")["code"] == "not_in_room"
+    # #dev is secret and bob is no longer in it: to him it does not exist.
+    assert bob.expect_type("error")["code"] == "no_such_room"
     bob.send_json({"type": "join", "room": "bad name"})
     assert bob.expect_type("error")["code"] == "bad_room_name"

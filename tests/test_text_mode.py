@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chat.wire_text import HELP_LINES
+from chat.wire.text import HELP_LINES
 from tests.peers import TextPeer
 
 
@@ -45,7 +45,7 @@ def test_every_command(server):
     bob.expect("*** carol joined")
 
     alice.send("/who\n")
-    assert alice.line() == "*** Online (3): alice, bob, carol"
+    assert alice.line() == "*** Users in #lobby (3): alice, bob, carol"
 
     alice.send("/msg BOB psst, secret\n")
     assert alice.line() == "[private to bob] <alice> psst, secret"
@@ -83,7 +83,7 @@ def test_errors_go_to_the_sender_only(server):
     alice.expect("*** bob joined")
     for line, error in [
         ("/frobnicate\n", "! unknown command /frobnicate (try /help)"),
-        ("/msg nobody hi\n", "! no such nick: nobody"),
+        ("/msg nobody hi\n", "! there is nobody called nobody online"),
         ("/msg bob\n", "! usage: /msg NICK text"),
         ("/me\n", "! usage: /me text"),
         ("/nick 123\n", "! invalid nickname '123'"),

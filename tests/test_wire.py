@@ -7,8 +7,10 @@ import json
 import pytest
 
 from chat import events as ev
-from chat import wire_json, wire_text
 from chat.protocol import ProtocolError
+from chat.wire import EncodeCache
+from chat.wire import jsonl as wire_json
+from chat.wire import text as wire_text
 
 
 @pytest.mark.parametrize(
@@ -72,10 +74,17 @@ def test_text_private_message_reads_differently_for_sender_and_recipient():
     assert wire_text.encode(pm, "alice") == b"[private to bob] <alice> psst\n"
 
 
-def test_encoding_is_cached_per_event():
+def test_one_fan_out_encodes_each_form_once():
     msg = ev.Message(1, 0.0, "#l", sender="alice", text="hi")
-    assert wire_text.encode(msg, "x") is wire_text.encode(msg, "y")
-    assert wire_json.encode(msg, "x") is wire_json.encode(msg, "y")
+    cache = EncodeCache()
+    assert wire_text.encode(msg, "x", "#l", cache) is wire_text.encode(msg, "y", "#l", cache)
+    assert wire_json.encode(msg, "x", None, cache) is wire_json.encode(msg, "y", None, cache)
+    # a member elsewhere gets the prefixed variant, also encoded once
+    prefixed = wire_text.encode(msg, "z", "#other", cache)
+    assert prefixed == b"[#l] <alice> hi\n"
+    assert wire_text.encode(msg, "w", "#other", cache) is prefixed
+    # without a cache (a reply to one client) nothing is remembered
+    assert wire_text.encode(msg, "x", "#l") == b"<alice> hi\n"
 
 
 def test_json_first_line_detection():

@@ -10,19 +10,52 @@ from typing import Any
 
 from chat import events as ev
 from chat.protocol import ProtocolError, clean_text
+from chat.wire import EncodeCache, encode_once
 
 NAME = "json"
 VERSION = 1
 
 
+# The request types, for the error that names them.
+REQUEST_TYPES = [
+    "hello",
+    "message",
+    "action",
+    "private",
+    "join",
+    "part",
+    "rooms",
+    "topic",
+    "kick",
+    "mode",
+    "nick",
+    "who",
+    "users",
+    "ping",
+    "quit",
+]
+
+
 def looks_like_json(line: str) -> bool:
-    """Whether a first line selects JSON mode: it parses as a JSON object."""
+    """Whether a first line selects JSON mode: it parses as a JSON object (or nests so deep
+    that the parser gives up, which no nickname does; `{bob}` is a nickname)."""
     if not line.lstrip().startswith("{"):
         return False
     try:
         return isinstance(json.loads(line), dict)
+    except RecursionError:
+        return True
     except ValueError:
         return False
+
+
+def _loads(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except RecursionError:  # [[[[... a thousand deep: the parser gives up, so do we
+        raise ProtocolError("bad_request", "JSON nested too deeply") from None
+    except ValueError:
+        raise ProtocolError("bad_request", "not a JSON object") from None
 
 
 def _text_field(obj: dict[str, Any], key: str) -> str:
@@ -41,13 +74,14 @@ def _optional(obj: dict[str, Any], key: str) -> str | None:
 
 def parse(line: str, registered: bool) -> ev.Request:
     """One line from a JSON client as a request; raises ProtocolError for a bad one."""
-    try:
-        obj = json.loads(line)
-    except ValueError:
-        raise ProtocolError("bad_request", "not a JSON object") from None
+    obj = _loads(line)
     if not isinstance(obj, dict):
         raise ProtocolError("bad_request", "not a JSON object")
     kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(
+            "bad_request", f'every request needs a "type": one of {", ".join(REQUEST_TYPES)}'
+        )
     if kind == "hello":
         if registered:
             raise ProtocolError("bad_request", "already registered; use 'nick' to rename")
@@ -88,28 +122,56 @@ def parse(line: str, registered: bool) -> ev.Request:
     if kind == "nick":
         return ev.ChangeNick(_text_field(obj, "nick").strip())
     if kind == "who":
-        return ev.Who()
+        return ev.Who(_optional(obj, "room"))
+    if kind == "users":
+        return ev.ListUsers()
     if kind == "ping":
         return ev.Ping(obj.get("token"))
     if kind == "quit":
         reason = obj.get("reason", "")
         return ev.Quit(clean_text(reason) if isinstance(reason, str) else "")
-    raise ProtocolError("bad_request", f"unknown type {kind!r}")
+    raise ProtocolError(
+        "bad_request", f"unknown type {kind!r}: use one of {', '.join(REQUEST_TYPES)}"
+    )
 
 
-def encode(event: ev.Event, recipient: str, current_room: str | None = None) -> bytes:
-    """The line `recipient` receives for `event`, newline included."""
+def encode(
+    event: ev.Event,
+    recipient: str,
+    current_room: str | None = None,
+    cache: EncodeCache | None = None,
+) -> bytes:
+    """The line `recipient` receives for `event`, newline included (the same for everyone, so
+    a fan-out encodes it once through `cache`)."""
     if isinstance(event, ev.Batch):
-        cached = event.wire.get(NAME)
-        if cached is None:
-            cached = event.wire[NAME] = b"".join(encode(e, recipient) for e in event.events)
-        return cached
+        return encode_once(
+            cache, NAME, lambda: b"".join(_dump(_room_event(e)) for e in event.events)
+        )
     if isinstance(event, ev.RoomEvent):
-        cached = event.wire.get(NAME)
-        if cached is None:
-            cached = event.wire[NAME] = _dump(_room_event(event))
-        return cached
+        return encode_once(cache, NAME, lambda: _dump(_room_event(event)))
+    if isinstance(event, ev.RoomList):
+        return room_list_lines(event)
     return _dump(_reply(event))
+
+
+# A room listing is sent as several "rooms" objects of at most this many rooms, the last without
+# "more": a thousand rooms with long topics would otherwise be one line of megabytes.
+ROOMS_PER_OBJECT = 50
+
+
+def room_list_lines(event: ev.RoomList) -> bytes:
+    rooms = [{"room": r.name, "count": r.count, "topic": r.topic} for r in event.rooms]
+    out = []
+    for start in range(0, max(len(rooms), 1), ROOMS_PER_OBJECT):
+        obj: dict[str, Any] = {
+            "type": "rooms",
+            "ts": event.ts,
+            "rooms": rooms[start : start + ROOMS_PER_OBJECT],
+        }
+        if start + ROOMS_PER_OBJECT < len(rooms):
+            obj["more"] = True
+        out.append(_dump(obj))
+    return b"".join(out)
 
 
 def _dump(obj: dict[str, Any]) -> bytes:
@@ -135,6 +197,7 @@ def _room_event(event: ev.RoomEvent) -> dict[str, Any]:
         case ev.Parted(nick=nick, message=message, count=count):
             return {"type": "part", **head, "nick": nick, "message": message, "count": count}
         case ev.Kicked(nick=nick, by=by, reason=reason, count=count):
+            # rooms_left is for the kicked user's own session on the server: not sent.
             return {
                 "type": "kick",
                 **head,
@@ -145,8 +208,8 @@ def _room_event(event: ev.RoomEvent) -> dict[str, Any]:
             }
         case ev.TopicChanged(by=by, topic=topic):
             return {"type": "topic", **head, "by": by, "topic": topic}
-        case ev.ModeChanged(by=by, modes=modes, args=args):
-            return {"type": "mode", **head, "by": by, "modes": modes, "args": list(args)}
+        case ev.ModeChanged(by=by, modes=modes):
+            return {"type": "mode", **head, "by": by, "modes": modes, "args": _shown_args(event)}
         case ev.Joined(nick=nick, count=count):
             return {"type": "join", **head, "nick": nick, "count": count}
         case ev.Left(nick=nick, reason=reason, message=message, count=count):
@@ -186,9 +249,6 @@ def _reply(event: ev.Event) -> dict[str, Any]:
                 "secret": event.secret,
                 "key": event.has_key,
             }
-        case ev.RoomList(rooms=rooms, ts=ts):
-            listing = [{"room": r.name, "count": r.count, "topic": r.topic} for r in rooms]
-            return {"type": "rooms", "ts": ts, "rooms": listing}
         case ev.TopicReply(room=room, topic=topic, by=by, ts=ts):
             return {"type": "topic", "ts": ts, "room": room, "by": by, "topic": topic}
         case ev.UserList(room=room, users=users, ts=ts):
@@ -208,3 +268,17 @@ def _reply(event: ev.Event) -> dict[str, Any]:
                 "text": f"goodbye ({reason})" if reason else "goodbye",
             }
     raise TypeError(f"no JSON form for {event!r}")
+
+
+def _shown_args(event: ev.ModeChanged) -> list[str]:
+    """The mode arguments, with a new key replaced by "*": a key is not broadcast."""
+    args = list(event.args)
+    shown: list[str] = []
+    sign = "+"
+    for letter in event.modes:
+        if letter in "+-":
+            sign = letter
+        elif letter in "ko" and args:
+            arg = args.pop(0)
+            shown.append("*" if letter == "k" and sign == "+" else arg)
+    return shown

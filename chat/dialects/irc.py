@@ -1,61 +1,62 @@
-"""IrcSession: one IRC client connection (irssi, weechat, HexChat, bots) on the IRC port.
+"""IrcDialect: IRC (RFC 1459/2812 and modern IRC) for irssi, weechat, HexChat and bots.
 
-A `Session` subclass: it reuses the reader thread, the outbox (SendQ), the flood gate,
-the shutdown machinery and the hub, and replaces what differs for IRC: the registration state
-machine (CAP, PASS, NICK, USER), the 512-byte line cap, PING/PONG liveness, and the commands and
-numerics (chat/wire_irc.py formats every line).
+Registration (CAP, PASS, NICK, USER), PING/PONG liveness, the 512-byte line cap, and the IRC
+commands and numerics; chat/wire/irc.py formats every line. The connection, the send queue,
+flood control and the hub are the same as for text and JSON users.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from chat import events as ev
-from chat import wire_irc as irc
-from chat.protocol import (
-    MAX_DISCARD_BYTES,
-    Line,
-    LineDecoder,
-    ProtocolError,
-    clean_text,
-    nick_error,
-    room_error,
-)
-from chat.room import (
+from chat.config import ServerConfig
+from chat.dialects import Link, reclaim_nick, split_lines
+from chat.flood import FloodGate, Verdict
+from chat.hub import (
+    BadKey,
     BadRoomKey,
     BadRoomName,
     ChatError,
+    Hub,
     NickTaken,
+    NoMoreRooms,
     NoSuchNick,
     NoSuchRoom,
     NotInRoom,
     NotOperator,
+    TooManyRooms,
     UserNotInRoom,
 )
-from chat.session import Session
+from chat.protocol import Line, clean_text, nick_error, nick_key, room_error, room_key
+from chat.wire import EncodeCache, irc
 
-log = logging.getLogger("chat.irc")
+log = logging.getLogger("chat.dialects.irc")
 
 # Commands a client may send before it is registered (everything else gets 451).
 _BEFORE_REGISTRATION = {"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"}
 
 
-class IrcSession(Session):
-    """One IRC client.
+class IrcDialect:
+    """One IRC client's protocol state.
 
-    Thread safety: as for `Session`. The registration state (`_wanted_nick`, `_user`,
-    `_password`, `_cap_open`) and the liveness state (`_ping_sent`) belong to the reader thread.
-    `deliver()` formats with `self.nick` as the numerics' target, read atomically.
+    Thread safety: the reader thread alone calls everything but `encode()` and alone changes
+    the registration state (`_wanted_nick`, `_user`, `_password`, `_cap_open`), the liveness
+    state (`_ping_sent`) and `nick`. `encode()` runs in whichever thread delivers an event (under
+    the hub lock) and reads `nick` (one attribute read) as the numerics' target.
     """
 
-    @staticmethod
-    def refusal(line: bytes) -> bytes:
-        text = line.decode().strip("! \n")
-        return irc.format_line("", "ERROR", f"Closing link: ({text})")
+    max_line_bytes = irc.MAX_BODY_BYTES
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._server = self._config.server_name
+    def __init__(self, link: Link, hub: Hub, config: ServerConfig) -> None:
+        self._link = link
+        self._hub = hub
+        self._config = config
+        self._server = config.server_name
+        self.nick: str | None = None
+        self._flood = FloodGate(config.flood_rate, config.flood_burst, time.monotonic())
+        self._quit_message = ""
         self._wanted_nick: str | None = None
         self._user: tuple[str, str] | None = None  # (username, realname)
         self._password: str | None = None
@@ -66,51 +67,61 @@ class IrcSession(Session):
         self._pending_room = ""
         self._pending_texts: list[str] = []
 
-    # -- Session hooks -------------------------------------------------------------------------
+    @staticmethod
+    def refusal(message: str) -> bytes:
+        return irc.format_line("", "ERROR", f"Closing link: ({message})")
 
-    def deliver(self, event: ev.Event) -> bool:
-        data = irc.encode(event, self.nick or "*", self._server)
-        return not data or self._outbox.offer(data)
+    @property
+    def registered(self) -> bool:
+        return self.nick is not None
 
-    def _make_decoder(self) -> LineDecoder:
-        return LineDecoder(irc.MAX_BODY_BYTES, MAX_DISCARD_BYTES)
+    # -- the Dialect protocol ------------------------------------------------------------------
 
-    def _greet(self) -> None:
+    def greet(self) -> None:
         pass  # IRC clients speak first
 
-    def _receive_timeout(self) -> float | None:
+    def encode(self, event: ev.Event, cache: EncodeCache | None) -> bytes:
+        return irc.encode(event, self.nick or "*", self._server, cache)
+
+    def silence_limit(self) -> float | None:
         config = self._config
-        if self.nick is None:
-            return config.register_timeout_s
         return config.irc_timeout_s - config.irc_ping_s if self._ping_sent else config.irc_ping_s
 
-    def _on_timeout(self) -> bool:
-        if self.nick is None:
-            return False  # registration timeout: the base class says goodbye
+    def on_silence(self) -> bool:
         if not self._ping_sent:
             self._ping_sent = True
             self._send(irc.format_line("", "PING", self._server))
             return True
         seconds = int(self._config.irc_timeout_s)
-        self._set_reason(ev.LeaveReason.PING_TIMEOUT)
-        self._send(irc.format_line("", "ERROR", f"Closing link: (Ping timeout: {seconds} s)"))
+        if self._link.end(ev.LeaveReason.PING_TIMEOUT):
+            self._send(irc.format_line("", "ERROR", f"Closing link: (Ping timeout: {seconds} s)"))
         return True
 
-    def _reply_error(self, error: ProtocolError) -> None:
-        if error.code == "line_too_long":
-            self._numeric(irc.ERR_INPUTTOOLONG, "Input line was too long")
-        elif error.code == "flood" and "kicked" not in error.message:
-            self._send(irc.format_line(self._server, "NOTICE", self.nick or "*", error.message))
-        else:  # the connection ends: timeout, endless line, flood kick
-            self._send(irc.format_line("", "ERROR", f"Closing link: ({error.message})"))
+    def farewell(self, reason: str, message: str) -> None:
+        what = message[:1].upper() + message[1:]
+        self._send(irc.format_line("", "ERROR", f"Closing link: ({what})"))
 
-    def _handle_all(self, lines: list[Line]) -> None:
+    def finish(self, reason: str) -> None:
+        self._hub.leave(self._link, reason, self._quit_message)
+
+    def handle(self, lines: list[Line]) -> None:
         self._ping_sent = False  # the client is alive after all
         for line in lines:
             self._handle(line)
-            if self._reason is not None:
+            if self._link.ending:
                 break
         self._say_pending()
+
+    def _flood_allows(self) -> bool:
+        verdict = self._flood.check(time.monotonic())
+        if verdict is Verdict.WARN:
+            rate = self._config.flood_rate
+            message = f"slow down: at most {rate:g} lines/s"
+            self._send(irc.format_line(self._server, "NOTICE", self._me, message))
+        elif verdict is Verdict.KICK:
+            self._link.end(ev.LeaveReason.FLOODING)
+            self._send(irc.format_line("", "ERROR", "Closing link: (kicked for flooding)"))
+        return verdict is Verdict.ACCEPT
 
     def _say_pending(self) -> None:
         """Hands the hub the channel messages queued by `_talk`, as one batch (as text mode
@@ -120,13 +131,13 @@ class IrcSession(Session):
         room, texts = self._pending_room, self._pending_texts
         self._pending_texts = []
         try:
-            self._hub.say(self, *texts, room=room)
+            self._hub.say(self._link, *texts, room=room)
         except ChatError as error:
             self._chat_error(error, "PRIVMSG")
 
     def _handle(self, line: Line) -> None:
         if line.too_long:
-            self._reply_error(ProtocolError("line_too_long", "too long"))
+            self._numeric(irc.ERR_INPUTTOOLONG, "Input line was too long")
             return
         message = irc.parse(line.data.decode("utf-8", errors="replace"))
         if message is None or not self._flood_allows():
@@ -193,14 +204,21 @@ class IrcSession(Session):
             self._numeric(irc.ERR_ERRONEUSNICKNAME, nick, "Erroneous nickname")
             return
         if self.nick is None:
-            if self._hub.userhost_of(nick) is not None:
+            # Nothing about who is online before the password is known to be right: with a
+            # server password, a taken nickname is only reported once registration completes.
+            authenticated = self._config.password is None
+            if (
+                authenticated
+                and self._hub.holder(nick) is not None
+                and not reclaim_nick(self._hub, nick)
+            ):
                 self._numeric(irc.ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
                 return
             self._wanted_nick = nick
             self._try_register()
             return
         try:
-            self._hub.rename(self, nick)  # the NICK line comes back as an event
+            self._hub.rename(self._link, nick)  # the NICK line comes back as an event
         except NickTaken:
             self._numeric(irc.ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
             return
@@ -215,25 +233,36 @@ class IrcSession(Session):
         if self._config.password is not None and self._password != self._config.password:
             self._numeric(irc.ERR_PASSWDMISMATCH, "Password incorrect")
             self._send(irc.format_line("", "ERROR", "Closing link: (Bad password)"))
-            self._set_reason(ev.LeaveReason.BAD_PASSWORD)
+            self._link.end(ev.LeaveReason.BAD_PASSWORD)
             return
         nick = self._wanted_nick
         self._userhost = f"~{self._user[0]}@irc"
         try:
-            self._hub.register(self, nick, self._userhost)
+            try:
+                self._hub.register(self._link, nick, self._userhost)
+            except NickTaken:
+                if not reclaim_nick(self._hub, nick):
+                    raise
+                self._hub.register(self._link, nick, self._userhost)
         except NickTaken:  # someone else won the race for it since NICK
             self._wanted_nick = None
             self._numeric(irc.ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
             return
         self.nick = nick
-        log.info("%s registered as %s (IRC)", self._label(), nick)
+        log.info("%s registered as %s (IRC)", self._link.label(), nick)
         s, me = self._server, nick
         self._send(
             irc.numeric(s, me, irc.RPL_WELCOME, f"Welcome to the chat, {me}!{self._userhost}"),
             irc.numeric(s, me, irc.RPL_YOURHOST, f"Your host is {s}, running {irc.VERSION}"),
             irc.numeric(s, me, irc.RPL_CREATED, "This server is a threadroom chat server"),
             irc.format_line(s, irc.RPL_MYINFO, me, s, irc.VERSION, "i", "kos", "ko"),
-            irc.numeric(s, me, irc.RPL_ISUPPORT, *irc.ISUPPORT, "are supported by this server"),
+            irc.numeric(
+                s,
+                me,
+                irc.RPL_ISUPPORT,
+                *irc.isupport(self._hub.rooms_per_user),
+                "are supported by this server",
+            ),
         )
         self._irc_lusers(())
         self._irc_motd(())
@@ -252,8 +281,8 @@ class IrcSession(Session):
     def _irc_quit(self, params: tuple[str, ...]) -> None:
         message = self._text(params[0]) if params else ""
         self._quit_message = message
-        self._set_reason(ev.LeaveReason.QUIT)
-        self._hub.leave(self, ev.LeaveReason.QUIT, message)
+        self._link.end(ev.LeaveReason.QUIT)
+        self._hub.leave(self._link, ev.LeaveReason.QUIT, message)
         self._send(
             irc.format_line("", "ERROR", f"Closing link: ({irc.quit_text('quit', message)})")
         )
@@ -265,8 +294,8 @@ class IrcSession(Session):
             self._numeric(irc.ERR_NEEDMOREPARAMS, "JOIN", "Not enough parameters")
             return
         if params[0] == "0":  # leave every room
-            for room in self._hub.rooms_of(self):
-                self._hub.part(self, room, "")
+            for room in self._hub.rooms_of(self._link):
+                self._hub.part(self._link, room, "")
             return
         keys = params[1].split(",") if len(params) > 1 else []
         for i, room in enumerate(params[0].split(",")):
@@ -274,7 +303,9 @@ class IrcSession(Session):
                 self._numeric(irc.ERR_NOSUCHCHANNEL, room or "*", "No such channel")
                 continue
             try:
-                self._hub.enter(self, room, keys[i] if i < len(keys) else "", show_if_in=False)
+                self._hub.enter(
+                    self._link, room, keys[i] if i < len(keys) else "", show_if_in=False
+                )
             except ChatError as error:
                 self._chat_error(error, "JOIN")
 
@@ -285,36 +316,38 @@ class IrcSession(Session):
         message = self._text(params[1]) if len(params) > 1 else ""
         for room in params[0].split(","):
             try:
-                self._hub.part(self, room, message)
+                self._hub.part(self._link, room, message)
             except ChatError as error:
                 self._chat_error(error, "PART")
 
     def _irc_names(self, params: tuple[str, ...]) -> None:
-        rooms = params[0].split(",") if params else list(self._hub.rooms_of(self))
+        rooms = params[0].split(",") if params else list(self._hub.rooms_of(self._link))
         for room in rooms:
-            found = self._hub.room_names(room, self)
+            found = self._hub.room_names(room, self._link)
             if found is None:
                 self._numeric(irc.RPL_ENDOFNAMES, room, "End of /NAMES list")
                 continue
             name, users = found
-            modes = self._hub.room_modes(name)
+            modes = self._hub.room_modes(name, self._link)
             secret = modes is not None and modes[2]
-            self._send(irc.names_lines(self._server, self._me, name, users, secret))
+            self._link.send_pieces(
+                split_lines(irc.names_lines(self._server, self._me, name, users, secret))
+            )
         if not params:
             self._numeric(irc.RPL_ENDOFNAMES, "*", "End of /NAMES list")
 
     def _irc_list(self, params: tuple[str, ...]) -> None:
-        wanted = {r.lower() for r in params[0].split(",")} if params else None
+        wanted = {room_key(r) for r in params[0].split(",")} if params else None
         lines = [irc.numeric(self._server, self._me, irc.RPL_LISTSTART, "Channel", "Users Name")]
-        for info in self._hub.list_rooms(self).rooms:
-            if wanted is None or info.name.lower() in wanted:
+        for info in self._hub.list_rooms(self._link).rooms:
+            if wanted is None or room_key(info.name) in wanted:
                 lines.append(
                     irc.numeric(
                         self._server, self._me, irc.RPL_LIST, info.name, str(info.count), info.topic
                     )
                 )
         lines.append(irc.numeric(self._server, self._me, irc.RPL_LISTEND, "End of /LIST"))
-        self._send(*lines)
+        self._link.send_pieces(split_lines(b"".join(lines)))
 
     def _irc_topic(self, params: tuple[str, ...]) -> None:
         if not params:
@@ -322,12 +355,9 @@ class IrcSession(Session):
             return
         room = params[0]
         if len(params) > 1:
-            self._hub.set_topic(self, room, self._text(params[1]))
+            self._hub.set_topic(self._link, room, self._text(params[1]))
             return
-        reply = self._hub.topic(room)
-        modes = self._hub.room_modes(room)
-        if modes is not None and modes[2] and not self._hub.is_in(self, room):
-            raise NotInRoom(reply.room)
+        reply = self._hub.topic(self._link, room)  # NoSuchRoom: a secret room for outsiders
         self._send(
             irc.topic_lines(self._server, self._me, reply.room, reply.topic, reply.by, reply.ts)
         )
@@ -339,7 +369,7 @@ class IrcSession(Session):
         reason = self._text(params[2]) if len(params) > 2 else ""
         for nick in params[1].split(","):
             try:
-                self._hub.kick(self, params[0], nick, reason)
+                self._hub.kick(self._link, params[0], nick, reason)
             except ChatError as error:
                 self._chat_error(error, "KICK")
 
@@ -351,13 +381,13 @@ class IrcSession(Session):
         if not target.startswith("#"):
             self._user_mode(target, params[1:])
             return
-        modes = self._hub.room_modes(target)
-        if modes is None:
+        modes = self._hub.room_modes(target, self._link)
+        if modes is None:  # no such room, or a secret one the asker is not in
             raise NoSuchRoom(target)
         name, key, secret = modes
         if len(params) == 1:
             shown = "+n" + ("s" if secret else "") + ("k" if key else "")
-            args = [key] if key and self._hub.is_in(self, name) else []
+            args = [key] if key else []  # the key is "" for anyone who is not a member
             self._numeric(irc.RPL_CHANNELMODEIS, name, shown, *args)
             return
         changes, lists = self._parse_modes(params[1], list(params[2:]))
@@ -365,7 +395,7 @@ class IrcSession(Session):
             end = {"b": irc.RPL_ENDOFBANLIST, "e": "349", "I": "347"}[letter]
             self._numeric(end, name, "End of list")
         if changes:
-            self._hub.set_modes(self, name, changes)
+            self._hub.set_modes(self._link, name, changes)
 
     def _parse_modes(self, spec: str, args: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
         changes: list[tuple[str, str]] = []
@@ -397,7 +427,7 @@ class IrcSession(Session):
     def _user_mode(self, target: str, params: tuple[str, ...]) -> None:
         if self._hub.userhost_of(target) is None:
             raise NoSuchNick(target)
-        if target.lower() != self._me.lower():
+        if nick_key(target) != nick_key(self._me):
             self._numeric(irc.ERR_USERSDONTMATCH, "Cannot change mode for other users")
         elif not params:
             self._numeric(irc.RPL_UMODEIS, "+")
@@ -445,12 +475,12 @@ class IrcSession(Session):
             try:
                 if target.startswith("#"):
                     if ctcp:
-                        self._hub.act(self, text, target, echo=False)
+                        self._hub.act(self._link, text, target, echo=False)
                     else:
-                        self._hub.say(self, text, room=target, notice=notice)
+                        self._hub.say(self._link, text, room=target, notice=notice)
                 else:
                     self._hub.whisper(
-                        self, target, text, echo=False, notice=notice, action=bool(ctcp)
+                        self._link, target, text, echo=False, notice=notice, action=bool(ctcp)
                     )
             except ChatError as error:
                 if not notice:
@@ -462,7 +492,7 @@ class IrcSession(Session):
         mask = params[0] if params else "*"
         lines = []
         if mask.startswith("#"):
-            found = self._hub.room_names(mask, self)
+            found = self._hub.room_names(mask, self._link)
             entries = [(u.lstrip("@"), u.startswith("@")) for u in found[1]] if found else []
             room = found[0] if found else mask
         else:
@@ -488,7 +518,7 @@ class IrcSession(Session):
                 )
             )
         lines.append(irc.numeric(self._server, self._me, irc.RPL_ENDOFWHO, mask, "End of WHO"))
-        self._send(*lines)
+        self._link.send_pieces(split_lines(b"".join(lines)))
 
     def _irc_whois(self, params: tuple[str, ...]) -> None:
         if not params:
@@ -496,7 +526,7 @@ class IrcSession(Session):
             return
         nick = params[-1]
         who = self._hub.userhost_of(nick)
-        rooms = self._hub.visible_rooms_of(nick, self)
+        rooms = self._hub.visible_rooms_of(nick, self._link)
         if who is None or rooms is None:
             self._numeric(irc.ERR_NOSUCHNICK, nick, "No such nick/channel")
             self._numeric(irc.RPL_ENDOFWHOIS, nick, "End of /WHOIS list")
@@ -530,10 +560,7 @@ class IrcSession(Session):
 
     def _send(self, *lines: bytes) -> None:
         """Queues reply lines; a client too slow to take them is dropped like any other."""
-        if self._outbox.offer(b"".join(lines)):
-            self.flush()
-        else:
-            self.drop(ev.LeaveReason.SENDQ_EXCEEDED)
+        self._link.send(b"".join(lines))
 
     def _numeric(self, code: str, *params: str) -> None:
         self._send(irc.numeric(self._server, self._me, code, *params))
@@ -568,5 +595,11 @@ class IrcSession(Session):
                 self._numeric(irc.ERR_CHANOPRIVSNEEDED, name, "You're not channel operator")
             case NickTaken():
                 self._numeric(irc.ERR_NICKNAMEINUSE, name, "Nickname is already in use")
+            case TooManyRooms():
+                self._numeric(irc.ERR_TOOMANYCHANNELS, name, "You have joined too many channels")
+            case NoMoreRooms():
+                self._numeric(irc.ERR_TOOMANYCHANNELS, name, "The server has too many channels")
+            case BadKey():
+                self._numeric(irc.ERR_INVALIDKEY, name, "Key is not well-formed")
             case _:
-                log.warning("%s: unexpected %r", self._label(), error)
+                log.warning("%s: unexpected %r", self._link.label(), error)

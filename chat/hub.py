@@ -18,20 +18,28 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from chat import events as ev
-from chat.protocol import nick_key, room_error, room_key
+from chat.protocol import clean_text, clean_topic, key_error, nick_key, room_error, room_key
+from chat.wire import EncodeCache
 
 DEFAULT_ROOM = "#lobby"
+# Rooms one user may be in at once (advertised to IRC clients as CHANLIMIT), and rooms on the
+# whole server. Each room costs about 1 KiB; without a limit one IRC connection created ~850
+# rooms a second. Both are options of chat-server.
+DEFAULT_ROOMS_PER_USER = 25
+DEFAULT_MAX_ROOMS = 1000
 
 
 class Member(Protocol):
     """What the hub needs of a connection; any front-end (text, JSON, IRC) can be one."""
 
-    def deliver(self, event: ev.Event) -> bool:
-        """Queues `event` for the client without blocking; False if its send queue is full."""
+    def deliver(self, event: ev.Event, cache: EncodeCache | None = None) -> bool:
+        """Queues `event` for the client without blocking; False if its send queue is full.
+        Called under the hub lock; `cache` is shared by the recipients of one fan-out."""
         ...
 
     def flush(self) -> None:
@@ -44,6 +52,10 @@ class Member(Protocol):
         ...
 
 
+def _plain_dict(role: str) -> dict[Any, Any]:
+    return {}
+
+
 class _Handover:
     """Who got an event under the lock: flush them, or drop those who refused, after it."""
 
@@ -54,8 +66,9 @@ class _Handover:
         self.refused: list[Member] = []
 
     def give_locked(self, members: Iterable[Member], event: ev.Event) -> _Handover:
+        cache = EncodeCache()  # each wire format encodes the event once for all of them
         for member in members:
-            (self.took if member.deliver(event) else self.refused).append(member)
+            (self.took if member.deliver(event, cache) else self.refused).append(member)
         return self
 
     def complete(self) -> None:
@@ -106,6 +119,30 @@ class NotOperator(ChatError):
     pass
 
 
+class TooManyRooms(ChatError):
+    """The user is in as many rooms as one user may be (`limit`)."""
+
+    def __init__(self, name: str = "", limit: int = 0) -> None:
+        super().__init__(name)
+        self.limit = limit
+
+
+class NoMoreRooms(ChatError):
+    """The server has as many rooms as it allows (`limit`); joining an existing one works."""
+
+    def __init__(self, name: str = "", limit: int = 0) -> None:
+        super().__init__(name)
+        self.limit = limit
+
+
+class BadKey(ChatError):
+    """A key that cannot be a room key; `problem` says why."""
+
+    def __init__(self, name: str = "", problem: str = "") -> None:
+        super().__init__(name)
+        self.problem = problem
+
+
 @dataclass(eq=False)
 class RoomState:
     """One room's state; only ever touched with the hub lock held."""
@@ -131,16 +168,36 @@ class Hub:
     calls recipients' `deliver()`, which takes only the recipient's own outbox lock (lock order:
     hub lock, then outbox lock; never the reverse). Members whose outbox is full are collected
     and dropped after the lock is released, because dropping one is I/O.
+
+    `lock_factory` and `dict_factory` exist for the classroom (chat/classroom.py), which runs
+    this very code without its lock and with dicts that widen the race windows:
+    `dict_factory(role)` makes the two nickname dicts (role "registry") and the default room's
+    member dict (role "members").
     """
 
-    def __init__(self, name: str = DEFAULT_ROOM, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        name: str = DEFAULT_ROOM,
+        *,
+        clock: Callable[[], float] = time.time,
+        rooms_per_user: int = DEFAULT_ROOMS_PER_USER,
+        max_rooms: int = DEFAULT_MAX_ROOMS,
+        lock_factory: Callable[[], AbstractContextManager[Any]] = threading.Lock,
+        dict_factory: Callable[[str], dict[Any, Any]] = _plain_dict,
+    ) -> None:
+        problem = room_error(name)
+        if problem is not None:
+            raise ValueError(problem)
         self.name = name  # the default room, where text and JSON users land
+        self.rooms_per_user = rooms_per_user
+        self.max_rooms = max_rooms
         self._clock = clock
-        self._lock = threading.Lock()
-        self._by_key: dict[str, tuple[str, Member]] = {}  # nick_key -> (nick, member)
-        self._nick_of: dict[Member, str] = {}
+        self._lock = lock_factory()
+        self._by_key: dict[str, tuple[str, Member]] = dict_factory("registry")  # key -> holder
+        self._nick_of: dict[Member, str] = dict_factory("registry")
         self._userhost: dict[Member, str] = {}
-        self._rooms: dict[str, RoomState] = {room_key(name): RoomState(name, permanent=True)}
+        lobby = RoomState(name, permanent=True, members=dict_factory("members"))
+        self._rooms: dict[str, RoomState] = {room_key(name): lobby}
         self._rooms_of: dict[Member, dict[str, None]] = {}
         self._next_id = 1
 
@@ -150,6 +207,26 @@ class Hub:
         """A sorted snapshot of the nicknames online (every room, every front-end)."""
         with self._lock:
             return tuple(sorted(self._nick_of.values(), key=nick_key))
+
+    def users(self) -> ev.UserList:
+        """Everyone online, in every room (text `/users`, JSON `users`)."""
+        with self._lock:
+            return ev.UserList(
+                None, tuple(sorted(self._nick_of.values(), key=nick_key)), self._clock()
+            )
+
+    def who(self, asker: Member, room: str) -> ev.UserList:
+        """The members of `room`, operators marked "@"; raises NoSuchRoom (also for a secret
+        room `asker` is not in: its existence is not told)."""
+        with self._lock:
+            state = self._visible_state_locked(asker, room)
+            return ev.UserList(state.name, self._users_locked(state), self._clock())
+
+    def holder(self, nick: str) -> Member | None:
+        """Who holds `nick` now (to check whether its client has already hung up)."""
+        with self._lock:
+            found = self._by_key.get(nick_key(nick))
+            return None if found is None else found[1]
 
     def __len__(self) -> int:
         with self._lock:
@@ -193,11 +270,14 @@ class Hub:
                 return None
             return state.name, self._users_locked(state)
 
-    def room_modes(self, room: str) -> tuple[str, str, bool] | None:
-        """(room name, key, secret), or None if there is no such room."""
+    def room_modes(self, room: str, asker: Member) -> tuple[str, str, bool] | None:
+        """(room name, key, secret), or None if there is no such room or it is secret and
+        `asker` is not in it. The key is "" for non-members: only members may see it."""
         with self._lock:
             state = self._rooms.get(room_key(room))
-            return None if state is None else (state.name, state.key, state.secret)
+            if state is None or (state.secret and asker not in state.members):
+                return None
+            return state.name, (state.key if asker in state.members else ""), state.secret
 
     def is_in(self, member: Member, room: str) -> bool:
         with self._lock:
@@ -213,10 +293,10 @@ class Hub:
             )
             return ev.RoomList(rooms, self._clock())
 
-    def topic(self, room: str) -> ev.TopicReply:
-        """The topic of `room`; raises NoSuchRoom."""
+    def topic(self, asker: Member, room: str) -> ev.TopicReply:
+        """The topic of `room`; raises NoSuchRoom (also for a secret room `asker` is not in)."""
         with self._lock:
-            state = self._state_locked(room)
+            state = self._visible_state_locked(asker, room)
             return ev.TopicReply(state.name, state.topic, state.topic_by, state.topic_ts)
 
     def room_count(self) -> int:
@@ -245,19 +325,22 @@ class Hub:
             users = tuple(sorted(self._nicks_in_locked(state), key=nick_key))
             welcome = ev.Welcome(nick=nick, room=state.name, users=users, ts=self._clock())
             # The welcome goes first, so the newcomer's stream starts with it.
-            member.deliver(welcome)
+            welcomed = member.deliver(welcome)
             handover = self._publish_locked(
                 state.members,
                 lambda i, ts: ev.Joined(
                     i, ts, state.name, nick=nick, count=len(state.members), userhost=userhost
                 ),
             )
+            if not welcomed:  # too big for its send queue: the same rule as any other line
+                handover.refused.append(member)
         handover.complete()
         return welcome
 
     def leave(self, member: Member, reason: str, message: str = "") -> bool:
         """Unregisters `member`, takes it out of every room, and tells each user who shared a
         room with it why, once; False if it was not registered."""
+        message = clean_text(message)
         with self._lock:
             nick = self._nick_of.pop(member, None)
             if nick is None:
@@ -327,7 +410,7 @@ class Hub:
         Everyone in the room, the newcomer included, gets a `Joined`; then the newcomer gets a
         `RoomView`. If it was in the room already, nothing is announced and it gets the view
         only if `show_if_in` (a text user switching rooms). Returns whether it joined.
-        Raises BadRoomName, BadRoomKey.
+        Raises BadRoomName, BadRoomKey, TooManyRooms, NoMoreRooms.
         """
         problem = room_error(room)
         if problem is not None:
@@ -342,7 +425,11 @@ class Hub:
                 handover = _Handover().give_locked([member], self._view_locked(state))
                 joined = False
             else:
+                if len(self._rooms_of[member]) >= self.rooms_per_user:
+                    raise TooManyRooms(room, self.rooms_per_user)
                 if state is None:
+                    if len(self._rooms) >= self.max_rooms:
+                        raise NoMoreRooms(room, self.max_rooms)
                     state = self._rooms[k] = RoomState(room)
                     state.ops.add(member)
                 elif state.key and key != state.key:
@@ -364,12 +451,14 @@ class Hub:
                 i, ts, name, nick=nick, count=len(state.members), userhost=userhost
             ),
         )
-        member.deliver(self._view_locked(state))  # it is in `handover.took`: flushed
+        if not member.deliver(self._view_locked(state)):  # else: in `handover.took`, flushed
+            handover.refused.append(member)
         return handover
 
     def part(self, member: Member, room: str, message: str = "") -> None:
         """Takes `member` out of `room`; everyone there, the parting member included, gets a
         `Parted`. Raises NoSuchRoom, NotInRoom."""
+        message = clean_text(message)
         with self._lock:
             state = self._member_state_locked(member, room)
             nick = self._nick_of[member]
@@ -393,6 +482,7 @@ class Hub:
     def kick(self, member: Member, room: str, nick: str, reason: str = "") -> None:
         """A room operator removes `nick` from `room`; everyone there (the target included)
         gets a `Kicked`. Raises NoSuchRoom, NotInRoom, NotOperator, NoSuchNick, UserNotInRoom."""
+        reason = clean_text(reason)
         with self._lock:
             state = self._member_state_locked(member, room)
             if member not in state.ops:
@@ -405,6 +495,9 @@ class Hub:
                 raise UserNotInRoom(target_nick)
             by = self._nick_of[member]
             userhost = self._userhost.get(member, "")
+            rooms_left = tuple(
+                self._rooms[k].name for k in self._rooms_of[target] if k != room_key(state.name)
+            )
             handover = self._publish_locked(
                 state.members,
                 lambda i, ts: ev.Kicked(
@@ -416,6 +509,7 @@ class Hub:
                     reason=reason or by,
                     count=len(state.members) - 1,
                     userhost=userhost,
+                    rooms_left=rooms_left,
                 ),
             )
             del self._rooms_of[target][room_key(state.name)]
@@ -424,6 +518,7 @@ class Hub:
 
     def set_topic(self, member: Member, room: str, topic: str) -> None:
         """Sets the topic of a room `member` is in; everyone there gets a `TopicChanged`."""
+        topic = clean_topic(topic)
         with self._lock:
             state = self._member_state_locked(member, room)
             by = self._nick_of[member]
@@ -442,7 +537,11 @@ class Hub:
         """A room operator changes modes: ("+k", key), ("-k", ""), ("+s", ""), ("-s", ""),
         ("+o", nick), ("-o", nick). Everyone in the room gets one `ModeChanged` with what really
         changed, which is also returned. Raises NoSuchRoom, NotInRoom, NotOperator, NoSuchNick,
-        UserNotInRoom (checked before anything changes)."""
+        UserNotInRoom, BadKey (checked before anything changes)."""
+        changes = list(changes)
+        for mode, arg in changes:
+            if mode == "+k" and (problem := key_error(arg)) is not None:
+                raise BadKey(room, problem)
         with self._lock:
             state = self._member_state_locked(member, room)
             if member not in state.ops:
@@ -503,6 +602,7 @@ class Hub:
         Several texts become consecutive messages handed over as one `Batch`: one trip through
         the lock and one queue entry per member, however many lines the sender pasted.
         """
+        texts = tuple(clean_text(text) for text in texts)  # whichever front-end sent them
         with self._lock:
             state = self._member_state_locked(member, room or self.name)
             nick = self._nick_of[member]
@@ -527,6 +627,7 @@ class Hub:
     def act(self, member: Member, text: str, room: str | None = None, *, echo: bool = True) -> None:
         """An action (`/me`) in `room` (default: the default room), shown to its author too if
         `echo`. Raises NoSuchRoom, NotInRoom."""
+        text = clean_text(text)
         with self._lock:
             state = self._member_state_locked(member, room or self.name)
             nick = self._nick_of[member]
@@ -556,6 +657,7 @@ class Hub:
     ) -> None:
         """A private message to the user called `to`, copied to its sender if `echo`;
         raises NoSuchNick."""
+        text = clean_text(text)
         with self._lock:
             sender = self._nick_of[member]
             target = self._by_key.get(nick_key(to))
@@ -635,16 +737,18 @@ class Hub:
         self._userhost[member] = userhost or f"{nick}@chat"
         self._rooms_of[member] = {}
 
-    def _state_locked(self, room: str) -> RoomState:
-        state = self._rooms.get(room_key(room))
-        if state is None:
-            raise NoSuchRoom(room)
-        return state
-
     def _member_state_locked(self, member: Member, room: str) -> RoomState:
-        state = self._state_locked(room)
+        state = self._visible_state_locked(member, room)
         if member not in state.members:
             raise NotInRoom(state.name)
+        return state
+
+    def _visible_state_locked(self, asker: Member, room: str) -> RoomState:
+        """The room, if `asker` may know it exists: a secret room is "no such room" to
+        everyone outside it, whatever they ask (topic, modes, who, a message)."""
+        state = self._rooms.get(room_key(room))
+        if state is None or (state.secret and asker not in state.members):
+            raise NoSuchRoom(room)
         return state
 
     def _remove_locked(self, state: RoomState, member: Member) -> None:
@@ -660,7 +764,9 @@ class Hub:
         return recipients
 
     def _nicks_in_locked(self, state: RoomState) -> list[str]:
-        return [self._nick_of[m] for m in state.members]
+        # keys(), not the dict itself: the classroom's slow-motion dict (chat/classroom.py)
+        # pauses in __iter__ to widen the broadcast's race, and this list is not that race.
+        return [self._nick_of[m] for m in state.members.keys()]  # noqa: SIM118
 
     def _users_locked(self, state: RoomState) -> tuple[str, ...]:
         """The room's users, sorted, operators marked "@"."""
@@ -710,7 +816,3 @@ def _mode_string(modes: list[str]) -> str:
             out += sign
         out += mode[1]
     return out
-
-
-# The name of earlier versions, when there was one room; chat/demo.py and older tests use it.
-Room = Hub

@@ -2,7 +2,8 @@
 
 Pure: no sockets, threads or clocks. `parse()` turns one line into an `IrcMessage`;
 `format_line()` builds one CRLF-terminated line of at most 512 bytes; `encode()` turns a chat
-event into the line(s) an IRC client expects. The session (chat/irc.py) owns the state machine.
+event into the line(s) an IRC client expects. The dialect (chat/dialects/irc.py) owns the state
+machine.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import re
 from dataclasses import dataclass, field
 
 from chat import events as ev
-from chat.protocol import NICK_MAX_CHARS, ROOM_MAX_CHARS
+from chat.protocol import KEY_MAX_CHARS, NICK_MAX_CHARS, ROOM_MAX_CHARS, TOPIC_MAX_CHARS
+from chat.wire import EncodeCache, encode_once
 
 NAME = "irc"
 VERSION = "threadroom-0.1.0"
@@ -25,17 +27,24 @@ MAX_TAGS_BYTES = 4096
 # How many targets one PRIVMSG / NOTICE may name (ISUPPORT TARGMAX).
 MAX_TARGETS = 4
 
-ISUPPORT = (
-    "CHANTYPES=#",
-    f"CHANNELLEN={ROOM_MAX_CHARS}",
-    f"NICKLEN={NICK_MAX_CHARS}",
-    "CASEMAPPING=ascii",
-    f"TARGMAX=PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},JOIN:,PART:,NAMES:,KICK:1,WHOIS:1",
-    "CHANMODES=,k,,ns",
-    "PREFIX=(o)@",
-    "MODES=4",
-    "NETWORK=threadroom",
-)
+
+def isupport(rooms_per_user: int) -> tuple[str, ...]:
+    """The RPL_ISUPPORT tokens: what this server allows, for clients that adapt to it."""
+    return (
+        "CHANTYPES=#",
+        f"CHANLIMIT=#:{rooms_per_user}",
+        f"CHANNELLEN={ROOM_MAX_CHARS}",
+        f"NICKLEN={NICK_MAX_CHARS}",
+        f"TOPICLEN={TOPIC_MAX_CHARS}",
+        f"KEYLEN={KEY_MAX_CHARS}",
+        "CASEMAPPING=ascii",
+        f"TARGMAX=PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},JOIN:,PART:,NAMES:,KICK:1,WHOIS:1",
+        "CHANMODES=,k,,ns",
+        "PREFIX=(o)@",
+        "MODES=4",
+        "NETWORK=threadroom",
+    )
+
 
 # Numerics by name (https://modern.ircdocs.horse/), so the session reads like the spec.
 RPL_WELCOME = "001"
@@ -68,6 +77,7 @@ RPL_MOTDSTART = "375"
 RPL_ENDOFMOTD = "376"
 ERR_NOSUCHNICK = "401"
 ERR_NOSUCHCHANNEL = "403"
+ERR_TOOMANYCHANNELS = "405"
 ERR_CANNOTSENDTOCHAN = "404"
 ERR_NOORIGIN = "409"
 ERR_INVALIDCAPCMD = "410"
@@ -89,6 +99,7 @@ ERR_UNKNOWNMODE = "472"
 ERR_BADCHANNELKEY = "475"
 ERR_BADCHANMASK = "476"
 ERR_CHANOPRIVSNEEDED = "482"
+ERR_INVALIDKEY = "525"
 ERR_UMODEUNKNOWNFLAG = "501"
 ERR_USERSDONTMATCH = "502"
 
@@ -130,19 +141,31 @@ def parse(line: str) -> IrcMessage | None:
     return IrcMessage(words[0].upper(), tuple(params), source, tags)
 
 
+# Never inside a line we send: CR or LF would end it early (the rest would read as a second line
+# from the server: a forgery), NUL truncates it in C clients.
+_LINE_BREAKERS = str.maketrans("", "", "\r\n\0")
+
+
 def format_line(source: str, command: str, *params: str) -> bytes:
     """`:source COMMAND p1 p2 :last` + CRLF, truncated to 512 bytes at a character boundary.
 
-    The last parameter gets a colon when it needs one (empty, has a space, starts with ':').
+    Whatever the parameters hold, the result is exactly one line with exactly these
+    parameters: CR, LF and NUL are removed; a middle parameter cannot hold a space, start with
+    ':' or be empty (it would shift the ones after it), so those become "_" or "*"; the last
+    parameter gets a colon when it needs one (empty, has a space, starts with ':').
     """
-    parts = [f":{source}"] if source else []
+    parts = [f":{source.translate(_LINE_BREAKERS).replace(' ', '_')}"] if source else []
     parts.append(command)
-    for i, param in enumerate(params):
-        last = i == len(params) - 1
-        if last and (not param or " " in param or param.startswith(":")):
-            parts.append(":" + param)
+    for i, raw in enumerate(params):
+        param = raw.translate(_LINE_BREAKERS)
+        if i == len(params) - 1:
+            if not param or " " in param or param.startswith(":"):
+                param = ":" + param
         else:
-            parts.append(param)
+            param = param.replace(" ", "_") or "*"
+            if param.startswith(":"):
+                param = "_" + param[1:]
+        parts.append(param)
     body = " ".join(parts).encode("utf-8")
     if len(body) > MAX_BODY_BYTES:
         body = body[:MAX_BODY_BYTES]
@@ -186,22 +209,17 @@ def quit_text(reason: str, message: str) -> str:
     return reason[:1].upper() + reason[1:]
 
 
-def encode(event: ev.Event, me: str, server: str) -> bytes:
-    """The line(s) the IRC user `me` receives for `event`; b"" for nothing."""
+def encode(event: ev.Event, me: str, server: str, cache: EncodeCache | None = None) -> bytes:
+    """The line(s) the IRC user `me` receives for `event`; b"" for nothing. Room events read
+    the same for every IRC member, so a fan-out encodes them once through `cache`."""
     if isinstance(event, ev.Batch):
-        cached = event.wire.get(NAME)
-        if cached is None:
-            cached = event.wire[NAME] = b"".join(_room_event(e) for e in event.events)
-        return cached
+        return encode_once(cache, NAME, lambda: b"".join(_room_event(e) for e in event.events))
     if isinstance(event, ev.PrivateMessage):
         if event.sender == me and event.recipient != me:
             return b""  # the sender's copy: IRC clients show their own lines themselves
         return _room_event(event)
     if isinstance(event, ev.RoomEvent):
-        cached = event.wire.get(NAME)
-        if cached is None:
-            cached = event.wire[NAME] = _room_event(event)
-        return cached
+        return encode_once(cache, NAME, lambda: _room_event(event))
     return _reply(event, me, server)
 
 

@@ -6,13 +6,15 @@ Pure: `parse()` turns one clean line into a request, `encode()` turns an event i
 from __future__ import annotations
 
 from chat import events as ev
-from chat.protocol import NICK_RULE, ProtocolError
+from chat.protocol import NICK_RULE, ProtocolError, room_key
+from chat.wire import EncodeCache, encode_once
 
 NAME = "text"
 
 HELP_LINES = (
     "*** Commands:",
-    "***   /who               who is online",
+    "***   /who [#room]       who is in this room (or in #room)",
+    "***   /users             everyone online, in every room",
     "***   /msg NICK text     private message",
     "***   /me text           action: * you text",
     "***   /nick NEW          change your nickname",
@@ -77,7 +79,11 @@ def parse(line: str, registered: bool) -> ev.Request:
             raise ProtocolError("bad_request", _USAGE["nick"])
         return ev.ChangeNick(rest)
     if name == "who":
-        return ev.Who()
+        if len(words) > 1 or (words and not words[0].startswith("#")):
+            raise ProtocolError("bad_request", "usage: /who [#room]   (everyone online: /users)")
+        return ev.Who(words[0] if words else None)
+    if name == "users":
+        return ev.ListUsers()
     if name == "help":
         return ev.Help()
     if name == "quit":
@@ -99,6 +105,8 @@ def parse(line: str, registered: bool) -> ev.Request:
             raise ProtocolError("bad_request", _USAGE["kick"])
         return ev.KickUser(words[0], rest[len(words[0]) :].strip())
     if name == "key":
+        if len(words) > 1:
+            raise ProtocolError("bad_request", "usage: /key [KEY]   (one word; none removes it)")
         return ev.SetRoomMode(key=rest)
     if name == "secret":
         if rest.lower() not in ("on", "off"):
@@ -107,29 +115,35 @@ def parse(line: str, registered: bool) -> ev.Request:
     raise ProtocolError("bad_request", f"unknown command /{name} (try /help)")
 
 
-def encode(event: ev.Event, recipient: str, current_room: str | None = None) -> bytes:
+def encode(
+    event: ev.Event,
+    recipient: str,
+    current_room: str | None = None,
+    cache: EncodeCache | None = None,
+) -> bytes:
     """The line(s) `recipient` sees for `event`, newline included.
 
-    Lines about a room other than `current_room` start with "[#room] ".
+    Lines about a room other than `current_room` start with "[#room] ". Room events are the
+    same for every member with the same prefix, so a fan-out encodes each variant once
+    (`cache`); private messages and replies depend on the recipient and are not cached.
     """
     if isinstance(event, ev.Batch):
         prefixed = _prefixed(event.events[0], current_room)
-        cache_key = NAME + "[" if prefixed else NAME
-        cached = event.wire.get(cache_key)
-        if cached is None:
-            cached = b"".join(encode(e, recipient, current_room) for e in event.events)
-            event.wire[cache_key] = cached
-        return cached
+        return encode_once(
+            cache,
+            NAME + "[" if prefixed else NAME,
+            lambda: b"".join(encode(e, recipient, current_room) for e in event.events),
+        )
+    if isinstance(event, ev.Kicked) and event.nick == recipient:
+        return _kicked_me(event, current_room).encode()
     if isinstance(event, ev.RoomEvent) and not isinstance(event, ev.PrivateMessage):
         prefixed = _prefixed(event, current_room)
-        cache_key = NAME + "[" if prefixed else NAME
-        cached = event.wire.get(cache_key)
-        if cached is None:
+
+        def render() -> bytes:
             text = _render(event, recipient)
-            if prefixed:
-                text = f"[{event.room}] {text}"
-            cached = event.wire[cache_key] = text.encode()
-        return cached
+            return (f"[{event.room}] {text}" if prefixed else text).encode()
+
+        return encode_once(cache, NAME + "[" if prefixed else NAME, render)
     return _render(event, recipient).encode()
 
 
@@ -137,8 +151,40 @@ def _prefixed(event: ev.RoomEvent, current_room: str | None) -> bool:
     return (
         isinstance(event, _ROOM_SCOPED)
         and current_room is not None
-        and event.room.lower() != current_room.lower()
+        and room_key(event.room) != room_key(current_room)
     )
+
+
+def _kicked_me(event: ev.Kicked, current_room: str | None) -> str:
+    """What the kicked user reads: who, why, and where its plain lines go now."""
+    line = f"*** You were kicked from {event.room} by {event.by} ({event.reason})."
+    if current_room is not None and room_key(event.room) != room_key(current_room):
+        return line + "\n"
+    if event.rooms_left:
+        return line + f" You are now talking in {event.rooms_left[-1]}.\n"
+    return line + " You are in no room now: /join #room to talk again.\n"
+
+
+def _mode_sentence(event: ev.ModeChanged) -> str:
+    """Room mode changes in words, without IRC notation and never showing a key."""
+    parts: list[str] = []
+    args = list(event.args)
+    sign = "+"
+    for letter in event.modes:
+        if letter in "+-":
+            sign = letter
+        elif letter == "k":
+            if args:
+                args.pop(0)
+            parts.append("set a key on the room" if sign == "+" else "removed the room's key")
+        elif letter == "s":
+            parts.append("made the room secret" if sign == "+" else "made the room public")
+        elif letter == "o":
+            nick = args.pop(0) if args else "?"
+            parts.append(
+                f"made {nick} an operator" if sign == "+" else f"took operator from {nick}"
+            )
+    return f"*** {event.by} {', '.join(parts) or 'changed the room'} ({event.room})\n"
 
 
 def _render(event: ev.Event, recipient: str) -> str:
@@ -163,8 +209,8 @@ def _render(event: ev.Event, recipient: str) -> str:
             return (
                 f"*** {by} set the topic: {topic}\n" if topic else f"*** {by} cleared the topic\n"
             )
-        case ev.ModeChanged(by=by, modes=modes, args=args):
-            return f"*** {by} set mode {' '.join((modes, *args))}\n"
+        case ev.ModeChanged():
+            return _mode_sentence(event)
         case ev.Left(nick=nick, reason=reason, message=message):
             why = f"{reason}: {message}" if message else reason
             return f"*** {nick} left ({why})\n"
@@ -180,16 +226,17 @@ def _render(event: ev.Event, recipient: str) -> str:
             about = f" Topic: {topic}" if topic else ""
             return f"*** Now talking in {room} ({len(users)}): {', '.join(users)}.{about}\n"
         case ev.RoomList(rooms=rooms):
-            listing = ", ".join(f"{r.name} ({r.count})" for r in rooms)
-            return f"*** Rooms ({len(rooms)}): {listing}\n"
+            return room_list_lines(rooms, len(rooms))
         case ev.TopicReply(room=room, topic=topic, by=by):
             return (
                 f"*** Topic of {room}: {topic} (set by {by})\n"
                 if topic
                 else (f"*** {room} has no topic\n")
             )
-        case ev.UserList(users=users):
+        case ev.UserList(room=None, users=users):
             return f"*** Online ({len(users)}): {', '.join(users)}\n"
+        case ev.UserList(room=str() as room, users=users):
+            return f"*** Users in {room} ({len(users)}): {', '.join(users)}\n"
         case ev.Notice(text=text):
             return f"*** {text}\n"
         case ev.HelpText():
@@ -202,3 +249,19 @@ def _render(event: ev.Event, recipient: str) -> str:
         case ev.Goodbye(reason=reason):
             return f"*** Goodbye ({reason}).\n" if reason else "*** Goodbye.\n"
     raise TypeError(f"no text form for {event!r}")
+
+
+# A room listing is cut into lines of this many rooms, so that a server with a thousand rooms
+# answers /rooms with short lines instead of one line longer than any client accepts.
+ROOMS_PER_LINE = 20
+
+
+def room_list_lines(rooms: tuple[ev.RoomInfo, ...], total: int) -> str:
+    """`*** Rooms (N): #a (3), #b (1), ...`, continued on `***   ...` lines."""
+    if not rooms:
+        return "*** Rooms (0): none\n"
+    out = []
+    for start in range(0, len(rooms), ROOMS_PER_LINE):
+        chunk = ", ".join(f"{r.name} ({r.count})" for r in rooms[start : start + ROOMS_PER_LINE])
+        out.append(f"*** Rooms ({total}): {chunk}\n" if start == 0 else f"***   {chunk}\n")
+    return "".join(out)

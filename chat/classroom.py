@@ -1,0 +1,356 @@
+"""Classroom demo modes: the server's own parts with one safety removed, on purpose.
+
+Off by default; `chat-server` logs a warning banner when one is on. See docs/classroom.md. Each
+mode is a different part handed to the same `ChatServer` constructor; the code on the default
+path is never changed for a demo.
+
+* `--unsafe-registry`: `UnsafeHub` is the real `Hub`, method bodies unchanged, built with a lock
+  that does nothing (`NoLock`) and with `SlowMotionDict`s, which pause for the race window right
+  after a lookup (between the check and the act of check-then-act) and once while being
+  iterated (in the middle of a broadcast). The pauses do not create the races, they only make
+  the windows that are always there wide enough to hit within seconds instead of once a month.
+* `--lock-while-sending`: `DirectOutput` is the naive tutorial design: delivering a line sends
+  it on the socket at once, one send per line, so the hub's broadcast loop sends to every peer
+  while holding the hub lock, and one client that does not read stalls the whole room.
+* `--one-at-a-time`: `SerialRunner` serves each connection in the accept thread itself, so the
+  next client is accepted only when the current one has left.
+* `--pool N`: `PoolRunner` serves connections from a `ThreadPoolExecutor(max_workers=N)`. A pool
+  is right for short tasks; a chat connection lasts for hours, so client N+1 is accepted and then
+  waits, silent, in the pool's queue until someone leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from chat import events as ev
+from chat.audit import Audit
+from chat.config import ServerConfig
+from chat.hub import DEFAULT_MAX_ROOMS, DEFAULT_ROOM, DEFAULT_ROOMS_PER_USER, Hub, Member
+from chat.outbox import Output
+from chat.protocol import nick_key
+from chat.runner import Runner, Serve
+from chat.server import ChatServer, OutputFactory, queued_output
+
+log = logging.getLogger("chat.classroom")
+
+# Wide enough that two clients connecting "at the same time" (within a few ms on loopback) both
+# get through a check before either acts, on a busy two-core laptop.
+DEFAULT_RACE_WINDOW_S = 0.02
+# The interpreter switches threads at least this often (default 5 ms), so unsynchronised
+# threads interleave in more places.
+DEMO_SWITCH_INTERVAL_S = 1e-5
+# Naive sending: how long a send may block before the client is dropped. 0 means forever, the
+# pure tutorial design, used for the stuck-server exercise.
+DEFAULT_SEND_TIMEOUT_S = 2.0
+# The naive design on loopback: the kernel would buffer megabytes for a client that does not
+# read before a send blocks; a small buffer behaves like a slow link and shows the stall in
+# seconds.
+NAIVE_SNDBUF_BYTES = 8 * 1024
+# The pause in the middle of a broadcast, as a fraction of the race window.
+ITERATION_PAUSE_FRACTION = 0.1
+# How often a blocked naive send looks up to see whether its connection is being dropped.
+_SEND_POLL_S = 0.25
+
+
+class NoLock:
+    """Looks like a lock, excludes nothing: the registry without its lock."""
+
+    def __enter__(self) -> bool:
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class SlowMotionDict(dict[Any, Any]):
+    """A dict that pauses after each lookup and once during each iteration: the race window."""
+
+    def __init__(self, pause: Callable[[], None], pause_iteration: Callable[[], None]) -> None:
+        super().__init__()
+        self._pause = pause
+        self._pause_iteration = pause_iteration
+
+    def __contains__(self, key: object) -> bool:
+        found = super().__contains__(key)
+        self._pause()  # checked, not yet acted on
+        return found
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        value = super().get(key, default)
+        self._pause()
+        return value
+
+    def __iter__(self) -> Iterator[Any]:
+        for i, key in enumerate(super().__iter__()):
+            yield key
+            if i == 0:
+                self._pause_iteration()  # half-way through a broadcast; a join now changes the size
+
+
+class UnsafeHub(Hub):
+    """`Hub` without its lock, with a widened race window; counts the damage it can see.
+
+    Thread safety: none, on purpose. Duplicate nicknames are detected after each join and
+    recorded in `audit`; crashed operations are recorded by the server; ghosts and lost members
+    by the audit after each leave and at shutdown. Only public methods are wrapped.
+    """
+
+    def __init__(
+        self,
+        audit: Audit,
+        race_window_s: float,
+        name: str = DEFAULT_ROOM,
+        *,
+        rooms_per_user: int = DEFAULT_ROOMS_PER_USER,
+        max_rooms: int = DEFAULT_MAX_ROOMS,
+    ) -> None:
+        def pause() -> None:
+            time.sleep(race_window_s)
+
+        def pause_iteration() -> None:
+            # Shorter: a broadcast that crashes every time would hide the other races.
+            time.sleep(race_window_s * ITERATION_PAUSE_FRACTION)
+
+        def slow_dict(role: str) -> dict[Any, Any]:
+            # The nickname dicts pause after lookups (check-then-act). The default room's
+            # member dict (what a broadcast iterates: the demos all happen there) only pauses
+            # while iterated: it holds no check-then-act of its own.
+            if role == "registry":
+                return SlowMotionDict(pause, pause_iteration)
+            return SlowMotionDict(lambda: None, pause_iteration)
+
+        super().__init__(
+            name,
+            rooms_per_user=rooms_per_user,
+            max_rooms=max_rooms,
+            lock_factory=NoLock,
+            dict_factory=slow_dict,
+        )
+        self.audit = audit
+        self._reported: set[tuple[str, int]] = set()
+
+    def join(self, member: Member, nick: str, userhost: str = "") -> ev.Welcome:
+        try:
+            return super().join(member, nick, userhost)
+        finally:  # even if the broadcast crashed: the nickname may be taken twice by now
+            key = nick_key(nick)
+            holders = [n for n in self.nicks() if nick_key(n) == key]
+            if len(holders) > 1 and (key, len(holders)) not in self._reported:
+                self._reported.add((key, len(holders)))  # each twin sees it: report it once
+                self.audit.record("duplicate nickname", f"{len(holders)} clients hold {nick!r}")
+
+    def leave(self, member: Member, reason: str, message: str = "") -> bool:
+        try:
+            return super().leave(member, reason, message)
+        finally:  # a leave may take someone else's registration with it
+            for problem in self.check_invariants():
+                self.audit.record("registry", problem)
+
+
+class DirectOutput:
+    """The naive design's output: `offer()` sends each line on the socket at once, blocking,
+    under whatever lock its caller holds (the hub lock, for a broadcast).
+
+    Thread safety: `_send_lock` keeps two threads (a broadcaster and the client's own reader
+    replying to it) from interleaving bytes on the socket; lock order: hub lock, then
+    `_send_lock`. A send blocks for up to `send_timeout_s`, then the client is dropped as too
+    slow ("send timed out"), like the real design does when a send queue is full, only after
+    everyone has waited.
+    """
+
+    refusal_reason = ev.LeaveReason.SEND_TIMED_OUT
+
+    def __init__(self, sock: socket.socket, send_timeout_s: float | None) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, NAIVE_SNDBUF_BYTES)
+        self._sock = sock
+        self._timeout = send_timeout_s
+        self._send_lock = threading.Lock()
+        self._closed = False
+        self._cut_off = False  # dropped, or the socket failed: nothing more is sent
+
+    def offer(self, data: bytes) -> bool:
+        if self._cut_off or self._closed:
+            return True  # leaving anyway: nothing more to send
+        with self._send_lock:
+            try:
+                # The tutorial sends each message on its own: a batch of lines read at once is
+                # taken apart again.
+                for line in data.splitlines(keepends=True):
+                    if not self._send_blocking(line):
+                        return False
+            except OSError:
+                self._cut_off = True
+        return True
+
+    def claim(self) -> bytes | None:
+        return None  # nothing ever waits: there is no queue
+
+    def release(self, unsent: bytes = b"") -> None:
+        return None
+
+    def close(self) -> None:
+        self._closed = True
+
+    def discard(self) -> None:
+        self._closed = self._cut_off = True
+
+    @property
+    def drained(self) -> bool:
+        return self._closed
+
+    def wait_drained(self, timeout: float) -> bool:
+        return self._closed
+
+    def wait_room(self, nbytes: int, timeout: float) -> bool:
+        return True
+
+    def _send_blocking(self, data: bytes) -> bool:
+        """Sends all of `data`, waiting as long as it takes (up to the timeout); False if the
+        client did not take it in time."""
+        view = memoryview(data)
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        while view:
+            try:
+                view = view[self._sock.send(view) :]  # the socket is non-blocking
+                continue
+            except BlockingIOError:
+                pass
+            if self._cut_off:
+                raise ConnectionAbortedError("connection is being dropped")
+            left = _SEND_POLL_S if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                log.warning("a send blocked for %.1f s: dropping that client", self._timeout)
+                return False
+            select.select([], [self._sock], [], min(left, _SEND_POLL_S))
+        return True
+
+
+class SerialRunner:
+    """Serves each connection in the thread that accepted it: one client at a time.
+
+    Everyone else waits in the listen backlog, connected but unanswered: the "one thread serves
+    one client" design of the first lesson. `ChatServer.stop()` shuts the current connection
+    down, which returns the accept thread to its loop.
+    """
+
+    def run(self, key: object, serve: Serve, name: str) -> None:
+        serve()
+
+    def reap(self, key: object) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class PoolRunner:
+    """Serves connections from a fixed pool of threads.
+
+    Thread safety: the executor is thread-safe; `run()` is called by the accept thread and
+    `close()` by `stop()` after every connection was told to end.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pool")
+
+    def run(self, key: object, serve: Serve, name: str) -> None:
+        self._pool.submit(serve)
+
+    def reap(self, key: object) -> None:
+        return None
+
+    def close(self) -> None:
+        # Connections still queued run now: each sees that it was shut down and ends at once.
+        self._pool.shutdown(wait=True)
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    unsafe_registry: bool = False
+    race_window_s: float = DEFAULT_RACE_WINDOW_S
+    lock_while_sending: bool = False
+    send_timeout_s: float | None = DEFAULT_SEND_TIMEOUT_S
+    one_at_a_time: bool = False
+    pool: int | None = None  # serve connections from a pool of this many threads
+
+    @property
+    def any(self) -> bool:
+        return (
+            self.unsafe_registry
+            or self.lock_while_sending
+            or self.one_at_a_time
+            or self.pool is not None
+        )
+
+
+def build_server(config: ServerConfig, options: DemoOptions) -> ChatServer:
+    """A ChatServer with the demo modes of `options` switched on (none: the real server)."""
+    audit = Audit()
+    hub = None
+    if options.unsafe_registry:
+        hub = UnsafeHub(
+            audit,
+            options.race_window_s,
+            config.room,
+            rooms_per_user=config.rooms_per_user,
+            max_rooms=config.max_rooms,
+        )
+    output: OutputFactory = queued_output
+    if options.lock_while_sending:
+        timeout = options.send_timeout_s
+
+        def direct(sock: socket.socket, _config: ServerConfig) -> Output:
+            return DirectOutput(sock, timeout)
+
+        output = direct
+    runner: Runner | None = None
+    if options.one_at_a_time:
+        runner = SerialRunner()
+    elif options.pool is not None:
+        runner = PoolRunner(options.pool)
+    return ChatServer(config, hub=hub, runner=runner, output=output, audit=audit)
+
+
+def banner(options: DemoOptions) -> list[str]:
+    """The warning lines a server in a demo mode logs at start."""
+    lines = []
+    if options.unsafe_registry:
+        lines.append(
+            f"--unsafe-registry: the room's registry runs WITHOUT ITS LOCK, race window "
+            f"{options.race_window_s * 1000:g} ms: nicknames, members and broadcasts WILL break"
+        )
+    if options.lock_while_sending:
+        timeout = options.send_timeout_s
+        lines.append(
+            "--lock-while-sending: broadcasts send to every client WHILE HOLDING THE LOCK: one "
+            "slow client stalls everyone"
+            + (f" (for up to {timeout:g} s per send)" if timeout else " (forever)")
+        )
+    if options.one_at_a_time:
+        lines.append("--one-at-a-time: ONE CLIENT AT A TIME, everyone else waits")
+    if options.pool is not None:
+        lines.append(
+            f"--pool {options.pool}: connections served by {options.pool} pooled threads: "
+            f"client {options.pool + 1} waits, silent, until someone leaves"
+        )
+    if not lines:
+        return []
+    rule = "!" * 78
+    return [rule, "DEMO MODE, for teaching only: never run this for real users", *lines, rule]
+
+
+def shorten_switch_interval() -> float:
+    """Makes the interpreter switch threads far more often; returns the old interval."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(DEMO_SWITCH_INTERVAL_S)
+    return old

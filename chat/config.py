@@ -1,0 +1,61 @@
+"""ServerConfig: every option of a chat server in one immutable object, with its default.
+
+`chat-server`'s options (chat/__main__.py) fill one in; tests and embedders build one directly:
+
+    ChatServer(ServerConfig(port=0, flood_rate=0))
+
+What each limit means to a user is in docs/protocol.md; why each default has its size is said
+next to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chat.hub import DEFAULT_MAX_ROOMS, DEFAULT_ROOM, DEFAULT_ROOMS_PER_USER
+
+DEFAULT_PORT = 8888
+# A thread per client: 500 clients are 500 threads, which a laptop handles easily; far beyond that
+# the thread-per-client design is the wrong tool and admission says "server full" instead.
+DEFAULT_MAX_CLIENTS = 500
+# Enough for a family behind one NAT; a script opening hundreds of sockets is stopped.
+DEFAULT_MAX_PER_ADDRESS = 20
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The options of one server. Seconds are floats; None (or 0 on the command line) is "off"."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    irc_port: int | None = None  # None: no IRC listener
+    room: str = DEFAULT_ROOM  # the default room, where text and JSON users land
+    max_clients: int = DEFAULT_MAX_CLIENTS
+    max_per_address: int = DEFAULT_MAX_PER_ADDRESS
+    limit_loopback: bool = False  # apply max_per_address to 127.0.0.1 / ::1 too
+    rooms_per_user: int = DEFAULT_ROOMS_PER_USER
+    max_rooms: int = DEFAULT_MAX_ROOMS
+    # Output that may wait for one client (its SendQ) before it is disconnected as too slow.
+    sendq_bytes: int = 256 * 1024
+    flood_rate: float = 10.0  # lines per second on average; 0: no flood control
+    flood_burst: int = 20  # lines at once
+    # A new connection must have registered (chosen a nickname) this long after it connected,
+    # whatever it sends meanwhile: a deadline, so that trickling bytes cannot hold a slot.
+    register_timeout_s: float | None = 60.0
+    idle_timeout_s: float | None = None  # text/JSON users silent this long are disconnected
+    password: str | None = None  # the server password; None: none
+    # IRC liveness, as in ergo: PING a client silent for irc_ping_s, drop it when it has been
+    # silent for irc_timeout_s in all.
+    irc_ping_s: float = 90.0
+    irc_timeout_s: float = 150.0
+    server_name: str = "threadroom"
+
+    def __post_init__(self) -> None:
+        # 0 means "no limit", as on the command line (a socket timeout of 0 would mean
+        # non-blocking, which is not what anyone asking for 0 s wants).
+        if not self.register_timeout_s:
+            object.__setattr__(self, "register_timeout_s", None)
+        if not self.idle_timeout_s:
+            object.__setattr__(self, "idle_timeout_s", None)
+        if not self.password:
+            object.__setattr__(self, "password", None)

@@ -1,0 +1,362 @@
+"""Connection: one client's transport: its socket, reader, output queue, deadlines and end.
+
+A connection knows bytes, not meaning: it reads, splits lines and hands them to its dialect
+(chat/dialects), and queues what the dialect or the hub gives it for the sender thread
+(chat/sender.py). It never parses a line or calls the hub itself, so the same connection
+carries text, JSON and IRC clients, and TLS (later) wraps the socket here and nowhere else.
+
+Other threads reach a connection through non-blocking doors: `deliver()` then `flush()` (queue
+output, have it sent), `drop()` / `shut_down()` (ask it to go), and the sender's
+`send_queued()` / `close_socket()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from chat import events as ev
+from chat.outbox import Output
+from chat.protocol import EndlessLine, LineDecoder
+from chat.sender import Sender
+from chat.wire import EncodeCache
+
+if TYPE_CHECKING:
+    from chat.dialects import Dialect
+
+log = logging.getLogger("chat.connection")
+
+RECV_BYTES = 64 * 1024
+# After the last line, a closing connection reads and discards what the client still sends, for
+# at most this long / this much, before it closes: close() with unread input answers with a
+# reset, and a reset can destroy the last lines still on their way (the goodbye, a kick reason).
+LINGER_S = 1.0
+LINGER_BYTES = 1024 * 1024
+# How long a leaving client's last lines may take to be sent (goodbye, the reason it was
+# kicked) before the socket is cut; short, because a client that is not reading never drains.
+FLUSH_TIMEOUT_S = 1.0
+# A long reply (every room, every user) is sent in pieces; the reader waits this long for its
+# client to take the next piece before it gives up on the client as too slow.
+REPLY_WAIT_S = 10.0
+
+
+class Connection:
+    """One connected client.
+
+    Thread safety: `deliver()` may be called from any thread (usually under the hub lock) and
+    only offers to the output; `flush()` from any thread, outside the hub lock. `drop()`,
+    `shut_down()` and `end()` may be called from any thread, any number of times; the first
+    reason recorded wins (`_reason_lock` guards it), and `_sock_lock` keeps a `shutdown()` from
+    racing with the sender's final `close()` of the socket. The socket is non-blocking: the
+    reader waits for input in poll(); the sender thread alone sends (`send_queued()`) and
+    closes it. The decoder and the dialect's state belong to the reader thread (the dialect's
+    `encode()` excepted, see chat/dialects). `_reading` goes from True to False once, written by
+    the reader, read by the sender; it is set to False before the output closes. `_gone` is set
+    once the reader has left the hub.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        address: tuple[str, int],
+        *,
+        sender: Sender,
+        output: Output,
+        register_timeout_s: float | None,
+        on_exit: Callable[[Connection], None],
+    ) -> None:
+        sock.setblocking(False)
+        self._address = address
+        self._sock = sock
+        self._sender = sender
+        self._output = output
+        self._on_exit = on_exit
+        self._started = time.monotonic()
+        self._register_deadline = (
+            None if register_timeout_s is None else self._started + register_timeout_s
+        )
+        self._dialect: Dialect | None = None
+        self._decoder = LineDecoder()
+        self._reason: str | None = None
+        self._reason_lock = threading.Lock()
+        self._sock_lock = threading.Lock()
+        self._sock_closed = False
+        self._reading = True  # the reader is in its loop (may be waiting for input)
+        self._gone = threading.Event()
+        # Unexpected exceptions this connection's reader survived (a bug, or the unsafe demo);
+        # read by the server's audit after the reader has ended.
+        self.crashes: list[str] = []
+
+    def attach(self, dialect: Dialect) -> None:
+        """Gives the connection its dialect; once, before `serve()`."""
+        self._dialect = dialect
+        self._decoder = LineDecoder(dialect.max_line_bytes)
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.label()}>"
+
+    # -- what the dialect sees (chat/dialects Link) --------------------------------------------
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._address
+
+    @property
+    def ending(self) -> bool:
+        return self._reason is not None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the connection ends (None while it goes on)."""
+        return self._reason
+
+    def send(self, data: bytes) -> None:
+        if self._output.offer(data):
+            self.flush()
+        else:
+            self.drop(ev.LeaveReason.SENDQ_EXCEEDED)
+
+    def send_pieces(self, pieces: Iterable[bytes]) -> None:
+        for piece in pieces:
+            if self.ending:
+                return
+            if not self._output.offer(piece):
+                self.flush()
+                if not (
+                    self._output.wait_room(len(piece), REPLY_WAIT_S) and self._output.offer(piece)
+                ):
+                    self.drop(ev.LeaveReason.SENDQ_EXCEEDED)
+                    return
+        self.flush()
+
+    def end(self, reason: str) -> bool:
+        """Records why the connection ends; True if this call was the first to say so."""
+        with self._reason_lock:
+            if self._reason is not None:
+                return False
+            self._reason = reason
+            return True
+
+    def label(self) -> str:
+        nick = getattr(self._dialect, "nick", None)
+        return f"{self._address[0]}:{self._address[1]} {nick or '-'}"
+
+    # -- doors for other threads (the hub's Member, and a dialect's Peer) ----------------------
+
+    @property
+    def socket(self) -> socket.socket:
+        return self._sock
+
+    def deliver(self, event: ev.Event, cache: EncodeCache | None = None) -> bool:
+        """Queues `event` in this client's format; never blocks; False if the queue is full."""
+        assert self._dialect is not None
+        return self._output.offer(self._dialect.encode(event, cache))
+
+    def flush(self) -> None:
+        """Has what is queued sent soon, by the sender thread; never blocks.
+
+        Called by the thread that queued something, after it released the hub lock.
+        """
+        self._sender.ready(self)
+
+    def drop(self, reason: str) -> None:
+        """Disconnects at once, unsent output is lost (the client is too slow or the server is
+        out of patience). Idempotent; the reader announces the leave."""
+        if reason == ev.LeaveReason.SENDQ_EXCEEDED:
+            reason = self._output.refusal_reason  # the naive classroom output has no queue
+        self.end(reason)
+        self._output.discard()
+        self._cut()
+
+    def shut_down(self) -> None:
+        """Says goodbye because the server stops: queue the notice; once it is sent, the
+        sender cuts the connection, which ends the reader."""
+        if self.end(ev.LeaveReason.SHUTDOWN):
+            self.deliver(ev.Notice("server shutting down", time.time()))
+        self._output.close()
+        self.flush()
+
+    def hung_up(self) -> bool:
+        """Whether the client has closed its side (a FIN or a reset is waiting); never blocks.
+
+        Used when a newcomer asks for a nickname this connection holds: a client that closed
+        without QUIT and reconnected at once must not find its own ghost in the way.
+        """
+        if not self._reading:
+            return True
+        try:
+            poller = select.poll()
+            events = select.POLLIN | getattr(select, "POLLRDHUP", 0)
+            poller.register(self._sock, events)
+            ready = poller.poll(0)
+        except (OSError, ValueError):  # closed under us: gone indeed
+            return True
+        if not ready:
+            return False
+        flags = ready[0][1]
+        if flags & (select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)):
+            return True
+        try:  # readable: input or EOF; peeking tells which without taking anything
+            return self._sock.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+    def wait_gone(self, timeout: float) -> bool:
+        return self._gone.wait(timeout)
+
+    # -- doors for the sender thread -----------------------------------------------------------
+
+    def send_queued(self) -> bool:
+        """Sends what is queued, as much as the socket takes now; True if the socket is full
+        and the rest waits for it to drain. Only the sender thread calls this."""
+        data = self._output.claim()
+        if data is not None:
+            try:
+                sent = self._sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:  # the client is gone: nothing more will ever go out
+                self._output.release()
+                self.drop(ev.LeaveReason.CONNECTION_LOST)
+                return False
+            unsent = data[sent:]
+            self._output.release(unsent)
+            if unsent:
+                return True
+        # Drained while the reader still waits for input: the server is shutting down and the
+        # goodbye is out. Cut both ways, which wakes the reader to finish. (Drained is checked
+        # first: the reader clears `_reading` before it closes the output itself.)
+        if self._output.drained and self._reading:
+            self._cut()
+        return False
+
+    def close_socket(self) -> None:
+        """The sender thread's last act for this connection, after the reader retired it."""
+        with self._sock_lock:
+            self._sock_closed = True
+            self._sock.close()
+
+    # -- the reader ----------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """The reader: reads and hands lines to the dialect until the connection ends, then
+        leaves the hub and closes. Runs in whatever thread the server's runner gives it."""
+        dialect = self._dialect
+        assert dialect is not None, "attach() a dialect first"
+        try:
+            if not self.ending:
+                dialect.greet()
+            while not self.ending:
+                data = self._receive(dialect)
+                if data is None:
+                    continue
+                if not data:
+                    self.end(ev.LeaveReason.CONNECTION_LOST)
+                    break
+                dialect.handle(self._decoder.feed(data))
+        except TimeoutError as error:
+            if self.end(ev.LeaveReason.TIMED_OUT):
+                dialect.farewell(ev.LeaveReason.TIMED_OUT, str(error))
+        except EndlessLine as error:
+            if self.end(ev.LeaveReason.LINE_TOO_LONG):
+                dialect.farewell(ev.LeaveReason.LINE_TOO_LONG, error.message)
+        except OSError:
+            self.end(ev.LeaveReason.CONNECTION_LOST)
+        except Exception as error:  # a bug must cost one connection, never the reader thread
+            self._crashed(error)
+        finally:
+            self._finish(dialect)
+
+    def _receive(self, dialect: Dialect) -> bytes | None:
+        """The next bytes from the client; None to look again (a silence the dialect handled,
+        or a wake-up). Raises TimeoutError past the registration deadline or the idle limit.
+
+        Registration is a deadline counted from connect: neither bytes trickling in one at a
+        time nor complete but useless lines move it (a "slowloris" cannot hold a slot).
+        """
+        registering = not dialect.registered and self._register_deadline is not None
+        if registering:
+            assert self._register_deadline is not None
+            wait: float | None = self._register_deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                raise TimeoutError("registration timed out")
+        else:
+            wait = dialect.silence_limit()
+        try:
+            return self._sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            pass
+        if _readable(self._sock, wait) or registering:
+            return None  # input (or EOF) to read; or the deadline, checked at the top
+        if dialect.on_silence():
+            return None
+        raise TimeoutError("timed out")
+
+    def _finish(self, dialect: Dialect) -> None:
+        self._reading = False  # read by the sender: the reader no longer waits for input
+        reason = self._reason or ev.LeaveReason.CONNECTION_LOST
+        try:
+            dialect.finish(reason)
+        except Exception as error:
+            self._crashed(error)
+        self._gone.set()
+        self._output.close()
+        self.flush()
+        if self._output.wait_drained(FLUSH_TIMEOUT_S):
+            self._cut(both=False)  # a FIN after the last line: the client reads every line
+            self._drain_input()
+        else:  # the client is not reading: stop waiting for it
+            self._output.discard()
+            self._cut()
+        self._sender.retire(self)  # the sender closes the socket, after any send in flight
+        log.info("%s disconnected (%s)", self.label(), reason)
+        self._on_exit(self)
+
+    def _drain_input(self) -> None:
+        """Discards what the client still sends until it hangs up too (bounded: LINGER_*).
+
+        Everything is sent and our side is shut down (a FIN after the last byte), so a
+        well-behaved client sees the end and closes at once; this only waits for that.
+        """
+        deadline = time.monotonic() + LINGER_S
+        drained = 0
+        with contextlib.suppress(OSError):
+            while drained < LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+                if not _readable(self._sock, left):
+                    return
+                data = self._sock.recv(RECV_BYTES)
+                if not data:
+                    return
+                drained += len(data)
+
+    def _cut(self, both: bool = True) -> None:
+        """Shuts the socket down both ways, which wakes a reader waiting for input; with
+        both=False only our sending side (the client gets a FIN after our last byte)."""
+        with self._sock_lock:
+            if self._sock_closed:
+                return
+            with contextlib.suppress(OSError):  # already disconnected
+                self._sock.shutdown(socket.SHUT_RDWR if both else socket.SHUT_WR)
+
+    def _crashed(self, error: Exception) -> None:
+        log.error("%s: unexpected %r", self.label(), error, exc_info=error)
+        self.crashes.append(repr(error))
+        self.end(ev.LeaveReason.SERVER_ERROR)
+
+
+def _readable(sock: socket.socket, timeout: float | None) -> bool:
+    """Waits up to `timeout` seconds (None: for ever) for `sock` to have input (or EOF, or an
+    error)."""
+    if hasattr(select, "poll"):  # no limit on descriptor numbers, unlike select()
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else max(0.0, timeout) * 1000))
+    return bool(select.select([sock], [], [], timeout)[0])

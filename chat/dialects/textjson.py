@@ -1,0 +1,321 @@
+"""TextJsonDialect: the server's own protocol, as `/commands` (nc, telnet) or JSON Lines.
+
+A client starts in text mode; a first line that is a JSON object switches it to JSON Lines for
+good (chat/wire/text.py and chat/wire/jsonl.py are the codecs). Either way the same requests
+reach the hub, and both kinds of user share its rooms with IRC users.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Protocol
+
+from chat import events as ev
+from chat.config import ServerConfig
+from chat.dialects import Link, reclaim_nick, sentence, split_lines
+from chat.flood import FloodGate, Verdict
+from chat.hub import ChatError, Hub, NickTaken
+from chat.protocol import (
+    MAX_LINE_BYTES,
+    Line,
+    LineTooLong,
+    ProtocolError,
+    decode_text,
+    nick_error,
+    room_key,
+)
+from chat.wire import EncodeCache
+from chat.wire import jsonl as json_wire
+from chat.wire import text as text_wire
+
+log = logging.getLogger("chat.dialects.textjson")
+
+
+class Codec(Protocol):
+    """A wire module as this dialect uses it (chat/wire/text.py, chat/wire/jsonl.py)."""
+
+    NAME: str
+
+    def parse(self, line: str, registered: bool) -> ev.Request: ...
+
+    def encode(
+        self,
+        event: ev.Event,
+        recipient: str,
+        current_room: str | None = None,
+        cache: EncodeCache | None = None,
+    ) -> bytes: ...
+
+
+class TextJsonDialect:
+    """One text or JSON client's protocol state.
+
+    Thread safety: the reader thread alone calls everything but `encode()`, and alone changes
+    `nick`, `_codec` and the registration state. `encode()` runs in whichever thread delivers an
+    event, under the hub lock: it reads `nick` and `_codec` (set before registration and never
+    changed by another thread) and `current_room`, which both threads may change: the reader
+    when the user joins or parts, `encode()` when the user is kicked from its current room (so
+    its next plain line goes where it was told). `_room_lock` (a leaf lock, taken under the hub
+    lock by `encode()`, never held while calling the hub) makes each change one step.
+    """
+
+    max_line_bytes = MAX_LINE_BYTES
+
+    def __init__(self, link: Link, hub: Hub, config: ServerConfig) -> None:
+        self._link = link
+        self._hub = hub
+        self._config = config
+        self.nick: str | None = None
+        # Where plain messages go; lines from the user's other rooms are prefixed "[#room] ".
+        self.current_room: str | None = None
+        self._room_lock = threading.Lock()
+        self._codec: Codec = text_wire  # until a first line in JSON says otherwise
+        self._password_ok = config.password is None
+        self._flood = FloodGate(config.flood_rate, config.flood_burst, time.monotonic())
+        self._quit_message = ""
+
+    @staticmethod
+    def refusal(message: str) -> bytes:
+        return f"! {message}\n".encode()
+
+    @property
+    def registered(self) -> bool:
+        return self.nick is not None
+
+    # -- the Dialect protocol ------------------------------------------------------------------
+
+    def greet(self) -> None:
+        self._reply(ev.Greeting(online=len(self._hub), password=not self._password_ok))
+
+    def encode(self, event: ev.Event, cache: EncodeCache | None) -> bytes:
+        current = self.current_room
+        if isinstance(event, ev.Kicked) and event.nick == self.nick:
+            # Kicked from the room its plain lines go to: they go to its newest room now. The
+            # line itself is encoded with the room it was kicked from, to say so.
+            with self._room_lock:
+                current = self.current_room
+                if current is not None and room_key(current) == room_key(event.room):
+                    self.current_room = event.rooms_left[-1] if event.rooms_left else None
+        return self._codec.encode(event, self.nick or "", current, cache)
+
+    def silence_limit(self) -> float | None:
+        return self._config.idle_timeout_s
+
+    def on_silence(self) -> bool:
+        return False  # idle too long: the connection says goodbye
+
+    def farewell(self, reason: str, message: str) -> None:
+        code = "timeout" if reason == ev.LeaveReason.TIMED_OUT else "line_too_long"
+        self._reply_error(ProtocolError(code, message))
+
+    def finish(self, reason: str) -> None:
+        self._hub.leave(self._link, reason, self._quit_message)
+
+    def handle(self, lines: list[Line]) -> None:
+        """The lines of one `recv()`; consecutive messages to the current room go to the hub
+        as one batch (one trip through the lock, one queue entry per member)."""
+        texts: list[str] = []
+        for line in lines:
+            request = self._parse(line)
+            if isinstance(request, ev.Say) and request.room is None:
+                if request.text.strip():
+                    texts.append(request.text)
+                continue
+            if texts:  # keep the order: the messages before this request come first
+                self._say(texts)
+                texts = []
+            if request is not None:
+                try:
+                    self._dispatch(request)
+                except ChatError as error:
+                    self._reply_error(sentence(error))
+                except ProtocolError as error:
+                    self._reply_error(error)
+            if self._link.ending:
+                break
+        if texts:
+            self._say(texts)
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def _parse(self, line: Line) -> ev.Request | None:
+        """The request on `line`, or None when it was refused (and the client told why)."""
+        if line.too_long:
+            self._reply_error(LineTooLong(self.max_line_bytes))
+            return None
+        text = decode_text(line.data)
+        if self.nick is None and self._codec is text_wire and json_wire.looks_like_json(text):
+            self._codec = json_wire
+        if not self._password_ok and self._codec is text_wire:
+            self._check_password(text.strip())
+            return None
+        if not self._flood_allows():
+            return None
+        try:
+            return self._codec.parse(text, registered=self.nick is not None)
+        except ProtocolError as error:
+            self._reply_error(error)
+            return None
+
+    def _say(self, texts: list[str]) -> None:
+        try:
+            self._hub.say(self._link, *texts, room=self._room_or_current(None))
+        except ChatError as error:
+            self._reply_error(sentence(error))
+        except ProtocolError as error:
+            self._reply_error(error)
+
+    def _dispatch(self, request: ev.Request) -> None:
+        hub, link = self._hub, self._link
+        match request:
+            case ev.Hello(nick=nick, password=password):
+                self._register(nick, password)
+            case ev.Say(text=text, room=room):
+                if text.strip():
+                    hub.say(link, text, room=self._room_or_current(room))
+            case ev.Act(text=text, room=room):
+                hub.act(link, text, self._room_or_current(room))
+            case ev.Whisper(to=to, text=text):
+                hub.whisper(link, to, text)
+            case ev.ChangeNick(nick=new):
+                self._rename(new)
+            case ev.Who(room=room):
+                self._reply(hub.who(link, self._room_or_current(room)))
+            case ev.ListUsers():
+                self._reply(hub.users())
+            case ev.Help():
+                self._reply(ev.HelpText(time.time()))
+            case ev.Ping(token=token):
+                self._reply(ev.Pong(token, time.time()))
+            case ev.Quit(reason=message):
+                self._quit_message = message
+                self._link.end(ev.LeaveReason.QUIT)
+                # Leave now, so that the goodbye is the last line this client receives.
+                hub.leave(link, ev.LeaveReason.QUIT, message)
+                self._reply(ev.Goodbye(message, time.time()))
+            case ev.JoinRoom(room=room, key=key):
+                self._switch_to(room, key)
+            case ev.PartRoom(room=room, message=message):
+                self._part(self._room_or_current(room), message)
+            case ev.ListRooms():
+                rooms = hub.list_rooms(link)
+                link.send_pieces(split_lines(self._codec.encode(rooms, self.nick or "")))
+            case ev.SetTopic(topic=None, room=room):
+                self._reply(hub.topic(link, self._room_or_current(room)))
+            case ev.SetTopic(topic=str() as topic, room=room):
+                hub.set_topic(link, self._room_or_current(room), topic)
+            case ev.KickUser(nick=nick, reason=reason, room=room):
+                hub.kick(link, self._room_or_current(room), nick, reason)
+            case ev.SetRoomMode(key=key, secret=secret, room=room):
+                changes: list[tuple[str, str]] = []
+                if key is not None:
+                    changes.append(("+k", key) if key else ("-k", ""))
+                if secret is not None:
+                    changes.append(("+s" if secret else "-s", ""))
+                hub.set_modes(link, self._room_or_current(room), changes)
+            case ev.Nothing():
+                pass
+
+    def _flood_allows(self) -> bool:
+        """Asks the flood gate about one more line; warns or kicks as it says."""
+        verdict = self._flood.check(time.monotonic())
+        if verdict is Verdict.WARN:
+            rate = self._config.flood_rate
+            self._reply_error(ProtocolError("flood", f"slow down: at most {rate:g} lines/s"))
+        elif verdict is Verdict.KICK:
+            self._reply_error(ProtocolError("flood", "kicked for flooding"))
+            self._link.end(ev.LeaveReason.FLOODING)
+        return verdict is Verdict.ACCEPT
+
+    def _room_or_current(self, room: str | None) -> str:
+        if room is not None:
+            return room
+        current = self.current_room
+        if current is None:
+            raise ProtocolError("not_in_room", "you are in no room: /join #room first")
+        return current
+
+    def _switch_to(self, room: str, key: str) -> None:
+        """Joins `room` if needed and makes it the current room."""
+        with self._room_lock:
+            previous = self.current_room
+            self.current_room = room  # before joining: the room's first lines come unprefixed
+        try:
+            self._hub.enter(self._link, room, key)
+        except ChatError:
+            with self._room_lock:
+                if self.current_room == room:
+                    self.current_room = previous
+            raise
+
+    def _part(self, room: str, message: str) -> None:
+        self._hub.part(self._link, room, message)
+        with self._room_lock:
+            current = self.current_room
+            if current is None or room_key(room) != room_key(current):
+                return
+        rooms = self._hub.rooms_of(self._link)
+        with self._room_lock:
+            self.current_room = rooms[-1] if rooms else None
+        if rooms:
+            self._hub.enter(self._link, rooms[-1])  # shows where the user talks now
+        else:
+            self._reply(ev.Notice("you are in no room now: /join #room to talk again", time.time()))
+
+    def _check_password(self, attempt: str) -> None:
+        """Text mode: the first line is the server password."""
+        if attempt != self._config.password:
+            self._reply_error(ProtocolError("bad_password", "wrong password"))
+            self._link.end(ev.LeaveReason.BAD_PASSWORD)
+            return
+        self._password_ok = True
+        self._reply(ev.Greeting(online=len(self._hub), password=False))
+
+    def _register(self, nick: str, password: str | None = None) -> None:
+        if not self._password_ok:
+            if password != self._config.password:
+                self._link.end(ev.LeaveReason.BAD_PASSWORD)
+                raise ProtocolError("bad_password", "wrong or missing password")
+            self._password_ok = True
+        problem = nick_error(nick)
+        if problem is not None:
+            raise ProtocolError("nick_invalid", problem)
+        with self._room_lock:
+            self.current_room = self._hub.name
+        userhost = f"{nick}@{self._codec.NAME}"
+        try:
+            try:
+                self._hub.join(self._link, nick, userhost)
+            except NickTaken:
+                if not reclaim_nick(self._hub, nick):
+                    raise
+                self._hub.join(self._link, nick, userhost)
+        except NickTaken:
+            with self._room_lock:
+                self.current_room = None
+            raise ProtocolError("nick_taken", f"nickname {nick} is taken") from None
+        self.nick = nick
+        log.info("%s joined as %s", self._link.label(), nick)
+
+    def _rename(self, new: str) -> None:
+        problem = nick_error(new)
+        if problem is not None:
+            raise ProtocolError("nick_invalid", problem)
+        try:
+            self._hub.rename(self._link, new)
+        except NickTaken:
+            raise ProtocolError("nick_taken", f"nickname {new} is taken") from None
+        log.info("%s renamed to %s", self._link.label(), new)
+        self.nick = new
+
+    # -- replies -------------------------------------------------------------------------------
+
+    def _reply_error(self, error: ProtocolError) -> None:
+        prompt_again = self.nick is None and error.code in ("nick_invalid", "nick_taken")
+        self._reply(ev.Error(error.code, error.message, time.time(), prompt_again))
+
+    def _reply(self, event: ev.Event) -> None:
+        """An event for this client alone, from its reader (no lock is held)."""
+        self._link.send(self.encode(event, None))
