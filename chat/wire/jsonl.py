@@ -156,7 +156,7 @@ def encode(
 
 # A room listing is sent as several "rooms" objects of at most this many rooms, the last without
 # "more": a thousand rooms with long topics would otherwise be one line of megabytes.
-ROOMS_PER_OBJECT = 50
+ROOMS_PER_OBJECT = 20
 
 
 def room_list_lines(event: ev.RoomList) -> bytes:
