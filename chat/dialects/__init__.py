@@ -154,6 +154,12 @@ def reclaim_nick(hub: Hub, nick: str) -> bool:
 REPLY_PIECE_BYTES = 16 * 1024
 
 
+def reply_pieces(data: bytes, config: ServerConfig) -> list[bytes]:
+    """A long reply cut for `Link.send_pieces`: pieces of at most a quarter of the send queue,
+    so that each fits while other output waits beside it."""
+    return split_lines(data, min(REPLY_PIECE_BYTES, max(512, config.sendq_bytes // 4)))
+
+
 def split_lines(data: bytes, size: int = REPLY_PIECE_BYTES) -> list[bytes]:
     """`data` (whole lines) cut at line ends into pieces of about `size` bytes."""
     pieces: list[bytes] = []
