@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from client.connection import ConnectError, Connection
+from client.render import sanitize
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8888
@@ -51,7 +52,7 @@ def _ask_nick(reason: str) -> str | None:
     """Ask for another nickname on the terminal; None when the user gives up (Ctrl-D/Ctrl-C)."""
     from prompt_toolkit import prompt
 
-    sys.stderr.write(f"chat-client: {reason}\n")
+    sys.stderr.write(f"chat-client: {sanitize(reason)}\n")
     try:
         return prompt("Choose another nickname: ").strip() or None
     except (EOFError, KeyboardInterrupt):
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             connection.connect(_ask_nick if interactive else None)
         except ConnectError as exc:
-            sys.stderr.write(f"chat-client: {exc}\n")
+            sys.stderr.write(f"chat-client: {sanitize(str(exc))}\n")
             return 1
         if not interactive:
             from client.piped import run_piped

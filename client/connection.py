@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from client.state import Status
-from client.wire import PROTOCOL_VERSION, LineBuffer, LineTooLong, decode, encode
+from client.wire import PROTOCOL_VERSION, LineBuffer, LineTooLong, decode, encode, error_text
 
 ProtocolMessage = dict[str, Any]
 
@@ -248,11 +248,12 @@ class Connection:
                 raise ConnectError(f"cannot connect to {self._status.address}: {reason}") from exc
             if reply.get("type") == "welcome":
                 break
-            code, message = str(reply.get("code", "")), str(reply.get("message", ""))
+            code = reply.get("code")
+            reason = error_text(code, reply.get("message"))
             link.sock.close()
             if code not in ("nick_taken", "nick_invalid") or ask_nick is None:
-                raise ConnectError(f"the server refused {nick!r}: {message or code}")
-            new_nick = ask_nick(message or code)
+                raise ConnectError(f"the server refused {nick!r}: {reason}")
+            new_nick = ask_nick(reason)
             if not new_nick:
                 raise ConnectError("no nickname chosen")
             nick = new_nick.strip()
@@ -321,7 +322,7 @@ class Connection:
                 return link, reply
             link.sock.close()
             if reply.get("code") not in ("nick_taken", "nick_invalid"):
-                raise ConnectError(str(reply.get("message") or reply.get("code")))
+                raise ConnectError(error_text(reply.get("code"), reply.get("message")))
         raise ConnectError("every alternate nickname is taken")
 
     # --- threads ----------------------------------------------------------------------------

@@ -21,6 +21,8 @@ from typing import Any
 
 from prompt_toolkit.utils import get_cwidth
 
+from client.wire import error_text as error_text  # re-exported: errors become sentences
+
 Fragment = tuple[str, str]
 
 # Control characters are made visible, not silently dropped: a C0 control becomes its Unicode
@@ -330,7 +332,9 @@ def _render(event: Mapping[str, Any], own_nick: str, now: float) -> Line | None:
     if kind == "notice":
         return dim(f"server: {_field(event, 'text')}")
     if kind == "error":
-        return Line((stamp, (ERROR, f"-!- {_field(event, 'message')} ({_field(event, 'code')})")))
+        return Line(
+            (stamp, (ERROR, "-!- " + sanitize(error_text(event.get("code"), event.get("message")))))
+        )
     return None
 
 

@@ -56,3 +56,40 @@ class LineBuffer:
             raise LineTooLong(f"line longer than {self._max} bytes")
         self._pending = bytearray(rest)
         return [bytes(line[:-1] if line.endswith(b"\r") else line) for line in lines]
+
+
+# What an error code means, for a server that sent a code without a message (ours always sends
+# both; docs/protocol.md lists the codes). A person reads sentences, not identifiers.
+ERROR_SENTENCES: dict[str, str] = {
+    "nick_invalid": "that nickname is not valid",
+    "nick_taken": "that nickname is taken",
+    "no_such_nick": "no such nick",
+    "bad_request": "the server did not understand a request",
+    "not_registered": "not registered yet",
+    "line_too_long": "line too long, not sent",
+    "flood": "slow down: too many lines at once",
+    "server_full": "the server is full, try again later",
+    "too_many_connections": "too many connections from this address",
+    "no_such_room": "no such room",
+    "bad_room_name": "that is not a valid room name",
+    "not_in_room": "you are not in that room",
+    "user_not_in_room": "they are not in that room",
+    "bad_key": "that room needs a key: /join #room KEY",
+    "not_operator": "only the room's operators can do that",
+    "bad_password": "wrong password",
+    "timeout": "timed out",
+}
+
+
+def error_text(code: object, message: object) -> str:
+    """The sentence to show for an error: the server's message, else the meaning of its code.
+
+    A code is never shown bare: an unknown one without a message becomes a detail of a sentence.
+    Not sanitised: the caller shows it (render.sanitize) or writes it to stderr (sanitised too).
+    """
+    if isinstance(message, str) and message.strip():
+        return message.strip()
+    if not isinstance(code, str) or not code:
+        return "the server refused that"
+    known = ERROR_SENTENCES.get(code)
+    return known if known is not None else f"the server refused that ({code})"

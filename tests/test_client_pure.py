@@ -14,6 +14,7 @@ from client.commands import Local, Quit, Send, Usage, parse, split_text
 from client.completion import ChatCompleter
 from client.render import (
     Line,
+    error_text,
     format_time,
     info_line,
     mentions,
@@ -145,7 +146,26 @@ def test_error_is_not_dimmed() -> None:
     )
     assert line is not None
     assert "class:error" in line.fragments[1][0]
-    assert "no such nick: x (no_such_nick)" in line.plain
+    assert line.plain.endswith("-!- no such nick: x")
+
+
+@pytest.mark.parametrize(
+    ("event", "shown"),
+    [
+        ({"code": "no_such_nick", "message": "no such nick: bob"}, "no such nick: bob"),
+        ({"code": "no_such_nick"}, "no such nick"),
+        ({"code": "bad_key", "message": ""}, "that room needs a key: /join #room KEY"),
+        ({"code": "frobnicated"}, "the server refused that (frobnicated)"),
+        ({"message": "slow down"}, "slow down"),
+        ({}, "the server refused that"),
+    ],
+)
+def test_errors_are_sentences_never_bare_codes(event: dict[str, object], shown: str) -> None:
+    line = render_event({"type": "error", "ts": TS, **event}, "alice", 0)
+    assert line is not None
+    assert line.plain == f"{format_time(TS)} -!- {shown}"
+    assert error_text("no_such_nick", "") == "no such nick"
+    assert "_" not in error_text("not_operator", "")
 
 
 def test_every_received_field_is_sanitised() -> None:
