@@ -191,6 +191,8 @@ class ChatUI:
         self.bells = 0
         self._quitting = False
         self._printing: set[asyncio.Future[None]] = set()
+        # What the next prompt starts with: a paste the user did not send, to edit (UI loop only).
+        self._kept_input = ""
         history, self._history_warning = open_history(history_path)
         self.session: PromptSession[str] = PromptSession(
             message=self._prompt,
@@ -338,9 +340,10 @@ class ChatUI:
             while not self._quitting:
                 try:
                     self._active_app = self.session.app
-                    text = await self.session.prompt_async()
+                    text = await self.session.prompt_async(default=self._kept_input)
                 except (EOFError, KeyboardInterrupt):
                     break
+                self._kept_input = ""
                 if self._quitting:
                     break
                 outcome = await self.handle_input(text)
@@ -400,7 +403,9 @@ class ChatUI:
             finally:
                 self._active_app = self.session.app
             if answer.strip().lower() not in ("y", "yes"):
-                self._say(f"paste of {len(lines)} lines not sent")
+                # Not thrown away: a paste that was almost right is edited, not pasted again.
+                self._kept_input = text
+                self._say(f"paste of {len(lines)} lines not sent; it is back in the input line")
                 return None
             for line in lines:
                 self._send(Send(({"type": "message", "text": line},)))

@@ -190,12 +190,20 @@ def test_history_up_and_kept_in_the_data_dir(chat_server: ChatServer, history: P
     assert history.stat().st_mode & 0o077 == 0  # private messages are in it
 
 
-def test_paste_of_many_lines_asks_first(chat_server: ChatServer, history: Path) -> None:
+def test_paste_of_many_lines_asks_first_and_no_keeps_it_to_edit(
+    chat_server: ChatServer, history: Path
+) -> None:
     bob = JsonPeer(chat_server.address, "bob")
     with running_ui(chat_server.address, "alice", history) as alice:
         alice.type(PASTE_START + "one\ntwo\nthree" + PASTE_END + "\r")
         alice.type("n\r")
         alice.shows("paste of 3 lines not sent")
+        alice.wait_for_buffer("one\ntwo\nthree")  # kept in the input line, to edit
+        alice.type("!")  # the cursor is at its end
+        alice.wait_for_buffer("one\ntwo\nthree!")
+        alice.type("\r")  # asks again
+        alice.type("y\r")
+        assert [bob.expect_type("message")["text"] for _ in range(3)] == ["one", "two", "three!"]
         alice.type(PASTE_START + "one\n/two" + PASTE_END + "\r")
         alice.type("y\r")
         assert bob.expect_type("message")["text"] == "one"
