@@ -104,10 +104,15 @@ class ConnectError(Exception):
 
 @dataclass(frozen=True)
 class Received:
-    """An event from the server, with the status right after it."""
+    """An event from the server, with the status right after it.
+
+    `room_before` is the current room before it: a kick or part that changed my current room
+    says so (the prompt must not change silently).
+    """
 
     event: ProtocolMessage
     status: Status
+    room_before: str = ""
 
 
 @dataclass(frozen=True)
@@ -474,7 +479,7 @@ class Connection:
             self._status = status
         if kind == "rename" and before.nick and event.get("old") == before.nick:
             self._preferred_nick = status.nick  # the user chose it (or we took ours back)
-        self._notify(Received(event, status))
+        self._notify(Received(event, status, before.room))
         if status.nick.lower() != self._preferred_nick.lower() and _frees(
             event, self._preferred_nick
         ):

@@ -163,7 +163,12 @@ _ROOM_PREFIXED = frozenset({"message", "action", "join", "users"})
 
 
 def render_event(
-    event: Mapping[str, Any], own_nick: str, now: float, current_room: str = ""
+    event: Mapping[str, Any],
+    own_nick: str,
+    now: float,
+    current_room: str = "",
+    *,
+    room_before: str = "",
 ) -> Line | None:
     """Render one event received from the server.
 
@@ -171,7 +176,10 @@ def render_event(
         event: a decoded JSON object with a `type`.
         own_nick: my nickname when the event arrived (for mentions and "you").
         now: the time to show when the event has no `ts`.
-        current_room: my current room; events of other rooms are prefixed with theirs.
+        current_room: my current room (after the event); events of other rooms are prefixed
+            with theirs.
+        room_before: my current room before the event: when I was kicked from it or left it,
+            the line says where I talk now.
 
     Returns:
         The line to show, or None for events that are not shown (`pong`, unknown types: the
@@ -179,6 +187,19 @@ def render_event(
     """
     line = _render(event, own_nick, now)
     room = event.get("room")
+    if (
+        line is not None
+        and event.get("type") in ("kick", "part")
+        and event.get("nick") == own_nick
+        and isinstance(room, str)
+        and room.lower() == room_before.lower()
+    ):
+        where = (
+            f"now talking in {sanitize(current_room)}"
+            if current_room
+            else "you are in no room now: /join #room"
+        )
+        return Line((*line.fragments, (line.fragments[-1][0], f"; {where}")), line.highlight)
     if (
         line is None
         or event.get("type") not in _ROOM_PREFIXED
@@ -284,14 +305,29 @@ def _render(event: Mapping[str, Any], own_nick: str, now: float) -> Line | None:
         )
     if kind == "part":
         message = _field(event, "message")
+        if event.get("nick") == own_nick:
+            return dim(f"You left {_field(event, 'room')}" + (f" ({message})" if message else ""))
         why = f"{message}, " if message else ""
         left = _field(event, "count")
         return dim(f"{_field(event, 'nick')} left {_field(event, 'room')} ({why}{left} online)")
     if kind == "kick":
         reason = _field(event, "reason")
+        why = f" ({reason})" if reason else ""
+        if event.get("nick") == own_nick:  # not dimmed: it happened to me
+            return Line(
+                (
+                    stamp,
+                    (
+                        ERROR,
+                        f"-!- You were kicked from {_field(event, 'room')}"
+                        f" by {_field(event, 'by')}{why}",
+                    ),
+                ),
+                highlight=True,
+            )
         return dim(
             f"{_field(event, 'nick')} was kicked from {_field(event, 'room')} by"
-            f" {_field(event, 'by')}" + (f" ({reason})" if reason else "")
+            f" {_field(event, 'by')}{why}"
         )
     if kind == "topic":
         room, topic, by = _field(event, "room"), _field(event, "topic"), _field(event, "by")

@@ -283,7 +283,11 @@ class ChatUI:
                     if isinstance(sender, str):
                         self._recent.append(sender)
                 line = render_event(
-                    event.event, event.status.nick, self._clock(), event.status.room
+                    event.event,
+                    event.status.nick,
+                    self._clock(),
+                    event.status.room,
+                    room_before=event.room_before,
                 )
                 if line is not None:
                     lines.append(line)

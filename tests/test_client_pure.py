@@ -189,6 +189,28 @@ def test_local_lines() -> None:
     assert "queued" in own_message_line("alice", "hi", TS, queued=True).plain
 
 
+def test_kicked_or_parted_from_my_current_room_says_where_i_talk_now() -> None:
+    kick = {"type": "kick", "ts": TS, "room": "#rust", "nick": "alice", "by": "carol"}
+    line = render_event({**kick, "reason": "too loud"}, "alice", 0, "#lobby", room_before="#rust")
+    assert line is not None
+    assert line.plain == (
+        f"{format_time(TS)} -!- You were kicked from #rust by carol (too loud);"
+        " now talking in #lobby"
+    )
+    assert line.highlight
+    assert "class:error" in line.fragments[1][0]
+    alone = render_event(kick, "alice", 0, "", room_before="#rust")
+    assert alone is not None
+    assert alone.plain.endswith("by carol; you are in no room now: /join #room")
+    other = render_event(kick, "alice", 0, "#lobby", room_before="#lobby")  # not my current one
+    assert other is not None
+    assert other.plain.endswith("You were kicked from #rust by carol")
+    part = {"type": "part", "ts": TS, "room": "#rust", "nick": "alice", "message": "bye"}
+    left = render_event(part, "alice", 0, "#lobby", room_before="#rust")
+    assert left is not None
+    assert left.plain == f"{format_time(TS)} -!- You left #rust (bye); now talking in #lobby"
+
+
 # --- commands ------------------------------------------------------------------------------
 
 

@@ -319,8 +319,22 @@ def test_rooms_join_talk_switch_and_part(chat_server: ChatServer, history: Path)
         said = carol.expect_type("message")
         assert (said["room"], said["text"]) == ("#lobby", "count me in")
         alice.type("/part #rust see you\r")
-        alice.shows("alice left #rust (see you")
+        alice.shows("You left #rust (see you)")
         assert alice.ui.status.rooms == ("#lobby",)
+
+
+def test_kicked_from_the_current_room_says_so(chat_server: ChatServer, history: Path) -> None:
+    carol = JsonPeer(chat_server.address, "carol")
+    carol.send_json({"type": "join", "room": "#rust"})  # first in: carol is its operator
+    carol.expect_type("room")
+    with running_ui(chat_server.address, "alice", history) as alice:
+        alice.type("/join #rust\r")
+        alice.shows("Now talking in #rust")
+        carol.expect_type("join")
+        carol.send_json({"type": "kick", "room": "#rust", "nick": "alice", "reason": "too loud"})
+        kicked = alice.shows("You were kicked from #rust by carol (too loud)")
+        assert kicked.plain.endswith("; now talking in #lobby")
+        assert alice.ui.status.room == "#lobby"
 
 
 def test_password(history: Path) -> None:
