@@ -359,16 +359,26 @@ class Connection:
             reason = self._serve(link)
             if time.monotonic() - started >= STABLE_LINK_S:
                 attempt = 0
+            # One red line says the link is lost and one says it is back; in between, the
+            # attempts only update the status (the status bar counts them and says why the last
+            # one failed), so a long outage does not fill the screen with a line per attempt.
             lost: str | None = f"connection lost: {reason}"
+            failed = ""
+            tries = 0
             while True:
                 delay = backoff_delay(attempt, self._rng, *self._backoff)
                 attempt += 1
+                tries += 1
                 with self._cv:
                     if self._closing:
                         return
-                    # State and countdown in one snapshot: nobody sees one without the other.
+                    # State, countdown and attempt in one snapshot: nobody sees one without the
+                    # others.
                     status = self._publish_locked(
-                        state="reconnecting", retry_at=time.monotonic() + delay
+                        state="reconnecting",
+                        retry_at=time.monotonic() + delay,
+                        attempt=tries,
+                        last_error=failed,
                     )
                 if lost is not None:
                     self._notify(Notice(lost, error=True))
@@ -381,8 +391,7 @@ class Connection:
                 try:
                     link, welcome = self._register_again()
                 except (OSError, ConnectError) as exc:
-                    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                    self._notify(Notice(f"reconnect failed: {text}"))
+                    failed = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                     continue
                 with self._cv:
                     resend = self._queued_locked()
@@ -395,10 +404,11 @@ class Connection:
                             self._seq += 1
                             self._outbox.appendleft((self._seq, {"type": "join", "room": room}))
                     self._cv.notify_all()
+                after = f" after {tries} attempts" if tries > 1 else ""
                 self._notify(
                     Notice(
-                        f"reconnected to {status.address} as {status.nick},"
-                        f" {len(status.users)} online"
+                        f"reconnected to {status.address}{after} as {status.nick},"
+                        f" {len(status.users)} in {status.room}"
                     )
                 )
                 if resend:

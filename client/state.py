@@ -37,6 +37,8 @@ class Status:
         room: my current room: where what I type goes.
         members: every room I am in, in the order I joined them, with who is in it.
         retry_at: when reconnecting, the `time.monotonic()` of the next attempt.
+        attempt: when reconnecting, the number of the next attempt (1 for the first).
+        last_error: when reconnecting, why the last attempt failed ('' before the first).
         queued: lines waiting to be sent (typed while disconnected).
     """
 
@@ -46,6 +48,8 @@ class Status:
     room: str = ""
     members: Members = ()
     retry_at: float | None = None
+    attempt: int = 0
+    last_error: str = ""
     queued: int = 0
 
     @property
@@ -96,6 +100,8 @@ class Status:
                 room=room,
                 members=((room, sorted_nicks(_strings(event.get("users")))),),
                 retry_at=None,
+                attempt=0,
+                last_error="",
             )
         if kind in ("room", "users") and room:
             members = self._set_members(room, _strings(event.get("users")))

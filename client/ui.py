@@ -44,7 +44,15 @@ from client import commands
 from client.commands import Local, Quit, Send, Usage
 from client.completion import ChatCompleter
 from client.connection import Connection, Event, Notice, Received, StatusChanged
-from client.render import ERROR, Line, info_line, own_message_line, render_event, wrap
+from client.render import (
+    ERROR,
+    Line,
+    info_line,
+    own_message_line,
+    render_event,
+    sanitize,
+    wrap,
+)
 from client.state import Status
 
 # What the terminal shows is the real scrollback; the transcript is a bounded copy for tests
@@ -111,8 +119,12 @@ def toolbar_fragments(status: Status, now: float) -> StyleAndTextTuples:
     else:
         state_style = "class:bottom-toolbar.state.offline"
         if status.state == "reconnecting" and status.retry_at is not None:
+            # One line that updates, instead of a line per attempt on the screen.
             wait_s = math.ceil(status.retry_at - now)
-            state = f"reconnecting in {wait_s}s" if wait_s > 0 else "reconnecting now"
+            when = f"next in {wait_s}s" if wait_s > 0 else "now"
+            state = f"reconnecting (attempt {status.attempt}, {when})"
+            if status.last_error:
+                state += f": {sanitize(status.last_error)}"
         else:
             state = status.state
     fragments: StyleAndTextTuples = [

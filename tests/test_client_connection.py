@@ -24,6 +24,7 @@ from client.connection import (
     Notice,
     Pacer,
     Received,
+    StatusChanged,
     alternate_nicks,
     backoff_delay,
 )
@@ -361,3 +362,30 @@ def test_rooms_are_joined_again_after_a_reconnect(
     said = bob.expect_type("message")
     assert (said["room"], said["text"]) == ("#rust", "back in rust")
     connection.quit()
+
+
+def test_reconnect_attempts_update_the_status_instead_of_printing_a_line_each(
+    events: Events,
+) -> None:
+    first = ChatServer("127.0.0.1", 0, flood_rate=0).start()
+    address = first.address
+    connection = connect(address, "alice", events)
+    events.received("welcome")
+    first.stop()  # from now on every attempt is refused
+
+    def attempt(number: int) -> Callable[[Event], bool]:
+        return lambda e: isinstance(e, StatusChanged) and e.status.attempt >= number
+
+    failing = events.wait(attempt(4))
+    assert isinstance(failing, StatusChanged)
+    assert failing.status.state == "reconnecting"
+    assert failing.status.last_error  # why the last attempt failed, for the status bar
+    with ChatServer(*address, flood_rate=0):
+        events.notice("reconnected to")
+        notices = [e.text for e in events.seen if isinstance(e, Notice)]
+        assert len(notices) == 2, notices  # one line when lost, one when back
+        assert notices[0].startswith("connection lost")
+        assert notices[1].startswith(f"reconnected to 127.0.0.1:{address[1]} after ")
+        assert connection.status.attempt == 0
+        assert connection.status.last_error == ""
+        connection.quit()

@@ -378,13 +378,16 @@ def test_toolbar_shows_state_nick_count_and_queue() -> None:
         {"type": "welcome", "nick": "alice", "room": "#lobby", "users": ["alice", "bob"]}
     )
     assert bar(status) == " 127.0.0.1:8888 │ connected │ alice │ #lobby │ 2 online"
-    waiting = replace(status, state="reconnecting", retry_at=103.2, queued=2)
+    waiting = replace(status, state="reconnecting", retry_at=103.2, attempt=1, queued=2)
     assert bar(waiting) == (
-        " 127.0.0.1:8888 │ reconnecting in 4s │ alice │ #lobby │ 2 online │ 2 queued"
+        " 127.0.0.1:8888 │ reconnecting (attempt 1, next in 4s) │ alice │ #lobby │ 2 online"
+        " │ 2 queued"
     )
+    third = replace(waiting, attempt=3, last_error="Connection refused\x1b[2J")
+    assert "reconnecting (attempt 3, next in 4s): Connection refused\u241b[2J │" in bar(third)
     two_rooms = status.apply({"type": "room", "room": "#rust", "users": ["alice"]})
     assert bar(two_rooms) == " 127.0.0.1:8888 │ connected │ alice │ #rust │ 1 online │ 2 rooms"
-    assert "reconnecting now" in bar(waiting, now=104.0)
+    assert "reconnecting (attempt 1, now)" in bar(waiting, now=104.0)
     assert "disconnected" in bar(replace(status, state="disconnected"))
 
 
