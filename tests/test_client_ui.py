@@ -263,7 +263,7 @@ def test_reconnect_after_server_restart_and_offline_lines(history: Path) -> None
             alice.shows("connection lost")
             assert alice.ui.status.state == "reconnecting"
             bar = "".join(text for _, text in toolbar_fragments(alice.ui.status, 0))
-            assert "reconnecting in" in bar
+            assert "reconnecting (attempt 1, next in" in bar
             alice.type("typed while away\r")
             assert alice.shows("typed while away").plain.endswith("(queued: not connected)")
             alice.type("/who\r")
