@@ -40,7 +40,10 @@ from client.wire import PROTOCOL_VERSION, LineBuffer, LineTooLong, decode, encod
 
 ProtocolMessage = dict[str, Any]
 
-CONNECT_TIMEOUT_S = 10.0  # a server that does not accept or greet within this is "unreachable"
+CONNECT_TIMEOUT_S = 10.0  # a server that does not accept the TCP connection within this is down
+# A server that accepted but has not welcomed us within this is not answering (or is not a chat
+# server: a port that accepts and stays silent). Said in those words, not as "cannot connect".
+GREETING_TIMEOUT_S = 10.0
 BACKOFF_INITIAL_S = 1.0  # first reconnect delay; doubles per failed attempt ...
 BACKOFF_MAX_S = 30.0  # ... up to this, so a restarted server sees us back within half a minute
 # With no traffic for this long the client pings; no answer for another period means the link is
@@ -100,6 +103,10 @@ class Pacer:
 
 class ConnectError(Exception):
     """Could not connect or register; the message is meant for the user."""
+
+
+class NoGreeting(ConnectionError):
+    """The TCP connection was accepted but no welcome came in time; the message says which."""
 
 
 @dataclass(frozen=True)
@@ -170,7 +177,8 @@ class Connection:
         backoff_initial_s: first reconnect delay (tests make it small).
         backoff_max_s: longest reconnect delay.
         keepalive_s: idle time before a keepalive ping.
-        connect_timeout_s: how long connecting and registering may take.
+        connect_timeout_s: how long the server may take to accept the TCP connection.
+        greeting_timeout_s: how long, once accepted, it may take to welcome us.
         send_rate_lines_s: sustained lines per second we allow ourselves.
         send_burst_lines: lines we may send at once.
         password: the server's password (`--password`), sent in every `hello`.
@@ -187,6 +195,7 @@ class Connection:
         backoff_max_s: float = BACKOFF_MAX_S,
         keepalive_s: float = KEEPALIVE_S,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        greeting_timeout_s: float = GREETING_TIMEOUT_S,
         send_rate_lines_s: float = SEND_RATE_LINES_S,
         send_burst_lines: float = SEND_BURST_LINES,
         password: str | None = None,
@@ -199,6 +208,8 @@ class Connection:
         self._backoff = (backoff_initial_s, backoff_max_s)
         self._keepalive_s = keepalive_s
         self._connect_timeout_s = connect_timeout_s
+        self._greeting_timeout_s = greeting_timeout_s
+        self._progress: Callable[[str], None] | None = None  # only while connect() runs
         self._rng = rng or random.Random()
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._status = Status(address=address)
@@ -235,19 +246,32 @@ class Connection:
 
     # --- connecting -------------------------------------------------------------------------
 
-    def connect(self, ask_nick: AskNick | None = None) -> Status:
+    def connect(
+        self, ask_nick: AskNick | None = None, progress: Callable[[str], None] | None = None
+    ) -> Status:
         """Connect and register (blocking); call once, before `start()`.
 
         Args:
             ask_nick: asked for another nickname when the server refuses one; None gives up.
+            progress: told at once when the TCP connection is accepted (the greeting may take
+                a while, or never come), so a person is not left looking at a blank screen.
 
         Raises:
             ConnectError: the server is unreachable, refused us, or no nickname was accepted.
         """
         nick = self._preferred_nick
+        self._progress = progress
+        try:
+            return self._connect(nick, ask_nick)
+        finally:
+            self._progress = None
+
+    def _connect(self, nick: str, ask_nick: AskNick | None) -> Status:
         while True:
             try:
                 link, reply = self._open_and_hello(nick)
+            except NoGreeting as exc:
+                raise ConnectError(str(exc)) from exc
             except OSError as exc:
                 reason = exc.strerror or str(exc) or type(exc).__name__
                 raise ConnectError(f"cannot connect to {self._status.address}: {reason}") from exc
@@ -277,9 +301,15 @@ class Connection:
         than keeping one alive.)
 
         Raises:
+            NoGreeting: the server accepted the connection but did not welcome us in time.
             OSError: connecting or reading failed, or the server closed without a reply.
         """
         sock = socket.create_connection((self.host, self.port), timeout=self._connect_timeout_s)
+        address = self._status.address
+        if self._progress is not None:
+            self._progress(f"connected to {address}, waiting for the server's greeting…")
+        deadline = time.monotonic() + self._greeting_timeout_s
+        received = False
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             hello: ProtocolMessage = {"type": "hello", "version": PROTOCOL_VERSION, "nick": nick}
@@ -289,7 +319,19 @@ class Connection:
             buffer = LineBuffer()
             last_text = ""
             while True:
-                data = sock.recv(RECV_BYTES)
+                left = deadline - time.monotonic()
+                try:
+                    if left <= 0:
+                        raise TimeoutError
+                    sock.settimeout(left)
+                    data = sock.recv(RECV_BYTES)
+                except TimeoutError:
+                    what = "did not answer our hello" if received else "sent no greeting"
+                    raise NoGreeting(
+                        f"{address} accepted the connection but {what} within"
+                        f" {self._greeting_timeout_s:g} s (is it a chat server?)"
+                    ) from None
+                received = received or bool(data)
                 if not data:
                     # Before it knows our mode the server speaks text: "! server full ...".
                     raise ConnectionError(last_text.lstrip("! ") or "the server closed the link")

@@ -226,6 +226,56 @@ def test_unreachable_server_raises_connect_error() -> None:
         Connection("127.0.0.1", port, "bob").connect()
 
 
+class SilentServer:
+    """A real listening socket that accepts connections and never writes a byte."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address: tuple[str, int] = self.listener.getsockname()[:2]
+        self.accepted: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, name="test-silent-server")
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)  # held open, never written to
+
+    def close(self) -> None:
+        _shutdown(self.listener)  # wakes accept()
+        self.listener.close()
+        self.thread.join(WAIT_S)
+        for conn in self.accepted:
+            conn.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    server = SilentServer()
+    yield server
+    server.close()
+
+
+def test_a_server_that_accepts_but_never_greets_is_named_as_such(
+    silent_server: SilentServer,
+) -> None:
+    port = silent_server.address[1]
+    progress: list[str] = []
+    connection = Connection("127.0.0.1", port, "bob", greeting_timeout_s=0.2)
+    with pytest.raises(ConnectError) as raised:
+        connection.connect(progress=progress.append)
+    # Said at once, before the wait: the TCP connection itself succeeded.
+    assert progress == [f"connected to 127.0.0.1:{port}, waiting for the server's greeting…"]
+    assert str(raised.value) == (
+        f"127.0.0.1:{port} accepted the connection but sent no greeting within 0.2 s"
+        " (is it a chat server?)"
+    )
+    assert "cannot connect" not in str(raised.value)
+
+
 def test_server_full_is_reported() -> None:
     with ChatServer("127.0.0.1", 0, max_clients=1) as server:
         first = JsonPeer(server.address, "first")

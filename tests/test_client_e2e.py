@@ -270,6 +270,26 @@ def test_unreachable_server_is_one_line_and_exit_1(tmp_path: Path) -> None:
         terminal.kill()
 
 
+def test_a_silent_server_is_explained_not_a_blank_screen(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (backlog), never writes
+        port = silent.getsockname()[1]
+        terminal = Terminal(
+            [*client_command(), "bob", "--port", str(port), "--timeout", "0.5"],
+            client_env(tmp_path),
+        )
+        try:
+            terminal.wait_for(
+                rf"chat-client: connected to 127\.0\.0\.1:{port}, waiting for the server's greeting"
+            )
+            assert terminal.exit_code() == 1
+            assert (
+                f"chat-client: 127.0.0.1:{port} accepted the connection but sent no greeting"
+                " within 0.5 s (is it a chat server?)" in terminal.text.replace("\n", "")
+            )  # the terminal wrapped it at 80 columns
+        finally:
+            terminal.kill()
+
+
 # --- piped mode ---------------------------------------------------------------------------
 
 
