@@ -1,8 +1,8 @@
 """What a typed line means: "/nick bob" -> protocol message, local command or usage error. PURE.
 
-The server's commands (`/msg`, `/me`, `/nick`, `/who`, `/quit`) become JSON Lines messages
-(docs/protocol.md); `/help` and `/clear` are the client's own. Unknown commands are answered
-here, locally, so a typo is never sent to the room.
+The server's commands (`/msg`, `/me`, `/nick`, `/who`, `/users`, `/quit`, the room commands)
+become JSON Lines messages (docs/protocol.md); `/help` and `/clear` are the client's own.
+Unknown commands are answered here, locally, so a typo is never sent to the room.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ SERVER_COMMANDS: dict[str, tuple[str, str]] = {
     "msg": ("/msg NICK text", "private message to NICK"),
     "me": ("/me text", "action: * alice waves"),
     "nick": ("/nick NEW", "change your nickname"),
-    "who": ("/who", "list everyone in the current room"),
+    "who": ("/who", "list the people in the current room"),
+    "users": ("/users", "list everyone online, in every room"),
     "join": ("/join #room [key]", "join a room and talk there (or switch to it)"),
     "part": ("/part [#room] [reason]", "leave a room (the current one by default)"),
     "rooms": ("/rooms", "list the rooms and how many are in each"),
@@ -157,8 +158,10 @@ def parse(line: str) -> Parsed:
         if not rest or " " in rest:
             return Usage("usage: " + SERVER_COMMANDS["nick"][0])
         return Send(({"type": "nick", "nick": rest},))
-    if name == "who":
+    if name == "who":  # the UI names its current room (the server's may differ)
         return Send(({"type": "who"},))
+    if name == "users":
+        return Send(({"type": "users"},))
     if name == "join":
         room, _, key = rest.partition(" ")
         if not room:

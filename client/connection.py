@@ -228,6 +228,11 @@ class Connection:
         self._first_link: _Link | None = None
         self._first_welcome: ProtocolMessage = {}
         self._pacer = Pacer(send_rate_lines_s, send_burst_lines)
+        # A server from before the `users` request answers it with a `bad_request` error; its
+        # `who` then lists everyone online. `_users_asked`: `users` requests not yet answered;
+        # `_users_by_who`: `who` requests sent instead, whose reply means everyone.
+        self._users_asked = 0
+        self._users_by_who = 0
         self._threads: list[threading.Thread] = []
 
     # --- reading the state ------------------------------------------------------------------
@@ -525,6 +530,8 @@ class Connection:
                         self._unconfirmed.popleft()
                     self._cv.notify_all()
             return
+        if kind in ("error", "users") and not self._users_compat(event):
+            return
         with self._lock:
             before = self._status
             status = before.apply(event)
@@ -538,6 +545,34 @@ class Connection:
             self._notify(Notice(f"{self._preferred_nick} is free again; taking it back"))
             nick = self._preferred_nick
             self._enqueue(lambda seq: {"type": "nick", "nick": nick})
+
+    def _users_compat(self, event: ProtocolMessage) -> bool:
+        """Let `/users` work against a server that does not know the request yet.
+
+        Such a server refuses it (`bad_request`, "unknown type 'users'") and answers `who` with
+        everyone online: ask that instead, and show its reply as the answer to `/users`.
+        Changes `event` in place. Returns False when the event is handled and not to be shown.
+        """
+        with self._cv:
+            if event["type"] == "users":
+                if event.get("room") is None:
+                    self._users_asked = max(0, self._users_asked - 1)
+                elif self._users_by_who:
+                    self._users_by_who -= 1
+                    event["room"] = None
+                return True
+            if not (
+                self._users_asked
+                and event.get("code") == "bad_request"
+                and "'users'" in str(event.get("message", ""))
+            ):
+                return True
+            self._users_asked -= 1
+            self._users_by_who += 1
+            self._seq += 1
+            self._outbox.append((self._seq, {"type": "who"}))
+            self._cv.notify_all()
+        return False
 
     def _run_writer(self) -> None:
         while True:
@@ -608,6 +643,8 @@ class Connection:
                 return False
             self._seq += 1
             self._outbox.append((self._seq, message))
+            if message.get("type") == "users":
+                self._users_asked += 1
             self._cv.notify_all()
             status = self._publish_locked(queued=self._queued_locked())
         if self._sock is None:

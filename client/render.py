@@ -159,7 +159,7 @@ def own_message_line(nick: str, text: str, ts: float, *, queued: bool = False) -
 
 
 # Events of a room other than the current one get a `[#room] ` prefix (as in text mode).
-_ROOM_PREFIXED = frozenset({"message", "action", "join", "users"})
+_ROOM_PREFIXED = frozenset({"message", "action", "join"})
 
 
 def render_event(
@@ -281,7 +281,7 @@ def _render(event: Mapping[str, Any], own_nick: str, now: float) -> Line | None:
             highlight,
         )
     if kind == "join":
-        return dim(f"{_field(event, 'nick')} joined ({_field(event, 'count')} online)")
+        return dim(f"{_field(event, 'nick')} joined ({_field(event, 'count')} here)")
     if kind == "leave":
         reason, message = _field(event, "reason"), _field(event, "message")
         why = f"{reason}: {message}" if message else reason
@@ -295,12 +295,15 @@ def _render(event: Mapping[str, Any], own_nick: str, now: float) -> Line | None:
         users = event.get("users")
         listed = users if isinstance(users, list) else []
         names = [sanitize(u) for u in listed if isinstance(u, str)]
-        return dim(f"Online ({len(names)}): {', '.join(names)}")
+        room = event.get("room")
+        if isinstance(room, str) and room:  # the reply to /who: one room's members
+            return dim(f"People in {sanitize(room)} ({len(names)}): {', '.join(names)}")
+        return dim(f"Online ({len(names)}): {', '.join(names)}")  # to /users: everyone
     if kind == "welcome":
         users = event.get("users")
         count = len(users) if isinstance(users, list) else 0
         return dim(
-            f"Welcome to {_field(event, 'room')} as {_field(event, 'nick')}, {count} online."
+            f"Welcome to {_field(event, 'room')} as {_field(event, 'nick')} ({count} here)."
             " Type /help for commands."
         )
     if kind == "part":
@@ -309,7 +312,7 @@ def _render(event: Mapping[str, Any], own_nick: str, now: float) -> Line | None:
             return dim(f"You left {_field(event, 'room')}" + (f" ({message})" if message else ""))
         why = f"{message}, " if message else ""
         left = _field(event, "count")
-        return dim(f"{_field(event, 'nick')} left {_field(event, 'room')} ({why}{left} online)")
+        return dim(f"{_field(event, 'nick')} left {_field(event, 'room')} ({why}{left} here)")
     if kind == "kick":
         reason = _field(event, "reason")
         why = f" ({reason})" if reason else ""

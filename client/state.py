@@ -103,10 +103,12 @@ class Status:
                 attempt=0,
                 last_error="",
             )
-        if kind in ("room", "users") and room:
+        if kind == "room" and room:  # answers my join: who is there; it becomes current
             members = self._set_members(room, _strings(event.get("users")))
-            current = room if kind == "room" else self.room  # `room` answers my join
-            return dataclasses.replace(self, members=members, room=current)
+            return dataclasses.replace(self, members=members, room=room)
+        # A `users` reply (to /who or /users) does not change the members: they are kept from
+        # the events above and below, and a server from before the /who change answers /who
+        # with everyone online labelled as its default room.
         if kind == "join" and room and isinstance(nick, str):
             if self._is_me(nick) and not self.has_room(room):
                 return dataclasses.replace(self, members=self._set_members(room, [nick]))

@@ -64,7 +64,7 @@ TOOLBAR_REFRESH_S = 0.5  # the "reconnecting in Ns" countdown ticks
 QUIT_PRINT_TIMEOUT_S = 1.0  # leaving waits this long at most for lines still being printed
 
 # Requests about a room: the client adds its current room when the user did not name one.
-_ROOM_REQUESTS = frozenset({"message", "action", "part", "topic", "kick", "mode"})
+_ROOM_REQUESTS = frozenset({"message", "action", "part", "topic", "kick", "mode", "who"})
 # What may wait in the queue while disconnected: what the user said. Anything else answers the
 # moment and is refused while offline.
 _QUEUED_REQUESTS = frozenset({"message", "action", "private"})
@@ -130,7 +130,8 @@ def toolbar_fragments(status: Status, now: float) -> StyleAndTextTuples:
     fragments: StyleAndTextTuples = [
         ("", f" {status.address} │ "),
         (state_style, state),
-        ("", f" │ {status.nick} │ {status.room} │ {len(status.users)} online"),
+        # The current room's member count, kept from the room's events (not everyone online).
+        ("", f" │ {status.nick} │ {status.room} ({len(status.users)} here)"),
     ]
     if len(status.rooms) > 1:
         fragments.append(("", f" │ {len(status.rooms)} rooms"))

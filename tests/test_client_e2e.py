@@ -154,10 +154,10 @@ def test_two_clients_talk_through_a_real_server(
 ) -> None:
     alice = start_client(terminals, tmp_path, "alice", server_port)
     alice.wait_for("Welcome to #lobby as alice")
-    alice.wait_for(rf"127\.0\.0\.1:{server_port} │ connected │ alice │ #lobby │ 1 online")
+    alice.wait_for(rf"127\.0\.0\.1:{server_port} │ connected │ alice │ #lobby \(1 here\)")
     bob = start_client(terminals, tmp_path, "bob", server_port)
     alice.wait_for("bob joined")
-    alice.wait_for("2 online")
+    alice.wait_for(r"\(2 here\)")
     bob.type("hi alice, lunch?\r")
     alice.wait_for(r"\d\d:\d\d <bob> hi alice, lunch\?")
     bob.wait_for(r"\d\d:\d\d <bob> hi alice, lunch\?")
@@ -167,7 +167,7 @@ def test_two_clients_talk_through_a_real_server(
     bob.type("long " * 40 + "end\r")  # 200 characters: wraps, the layout holds
     alice.wait_for(r"<bob> long long")
     alice.wait_for(
-        r"long end\n(.*\n)*.*│ connected │ alice │ #lobby │ 2 online"
+        r"long end\n(.*\n)*.*│ connected │ alice │ #lobby \(2 here\)"
     )  # the bar stays below
     alice.type("/me waves\r")
     bob.wait_for(r"\* alice waves")
@@ -175,7 +175,7 @@ def test_two_clients_talk_through_a_real_server(
     assert alice.exit_code() == 0
     assert "server: goodbye (off to lunch)" in alice.text  # printed before leaving
     bob.wait_for(r"alice left \(quit: off to lunch")
-    bob.wait_for("1 online")
+    bob.wait_for(r"\(1 here\)")
     bob.type("\x03")  # Ctrl-C
     assert bob.exit_code() == 0
 
@@ -347,7 +347,7 @@ def test_sigterm_leaves_cleanly(
 ) -> None:
     bob = JsonPeer(("127.0.0.1", server_port), "bob")
     alice = start_client(terminals, tmp_path, "alice", server_port)
-    alice.wait_for(r"│ connected │ alice │ #lobby │ 2 online")
+    alice.wait_for(r"│ connected │ alice │ #lobby \(2 here\)")
     alice.type("half-typed")
     alice.child.kill(signal.SIGTERM)
     assert alice.exit_code() == 0
@@ -360,7 +360,7 @@ def test_typing_survives_incoming_lines_and_a_mention_rings(
 ) -> None:
     bob = JsonPeer(("127.0.0.1", server_port), "bob")
     alice = start_client(terminals, tmp_path, "alice", server_port)
-    alice.wait_for(r"│ connected │ alice │ #lobby │ 2 online")
+    alice.wait_for(r"│ connected │ alice │ #lobby \(2 here\)")
     alice.type("half-typed reply")
     alice.wait_for(r"\[#lobby\] half-typed reply")
     assert alice.screen.bells == 0

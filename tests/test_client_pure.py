@@ -112,7 +112,7 @@ def test_private_messages_look_distinct() -> None:
 @pytest.mark.parametrize(
     ("event", "text"),
     [
-        ({"type": "join", "nick": "dave", "count": 4}, "-!- dave joined (4 online)"),
+        ({"type": "join", "nick": "dave", "count": 4}, "-!- dave joined (4 here)"),
         (
             {"type": "leave", "nick": "bob", "reason": "quit", "message": "lunch", "count": 3},
             "-!- bob left (quit: lunch, 3 online)",
@@ -129,7 +129,14 @@ def test_private_messages_look_distinct() -> None:
         ),
         ({"type": "rename", "old": "bob", "new": "rob"}, "-!- bob is now known as rob"),
         ({"type": "rename", "old": "al", "new": "alice"}, "-!- You are now known as alice"),
-        ({"type": "users", "users": ["alice", "bob"]}, "-!- Online (2): alice, bob"),
+        (
+            {"type": "users", "room": None, "users": ["alice", "bob"]},
+            "-!- Online (2): alice, bob",
+        ),
+        (
+            {"type": "users", "room": "#rust", "users": ["alice", "bob"]},
+            "-!- People in #rust (2): alice, bob",
+        ),
         ({"type": "notice", "text": "shutting down"}, "-!- server: shutting down"),
     ],
 )
@@ -225,6 +232,7 @@ def test_kicked_or_parted_from_my_current_room_says_where_i_talk_now() -> None:
         ("/nick rob", Send(({"type": "nick", "nick": "rob"},))),
         ("/who", Send(({"type": "who"},))),
         ("/NAMES", Send(({"type": "who"},))),
+        ("/users", Send(({"type": "users"},))),
         ("/quit", Quit("")),
         ("/quit gone fishing", Quit("gone fishing")),
         ("/help", Local("help")),
@@ -314,6 +322,10 @@ def test_status_follows_room_events() -> None:
     assert status.users == ("alicia", "bob", "Carol")
     status = status.apply({"type": "leave", "nick": "carol", "rooms": ["#lobby"]})
     assert status.users == ("alicia", "bob")
+    # A reply to /who or /users lists, it does not change who is in my rooms (an older server
+    # answers /who with everyone online, labelled as its default room).
+    everyone = {"type": "users", "room": "#lobby", "users": ["alicia", "bob", "zed"]}
+    assert status.apply(everyone) is status
     assert status.apply({"type": "message"}) is status
 
 
@@ -377,16 +389,16 @@ def test_toolbar_shows_state_nick_count_and_queue() -> None:
     status = Status("127.0.0.1:8888").apply(
         {"type": "welcome", "nick": "alice", "room": "#lobby", "users": ["alice", "bob"]}
     )
-    assert bar(status) == " 127.0.0.1:8888 │ connected │ alice │ #lobby │ 2 online"
+    assert bar(status) == " 127.0.0.1:8888 │ connected │ alice │ #lobby (2 here)"
     waiting = replace(status, state="reconnecting", retry_at=103.2, attempt=1, queued=2)
     assert bar(waiting) == (
-        " 127.0.0.1:8888 │ reconnecting (attempt 1, next in 4s) │ alice │ #lobby │ 2 online"
+        " 127.0.0.1:8888 │ reconnecting (attempt 1, next in 4s) │ alice │ #lobby (2 here)"
         " │ 2 queued"
     )
     third = replace(waiting, attempt=3, last_error="Connection refused\x1b[2J")
     assert "reconnecting (attempt 3, next in 4s): Connection refused\u241b[2J │" in bar(third)
     two_rooms = status.apply({"type": "room", "room": "#rust", "users": ["alice"]})
-    assert bar(two_rooms) == " 127.0.0.1:8888 │ connected │ alice │ #rust │ 1 online │ 2 rooms"
+    assert bar(two_rooms) == " 127.0.0.1:8888 │ connected │ alice │ #rust (1 here) │ 2 rooms"
     assert "reconnecting (attempt 1, now)" in bar(waiting, now=104.0)
     assert "disconnected" in bar(replace(status, state="disconnected"))
 
@@ -444,7 +456,7 @@ def test_parse_room_commands(typed: str, parsed: commands.Parsed) -> None:
     [
         (
             {"type": "part", "room": "#rust", "nick": "bob", "message": "bye", "count": 1},
-            "-!- bob left #rust (bye, 1 online)",
+            "-!- bob left #rust (bye, 1 here)",
         ),
         (
             {

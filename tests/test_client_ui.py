@@ -120,7 +120,7 @@ def test_incoming_events_render_with_time_nick_and_colour(
 ) -> None:
     with running_ui(chat_server.address, "alice", history) as alice:
         bob = JsonPeer(chat_server.address, "bob")
-        alice.shows("bob joined (2 online)")
+        alice.shows("bob joined (2 here)")
         bob.send_json({"type": "message", "text": "hi there"})
         bob.send_json({"type": "action", "text": "waves"})
         bob.send_json({"type": "message", "text": "alice: lunch?"})
@@ -224,7 +224,7 @@ def test_commands_and_local_help(chat_server: ChatServer, history: Path) -> None
         assert bob.expect_type("action")["text"] == "waves"
         assert bob.expect_type("private")["text"] == "psst"
         alice.type("/who\r")
-        alice.shows("Online (2): alice, bob")
+        alice.shows("People in #lobby (2): alice, bob")
         alice.type("/nick alicia\r")
         alice.shows("You are now known as alicia")
         assert alice.ui.status.nick == "alicia"
@@ -304,7 +304,7 @@ def test_rooms_join_talk_switch_and_part(chat_server: ChatServer, history: Path)
         assert (alice.ui.status.room, alice.ui.status.rooms) == ("#rust", ("#lobby", "#rust"))
         bob = JsonPeer(chat_server.address, "bob")
         bob.send_json({"type": "join", "room": "#rust"})
-        alice.shows("bob joined (2 online)")
+        alice.shows("bob joined (2 here)")
         bob.send_json({"type": "message", "room": "#rust", "text": "hi rustaceans"})
         alice.shows("<bob> hi rustaceans")
         carol.send_json({"type": "message", "text": "lunch?"})
@@ -344,3 +344,59 @@ def test_password(history: Path) -> None:
         connection = Connection(*server.address, "alice", password="sesame")
         assert connection.connect().nick == "alice"
         connection.quit()
+
+
+def carol_only_in_rust(address: tuple[str, int]) -> JsonPeer:
+    """carol is online but not in #lobby: she joined #rust and left #lobby."""
+    carol = JsonPeer(address, "carol")
+    carol.send_json({"type": "join", "room": "#rust"})
+    carol.expect_type("room")
+    carol.send_json({"type": "part", "room": "#lobby"})
+    carol.expect_type("part")
+    return carol
+
+
+def test_users_lists_everyone_while_the_bar_and_completion_keep_to_the_room(
+    chat_server: ChatServer, history: Path
+) -> None:
+    bob = JsonPeer(chat_server.address, "bob")
+    carol = carol_only_in_rust(chat_server.address)
+    with running_ui(chat_server.address, "alice", history) as alice:
+        alice.shows("Welcome to #lobby as alice (2 here)")
+        alice.type("/users\r")
+        alice.shows("Online (3): alice, bob, carol")  # everyone, in every room
+        # A server from before the /who change answers /who with everyone: that must not
+        # make carol a member of #lobby for the status bar or for completion.
+        alice.type("/who\r")
+        alice.line(lambda line: "People in #lobby" in line.plain)
+        assert alice.ui.status.users == ("alice", "bob")
+        bar = "".join(text for _, text in toolbar_fragments(alice.ui.status, 0))
+        assert "#lobby (2 here)" in bar
+        alice.type("ca\tX")  # carol is not in the room: nothing to complete
+        alice.wait_for_buffer("caX")
+        alice.type("\x15bo\t")
+        alice.wait_for_buffer("bob: ")
+        alice.type("\x15/help\r")
+        alice.shows("/who                   list the people in the current room")
+        alice.shows("/users                 list everyone online, in every room")
+    bob.close()
+    carol.close()
+
+
+@pytest.mark.xfail(strict=False, reason="needs server /who change")
+def test_who_lists_the_current_rooms_members(chat_server: ChatServer, history: Path) -> None:
+    bob = JsonPeer(chat_server.address, "bob")
+    carol = carol_only_in_rust(chat_server.address)
+    with running_ui(chat_server.address, "alice", history) as alice:
+        alice.type("/who\r")
+        listed = alice.line(lambda line: "People in #lobby" in line.plain)
+        assert listed.plain.endswith("People in #lobby (2): alice, bob")  # carol is elsewhere
+        alice.type("/join #rust\r")
+        alice.shows("Now talking in #rust (2)")
+        alice.type("/join #lobby\r")  # switched by the client alone: /who must name the room
+        alice.shows("Now talking in #lobby")
+        alice.type("/join #rust\r")
+        alice.type("/who\r")
+        alice.shows("People in #rust (2): alice, carol")
+    bob.close()
+    carol.close()
