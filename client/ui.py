@@ -2,8 +2,9 @@
 
 Design: a `PromptSession` (input line, history, completion, bottom toolbar) with received lines
 printed *above* it through `run_in_terminal`, rather than a full-screen layout. The chat then
-lives in the terminal's own scrollback, so scrolling, searching, copying and resizing work the
-way they do in the shell (and what was said stays on screen after /quit); the input line is
+lives in the terminal's own scrollback, so scrolling, searching and copying work the way they
+do in the shell (and what was said stays on screen after /quit; lines already printed are not
+rewrapped after a resize, new ones wrap to the new width); the input line is
 redrawn after every batch of printed lines, so typing is never corrupted. A full-screen layout
 would add our own scrollback, wrapping and paging to maintain, for little gain with one room.
 
@@ -325,6 +326,8 @@ class ChatUI:
             self.bells += 1
 
         def render() -> None:
+            # The width now: after a resize, new lines wrap to the new width; lines already
+            # printed are the terminal's scrollback and are not rewrapped (docs/client.md).
             columns = output.get_size().columns
             for line in lines:
                 for row in wrap(line, columns):

@@ -8,6 +8,7 @@ Every wait is an event or a bounded read.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 from prompt_toolkit.buffer import Buffer
+from prompt_toolkit.data_structures import Size
 from prompt_toolkit.history import FileHistory
 from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output import DummyOutput
@@ -400,3 +402,71 @@ def test_who_lists_the_current_rooms_members(chat_server: ChatServer, history: P
         alice.shows("People in #rust (2): alice, carol")
     bob.close()
     carol.close()
+
+
+class ResizableOutput(DummyOutput):
+    """A terminal that can be resized and keeps what was printed on it."""
+
+    def __init__(self, columns: int) -> None:
+        self.columns = columns
+        self.printed: list[str] = []
+        self.more_printed = threading.Condition()
+
+    def get_size(self) -> Size:
+        return Size(rows=24, columns=self.columns)
+
+    def write(self, data: str) -> None:
+        with self.more_printed:
+            self.printed.append(data)
+            self.more_printed.notify_all()
+
+    def rows_with(self, marker: str) -> list[str]:
+        """The printed rows of the line that contains `marker`, waited for."""
+
+        def rows() -> list[str]:
+            text = "".join(self.printed)
+            # Printed rows end in "\r\n"; the prompt and the bar are redrawn in between with
+            # carriage returns (cursor moves are not recorded): keep what follows the last one.
+            lines = [row.rstrip("\r").rsplit("\r", 1)[-1] for row in text.split("\n")]
+            start = next((i for i, row in enumerate(lines) if marker in row), None)
+            if start is None:
+                return []
+            # The line's rows: the first, then its indented continuation rows.
+            found = [lines[start]]
+            found += itertools.takewhile(lambda row: row.startswith(" "), lines[start + 1 :])
+            return found if start + len(found) < len(lines) else []  # complete only
+
+        with self.more_printed:
+            assert self.more_printed.wait_for(lambda: bool(rows()), WAIT_S), self.printed
+            return rows()
+
+
+def test_after_a_resize_new_lines_wrap_to_the_new_width_old_ones_stay(
+    chat_server: ChatServer, history: Path
+) -> None:
+    bob = JsonPeer(chat_server.address, "bob")
+    output = ResizableOutput(columns=80)
+    connection = Connection(*chat_server.address, "alice")
+    connection.connect()
+    text = "the quick brown fox jumps over the lazy dog " * 3
+    with create_pipe_input() as pipe:
+        ui = ChatUI(connection, history_path=history, input=pipe, output=output)
+        alice = RunningUI(ui, pipe)
+        alice.thread.start()
+        try:
+            bob.send_json({"type": "message", "text": "wide " + text})
+            wide = output.rows_with("<bob> wide")
+            output.columns = 40  # the terminal is made narrower
+            bob.send_json({"type": "message", "text": "narrow " + text})
+            narrow = output.rows_with("<bob> narrow")
+            assert max(len(row) for row in wide) > 40  # printed at the width of its time
+            assert len(wide) == 2
+            assert all(len(row) <= 40 for row in narrow), narrow  # wrapped to the new width
+            assert len(narrow) == 5, narrow
+            assert all(row.startswith(" " * 12) for row in narrow[1:])  # indented under the text
+            assert output.rows_with("<bob> wide") == wide  # not printed again
+        finally:
+            ui.request_quit()
+            alice.finish()
+            connection.close()
+    bob.close()
