@@ -9,6 +9,7 @@ from pathlib import Path
 
 from client.connection import GREETING_TIMEOUT_S, ConnectError, Connection
 from client.render import sanitize
+from client.wire import NICK_RULE
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8888
@@ -39,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="chat-client",
         description="Join the chat. With stdin not a terminal, send each input line and exit.",
     )
-    parser.add_argument("nick", help="your nickname (1-16 letters, digits or _-[]\\^{}|`)")
+    parser.add_argument("nick", help=f"your nickname ({NICK_RULE})")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"server (default {DEFAULT_HOST})")
     parser.add_argument(
         "--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"

@@ -11,9 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-# The server drops lines longer than this many bytes (protocol.md, MAX_LINE_BYTES). A long
-# message is split into several messages that each fit, as irssi does, instead of being lost.
-MAX_LINE_BYTES = 4096
+from client.wire import MAX_LINE_BYTES, ROOM_PREFIX
 
 ProtocolMessage = dict[str, Any]
 
@@ -95,6 +93,8 @@ def _encoded_size(message: ProtocolMessage) -> int:
     return len(json.dumps(message, ensure_ascii=False).encode("utf-8")) + 1  # + newline
 
 
+# A message longer than the server's line limit is split into several that each fit, as irssi
+# does, instead of being dropped by the server.
 def split_text(template: ProtocolMessage, text: str, max_bytes: int = MAX_LINE_BYTES) -> list[str]:
     """Split `text` into pieces so that `template` with `"text": piece` encodes in `max_bytes`.
 
@@ -166,13 +166,15 @@ def parse(line: str) -> Parsed:
         room, _, key = rest.partition(" ")
         if not room:
             return Usage("usage: " + SERVER_COMMANDS["join"][0])
-        join: ProtocolMessage = {"type": "join", "room": room if room[0] == "#" else "#" + room}
+        if not room.startswith(ROOM_PREFIX):
+            room = ROOM_PREFIX + room
+        join: ProtocolMessage = {"type": "join", "room": room}
         if key.strip():
             join["key"] = key.strip()
         return Send((join,))
     if name == "part":
         part: ProtocolMessage = {"type": "part"}
-        if rest.startswith("#"):
+        if rest.startswith(ROOM_PREFIX):
             room, _, rest = rest.partition(" ")
             part["room"] = room
         if rest.strip():

@@ -36,7 +36,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from client.state import Status
-from client.wire import PROTOCOL_VERSION, LineBuffer, LineTooLong, decode, encode, error_text
+from client.wire import (
+    NICK_MAX_CHARS,
+    PROTOCOL_VERSION,
+    LineBuffer,
+    LineTooLong,
+    decode,
+    encode,
+    error_text,
+)
 
 ProtocolMessage = dict[str, Any]
 
@@ -62,7 +70,6 @@ RECV_BYTES = 65536
 # piped file arrives whole instead of getting us kicked. Every line counts, pings included.
 SEND_RATE_LINES_S = 5.0
 SEND_BURST_LINES = 10.0
-NICK_MAX_CHARS = 16  # protocol.md
 
 # Message types that carry what the user typed: they are queued while offline and re-sent after
 # a reconnect when unconfirmed. `nick` and `who` answer the moment; replaying them later would

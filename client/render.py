@@ -21,6 +21,7 @@ from typing import Any
 
 from prompt_toolkit.utils import get_cwidth
 
+from client.wire import NICK_CHARS
 from client.wire import error_text as error_text  # re-exported: errors become sentences
 
 Fragment = tuple[str, str]
@@ -97,15 +98,12 @@ def format_time(ts: float) -> str:
     return time.strftime("%H:%M", time.localtime(ts))
 
 
-# The characters of a nickname (protocol.md); a mention is the nick not glued to more of them.
-_NICK_CHARS = r"A-Za-z0-9_\-\[\]\\^{}|`"
-
-
 def mentions(text: str, nick: str) -> bool:
     """True if `text` mentions `nick` as a whole word, ignoring case ("alice:", "@alice", ...)."""
     if not nick:
         return False
-    pattern = rf"(?<![{_NICK_CHARS}]){re.escape(nick)}(?![{_NICK_CHARS}])"
+    # A mention is the nick not glued to more nickname characters.
+    pattern = rf"(?<![{NICK_CHARS}]){re.escape(nick)}(?![{NICK_CHARS}])"
     return re.search(pattern, text, re.IGNORECASE) is not None
 
 

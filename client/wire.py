@@ -1,7 +1,8 @@
-"""The client's side of the JSON Lines framing: encode a message, split bytes into lines. PURE.
+"""The client's side of the JSON Lines protocol: framing, its rules, its error codes. PURE.
 
-A copy of the few rules the client needs from docs/protocol.md, so the client stays a separate
-program that speaks the wire protocol and imports nothing from the server package.
+Encoding a message, splitting bytes into lines, and a copy of the few rules the client needs
+from docs/protocol.md, so the client stays a separate program that speaks the wire protocol and
+imports nothing from the server package (tests/test_client_limits.py keeps the copies honest).
 """
 
 from __future__ import annotations
@@ -10,6 +11,20 @@ import json
 from typing import Any
 
 PROTOCOL_VERSION = 1
+
+# Copies of the server's rules (docs/protocol.md, "Limits and rules"; the server's
+# chat/protocol.py). The client imports nothing from the server package, so
+# tests/test_client_limits.py checks every copy here against the server's own.
+#
+# The server drops a line longer than this many bytes (newline not counted): a long message is
+# split into several that fit (commands.split_text) instead of being lost.
+MAX_LINE_BYTES = 4096
+# A nickname: 1-16 of these characters (IRC's rule), not starting with a digit or "-". The client
+# shortens alternate nicknames to fit and finds mentions of a nick as a whole word with them.
+NICK_MAX_CHARS = 16
+NICK_CHARS = r"A-Za-z0-9\[\]\\^_`{|}-"  # a regex character class body
+NICK_RULE = "1-16 letters, digits or _-[]\\^{}|` not starting with a digit or -"
+ROOM_PREFIX = "#"  # every room name starts with it; `/join rust` means #rust
 
 # The server's own lines are JSON objects holding at most a 4 KiB text plus escaping (up to six
 # bytes per character for `\\u00XX`) and a user list; 1 MiB is far above anything legitimate and
