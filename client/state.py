@@ -62,6 +62,11 @@ class Status:
         """Everyone in my current room, sorted, me included."""
         return self.users_of(self.room)
 
+    @property
+    def known(self) -> tuple[str, ...]:
+        """Everyone in any of my rooms, sorted, me included."""
+        return sorted_nicks(nick for _, nicks in self.members for nick in nicks)
+
     def users_of(self, room: str) -> tuple[str, ...]:
         folded = room.lower()
         return next((nicks for name, nicks in self.members if name.lower() == folded), ())

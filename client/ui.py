@@ -212,7 +212,10 @@ class ChatUI:
             message=self._prompt,
             history=history,
             completer=ChatCompleter(
-                self._nicks_for_completion, lambda: self.status.nick, lambda: self.status.rooms
+                lambda: self._nicks_for_completion(self.status.users),
+                lambda: self.status.nick,
+                lambda: self.status.rooms,
+                everyone=lambda: self._nicks_for_completion(self.status.known),
             ),
             complete_while_typing=False,
             bottom_toolbar=self._toolbar,
@@ -243,8 +246,8 @@ class ChatUI:
     def _toolbar(self) -> StyleAndTextTuples:
         return toolbar_fragments(self.status, time.monotonic())
 
-    def _nicks_for_completion(self) -> list[str]:
-        online = self.status.users
+    def _nicks_for_completion(self, online: tuple[str, ...]) -> list[str]:
+        """`online` with the people who spoke last first (irssi's order)."""
         folded = {nick.lower(): nick for nick in online}
         recent = [folded.pop(n.lower()) for n in reversed(self._recent) if n.lower() in folded]
         return recent + [nick for nick in online if nick.lower() in folded]

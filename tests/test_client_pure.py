@@ -289,6 +289,18 @@ def test_nick_mid_line_and_after_msg() -> None:
     assert complete("/msg bo") == ["/msg bob "]
 
 
+def test_after_msg_everyone_in_my_rooms_is_offered() -> None:
+    completer = ChatCompleter(lambda: ("bob",), lambda: "me", everyone=lambda: ("bob", "carol"))
+    document = Document("/msg ca", 7)
+    found = completer.get_completions(document, CompleteEvent(completion_requested=True))
+    assert [c.text for c in found] == ["carol "]
+    document = Document("ca", 2)  # elsewhere: only the current room
+    assert list(completer.get_completions(document, CompleteEvent())) == []
+    status = Status("h:1").apply({"type": "welcome", "nick": "me", "room": "#a", "users": ["b"]})
+    status = status.apply({"type": "room", "room": "#b", "users": ["me", "C"]})
+    assert status.known == ("b", "C", "me")
+
+
 def test_own_nick_is_not_offered() -> None:
     assert complete("m") == []
 
