@@ -15,11 +15,12 @@ twice; none is silently lost). Lines offered while disconnected wait in the outb
 MAX_QUEUED_LINES.
 
 Thread safety: `_lock` (with the condition `_cv`) guards the outbox, the unconfirmed lines, the
-sequence numbers, `_sock`, `_writing`, the flags and `_status`. No socket I/O and no listener call
-happens while holding it. The status is published as a new immutable `Status` by one assignment,
-so `status` may be read from any thread without the lock. The listener is called from the
-session thread, the writer thread and the thread calling `offer()`, never with the lock held; it
-must not block (the UI's listener only queues the event and wakes its event loop).
+sequence numbers, `_sock`, `_writing`, the flags, the `/users` fallback counters and `_status`.
+No socket I/O and no listener call happens while holding it. The status is published as a new
+immutable `Status` by one assignment, so `status` may be read from any thread without the lock.
+The listener is called from the session thread, the writer thread and the thread calling
+`offer()`, never with the lock held; it must not block (the UI's listener only queues the event
+and wakes its event loop).
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ SEND_RATE_LINES_S = 5.0
 SEND_BURST_LINES = 10.0
 
 # Message types that carry what the user typed: they are queued while offline and re-sent after
-# a reconnect when unconfirmed. `nick` and `who` answer the moment; replaying them later would
-# surprise.
+# a reconnect when unconfirmed. `nick`, `who` and `users` answer the moment; replaying them
+# later would surprise.
 _USER_LINE_TYPES = frozenset({"message", "action", "private"})
 
 
