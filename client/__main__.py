@@ -117,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             if interactive:
-                connection.connect(_ask_nick, _progress.show)
+                # The progress line is rewritten in place: only on a terminal.
+                progress = _progress.show if sys.stderr.isatty() else None
+                connection.connect(_ask_nick, progress)
             else:
                 connection.connect()
         except ConnectError as exc:
