@@ -50,6 +50,8 @@ class Proxy:
         # While clear, new connections are accepted but held before reaching the server.
         self.gate = threading.Event()
         self.gate.set()
+        # While set, new connections are accepted and closed at once (a server that is down).
+        self.refuse = threading.Event()
         self._swallowed_more = threading.Condition()
         self.threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -66,7 +68,7 @@ class Proxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            if not self.gate.wait(WAIT_S):
+            if self.refuse.is_set() or not self.gate.wait(WAIT_S):
                 client.close()
                 continue
             upstream = socket.create_connection(self.target, timeout=WAIT_S)
@@ -415,13 +417,13 @@ def test_rooms_are_joined_again_after_a_reconnect(
 
 
 def test_reconnect_attempts_update_the_status_instead_of_printing_a_line_each(
-    events: Events,
+    proxy: Proxy, events: Events
 ) -> None:
-    first = ChatServer("127.0.0.1", 0, flood_rate=0).start()
-    address = first.address
-    connection = connect(address, "alice", events)
+    connection = connect(proxy.address, "alice", events)
     events.received("welcome")
-    first.stop()  # from now on every attempt is refused
+    proxy.refuse.set()  # from now on every attempt fails: the server seems down
+    for ghost in proxy.cut_client_sides():
+        ghost.shutdown(socket.SHUT_RDWR)
 
     def attempt(number: int) -> Callable[[Event], bool]:
         return lambda e: isinstance(e, StatusChanged) and e.status.attempt >= number
@@ -430,12 +432,12 @@ def test_reconnect_attempts_update_the_status_instead_of_printing_a_line_each(
     assert isinstance(failing, StatusChanged)
     assert failing.status.state == "reconnecting"
     assert failing.status.last_error  # why the last attempt failed, for the status bar
-    with ChatServer(*address, flood_rate=0):
-        events.notice("reconnected to")
-        notices = [e.text for e in events.seen if isinstance(e, Notice)]
-        assert len(notices) == 2, notices  # one line when lost, one when back
-        assert notices[0].startswith("connection lost")
-        assert notices[1].startswith(f"reconnected to 127.0.0.1:{address[1]} after ")
-        assert connection.status.attempt == 0
-        assert connection.status.last_error == ""
-        connection.quit()
+    proxy.refuse.clear()  # the server is back
+    events.notice("reconnected to")
+    notices = [e.text for e in events.seen if isinstance(e, Notice)]
+    assert len(notices) == 2, notices  # one line when lost, one when back
+    assert notices[0].startswith("connection lost")
+    assert notices[1].startswith(f"reconnected to 127.0.0.1:{proxy.address[1]} after ")
+    assert connection.status.attempt == 0
+    assert connection.status.last_error == ""
+    connection.quit()
