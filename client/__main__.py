@@ -7,10 +7,22 @@ import os
 import sys
 from pathlib import Path
 
-from client.connection import ConnectError, Connection
+from client.connection import GREETING_TIMEOUT_S, ConnectError, Connection
+from client.render import sanitize
+from client.wire import NICK_RULE
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8888
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 3600:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text}")
+    return seconds
 
 
 def _port(text: str) -> int:
@@ -28,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="chat-client",
         description="Join the chat. With stdin not a terminal, send each input line and exit.",
     )
-    parser.add_argument("nick", help="your nickname (1-16 letters, digits or _-[]\\^{}|`)")
+    parser.add_argument("nick", help=f"your nickname ({NICK_RULE})")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"server (default {DEFAULT_HOST})")
     parser.add_argument(
         "--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
@@ -39,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the server's password, if it has one (default $CHAT_PASSWORD)",
     )
     parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=GREETING_TIMEOUT_S,
+        help="how long the server may take to greet us once it accepted the connection"
+        f" (default {GREETING_TIMEOUT_S:g} s)",
+    )
+    parser.add_argument(
         "--history-file",
         type=Path,
         help="input history (default $CHAT_CLIENT_HISTORY, else "
@@ -47,11 +66,41 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Progress:
+    """The line on the terminal while connecting: replaced when the next one comes, and erased
+    when it only said "waiting" and the wait is over."""
+
+    def __init__(self) -> None:
+        self._shown = False
+
+    def show(self, text: str) -> None:
+        self.erase()
+        sys.stderr.write(f"chat-client: {text}")
+        sys.stderr.flush()
+        self._shown = True
+
+    def erase(self) -> None:
+        if self._shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self._shown = False
+
+    def keep(self) -> None:
+        """End the line instead (the next line explains what happened after it)."""
+        if self._shown:
+            sys.stderr.write("\n")
+            self._shown = False
+
+
+_progress = _Progress()
+
+
 def _ask_nick(reason: str) -> str | None:
     """Ask for another nickname on the terminal; None when the user gives up (Ctrl-D/Ctrl-C)."""
     from prompt_toolkit import prompt
 
-    sys.stderr.write(f"chat-client: {reason}\n")
+    _progress.erase()
+    sys.stderr.write(f"chat-client: {sanitize(reason)}\n")
     try:
         return prompt("Choose another nickname: ").strip() or None
     except (EOFError, KeyboardInterrupt):
@@ -62,13 +111,23 @@ def main(argv: list[str] | None = None) -> int:
     """The `chat-client` console script; returns the exit code."""
     args = _parser().parse_args(argv)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
-    connection = Connection(args.host, args.port, args.nick, password=args.password)
+    connection = Connection(
+        args.host, args.port, args.nick, password=args.password, greeting_timeout_s=args.timeout
+    )
     try:
         try:
-            connection.connect(_ask_nick if interactive else None)
+            if interactive:
+                # The progress line is rewritten in place: only on a terminal.
+                progress = _progress.show if sys.stderr.isatty() else None
+                connection.connect(_ask_nick, progress)
+            else:
+                connection.connect()
         except ConnectError as exc:
-            sys.stderr.write(f"chat-client: {exc}\n")
+            _progress.keep()
+            sys.stderr.write(f"chat-client: {sanitize(str(exc))}\n")
             return 1
+        finally:
+            _progress.erase()
         if not interactive:
             from client.piped import run_piped
 

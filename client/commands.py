@@ -1,8 +1,8 @@
 """What a typed line means: "/nick bob" -> protocol message, local command or usage error. PURE.
 
-The server's commands (`/msg`, `/me`, `/nick`, `/who`, `/quit`) become JSON Lines messages
-(docs/protocol.md); `/help` and `/clear` are the client's own. Unknown commands are answered
-here, locally, so a typo is never sent to the room.
+The server's commands (`/msg`, `/me`, `/nick`, `/who`, `/users`, `/quit`, the room commands)
+become JSON Lines messages (docs/protocol.md); `/help` and `/clear` are the client's own.
+Unknown commands are answered here, locally, so a typo is never sent to the room.
 """
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-# The server drops lines longer than this many bytes (protocol.md, MAX_LINE_BYTES). A long
-# message is split into several messages that each fit, as irssi does, instead of being lost.
-MAX_LINE_BYTES = 4096
+from client.wire import MAX_LINE_BYTES, ROOM_PREFIX
 
 ProtocolMessage = dict[str, Any]
 
@@ -53,7 +51,8 @@ SERVER_COMMANDS: dict[str, tuple[str, str]] = {
     "msg": ("/msg NICK text", "private message to NICK"),
     "me": ("/me text", "action: * alice waves"),
     "nick": ("/nick NEW", "change your nickname"),
-    "who": ("/who", "list everyone in the current room"),
+    "who": ("/who", "list the people in the current room"),
+    "users": ("/users", "list everyone online, in every room"),
     "join": ("/join #room [key]", "join a room and talk there (or switch to it)"),
     "part": ("/part [#room] [reason]", "leave a room (the current one by default)"),
     "rooms": ("/rooms", "list the rooms and how many are in each"),
@@ -94,6 +93,8 @@ def _encoded_size(message: ProtocolMessage) -> int:
     return len(json.dumps(message, ensure_ascii=False).encode("utf-8")) + 1  # + newline
 
 
+# A message longer than the server's line limit is split into several that each fit, as irssi
+# does, instead of being dropped by the server.
 def split_text(template: ProtocolMessage, text: str, max_bytes: int = MAX_LINE_BYTES) -> list[str]:
     """Split `text` into pieces so that `template` with `"text": piece` encodes in `max_bytes`.
 
@@ -157,19 +158,23 @@ def parse(line: str) -> Parsed:
         if not rest or " " in rest:
             return Usage("usage: " + SERVER_COMMANDS["nick"][0])
         return Send(({"type": "nick", "nick": rest},))
-    if name == "who":
+    if name == "who":  # the UI names its current room (the server's may differ)
         return Send(({"type": "who"},))
+    if name == "users":
+        return Send(({"type": "users"},))
     if name == "join":
         room, _, key = rest.partition(" ")
         if not room:
             return Usage("usage: " + SERVER_COMMANDS["join"][0])
-        join: ProtocolMessage = {"type": "join", "room": room if room[0] == "#" else "#" + room}
+        if not room.startswith(ROOM_PREFIX):
+            room = ROOM_PREFIX + room
+        join: ProtocolMessage = {"type": "join", "room": room}
         if key.strip():
             join["key"] = key.strip()
         return Send((join,))
     if name == "part":
         part: ProtocolMessage = {"type": "part"}
-        if rest.startswith("#"):
+        if rest.startswith(ROOM_PREFIX):
             room, _, rest = rest.partition(" ")
             part["room"] = room
         if rest.strip():

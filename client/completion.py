@@ -26,9 +26,12 @@ class ChatCompleter(Completer):
     people who spoke last first, as irssi does); my own nick is never offered.
 
     Args:
-        nicks: returns the nicknames to offer, most relevant first.
+        nicks: returns the nicknames to offer (the people in my current room), most relevant
+            first.
         own_nick: returns my current nickname.
         rooms: returns the rooms I am in: a word starting with `#` completes to one of them.
+        everyone: returns the nicknames to offer after `/msg ` (the people in any of my rooms:
+            a private message may go to someone outside the current room); default `nicks`.
     """
 
     def __init__(
@@ -36,10 +39,12 @@ class ChatCompleter(Completer):
         nicks: Callable[[], Sequence[str]],
         own_nick: Callable[[], str],
         rooms: Callable[[], Sequence[str]] = tuple,
+        everyone: Callable[[], Sequence[str]] | None = None,
     ) -> None:
         self._nicks = nicks
         self._own_nick = own_nick
         self._rooms = rooms
+        self._everyone = everyone or nicks
 
     def get_completions(
         self, document: Document, complete_event: CompleteEvent
@@ -59,14 +64,16 @@ class ChatCompleter(Completer):
                 if room.lower().startswith(word.lower()):
                     yield Completion(room + " ", start_position=-len(word))
             return
+        candidates = self._nicks
         if word == before:
             suffix = ADDRESS_SUFFIX
         elif before.lower().startswith(("/msg ", "/query ")) and before.count(" ") == 1:
             suffix = " "
+            candidates = self._everyone
         else:
             suffix = ""
         own = self._own_nick().lower()
         folded = word.lower()
-        for nick in self._nicks():
+        for nick in candidates():
             if nick.lower().startswith(folded) and nick.lower() != own:
                 yield Completion(nick + suffix, start_position=-len(word), display=nick)

@@ -15,11 +15,12 @@ twice; none is silently lost). Lines offered while disconnected wait in the outb
 MAX_QUEUED_LINES.
 
 Thread safety: `_lock` (with the condition `_cv`) guards the outbox, the unconfirmed lines, the
-sequence numbers, `_sock`, `_writing`, the flags and `_status`. No socket I/O and no listener call
-happens while holding it. The status is published as a new immutable `Status` by one assignment,
-so `status` may be read from any thread without the lock. The listener is called from the
-session thread, the writer thread and the thread calling `offer()`, never with the lock held; it
-must not block (the UI's listener only queues the event and wakes its event loop).
+sequence numbers, `_sock`, `_writing`, the flags, the `/users` fallback counters and `_status`.
+No socket I/O and no listener call happens while holding it. The status is published as a new
+immutable `Status` by one assignment, so `status` may be read from any thread without the lock.
+The listener is called from the session thread, the writer thread and the thread calling
+`offer()`, never with the lock held; it must not block (the UI's listener only queues the event
+and wakes its event loop).
 """
 
 from __future__ import annotations
@@ -36,11 +37,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from client.state import Status
-from client.wire import PROTOCOL_VERSION, LineBuffer, LineTooLong, decode, encode
+from client.wire import (
+    NICK_MAX_CHARS,
+    PROTOCOL_VERSION,
+    LineBuffer,
+    LineTooLong,
+    decode,
+    encode,
+    error_text,
+)
 
 ProtocolMessage = dict[str, Any]
 
-CONNECT_TIMEOUT_S = 10.0  # a server that does not accept or greet within this is "unreachable"
+CONNECT_TIMEOUT_S = 10.0  # a server that does not accept the TCP connection within this is down
+# A server that accepted but has not welcomed us within this is not answering (or is not a chat
+# server: a port that accepts and stays silent). Said in those words, not as "cannot connect".
+GREETING_TIMEOUT_S = 10.0
 BACKOFF_INITIAL_S = 1.0  # first reconnect delay; doubles per failed attempt ...
 BACKOFF_MAX_S = 30.0  # ... up to this, so a restarted server sees us back within half a minute
 # With no traffic for this long the client pings; no answer for another period means the link is
@@ -59,11 +71,10 @@ RECV_BYTES = 65536
 # piped file arrives whole instead of getting us kicked. Every line counts, pings included.
 SEND_RATE_LINES_S = 5.0
 SEND_BURST_LINES = 10.0
-NICK_MAX_CHARS = 16  # protocol.md
 
 # Message types that carry what the user typed: they are queued while offline and re-sent after
-# a reconnect when unconfirmed. `nick` and `who` answer the moment; replaying them later would
-# surprise.
+# a reconnect when unconfirmed. `nick`, `who` and `users` answer the moment; replaying them
+# later would surprise.
 _USER_LINE_TYPES = frozenset({"message", "action", "private"})
 
 
@@ -102,12 +113,21 @@ class ConnectError(Exception):
     """Could not connect or register; the message is meant for the user."""
 
 
+class NoGreeting(ConnectionError):
+    """The TCP connection was accepted but no welcome came in time; the message says which."""
+
+
 @dataclass(frozen=True)
 class Received:
-    """An event from the server, with the status right after it."""
+    """An event from the server, with the status right after it.
+
+    `room_before` is the current room before it: a kick or part that changed my current room
+    says so (the prompt must not change silently).
+    """
 
     event: ProtocolMessage
     status: Status
+    room_before: str = ""
 
 
 @dataclass(frozen=True)
@@ -165,7 +185,8 @@ class Connection:
         backoff_initial_s: first reconnect delay (tests make it small).
         backoff_max_s: longest reconnect delay.
         keepalive_s: idle time before a keepalive ping.
-        connect_timeout_s: how long connecting and registering may take.
+        connect_timeout_s: how long the server may take to accept the TCP connection.
+        greeting_timeout_s: how long, once accepted, it may take to welcome us.
         send_rate_lines_s: sustained lines per second we allow ourselves.
         send_burst_lines: lines we may send at once.
         password: the server's password (`--password`), sent in every `hello`.
@@ -182,6 +203,7 @@ class Connection:
         backoff_max_s: float = BACKOFF_MAX_S,
         keepalive_s: float = KEEPALIVE_S,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        greeting_timeout_s: float = GREETING_TIMEOUT_S,
         send_rate_lines_s: float = SEND_RATE_LINES_S,
         send_burst_lines: float = SEND_BURST_LINES,
         password: str | None = None,
@@ -194,6 +216,8 @@ class Connection:
         self._backoff = (backoff_initial_s, backoff_max_s)
         self._keepalive_s = keepalive_s
         self._connect_timeout_s = connect_timeout_s
+        self._greeting_timeout_s = greeting_timeout_s
+        self._progress: Callable[[str], None] | None = None  # only while connect() runs
         self._rng = rng or random.Random()
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._status = Status(address=address)
@@ -212,6 +236,11 @@ class Connection:
         self._first_link: _Link | None = None
         self._first_welcome: ProtocolMessage = {}
         self._pacer = Pacer(send_rate_lines_s, send_burst_lines)
+        # A server from before the `users` request answers it with a `bad_request` error; its
+        # `who` then lists everyone online. `_users_asked`: `users` requests not yet answered;
+        # `_users_by_who`: `who` requests sent instead, whose reply means everyone.
+        self._users_asked = 0
+        self._users_by_who = 0
         self._threads: list[threading.Thread] = []
 
     # --- reading the state ------------------------------------------------------------------
@@ -230,29 +259,43 @@ class Connection:
 
     # --- connecting -------------------------------------------------------------------------
 
-    def connect(self, ask_nick: AskNick | None = None) -> Status:
+    def connect(
+        self, ask_nick: AskNick | None = None, progress: Callable[[str], None] | None = None
+    ) -> Status:
         """Connect and register (blocking); call once, before `start()`.
 
         Args:
             ask_nick: asked for another nickname when the server refuses one; None gives up.
+            progress: told at once when the TCP connection is accepted (the greeting may take
+                a while, or never come), so a person is not left looking at a blank screen.
 
         Raises:
             ConnectError: the server is unreachable, refused us, or no nickname was accepted.
         """
         nick = self._preferred_nick
+        self._progress = progress
+        try:
+            return self._connect(nick, ask_nick)
+        finally:
+            self._progress = None
+
+    def _connect(self, nick: str, ask_nick: AskNick | None) -> Status:
         while True:
             try:
                 link, reply = self._open_and_hello(nick)
+            except NoGreeting as exc:
+                raise ConnectError(str(exc)) from exc
             except OSError as exc:
                 reason = exc.strerror or str(exc) or type(exc).__name__
                 raise ConnectError(f"cannot connect to {self._status.address}: {reason}") from exc
             if reply.get("type") == "welcome":
                 break
-            code, message = str(reply.get("code", "")), str(reply.get("message", ""))
+            code = reply.get("code")
+            reason = error_text(code, reply.get("message"))
             link.sock.close()
             if code not in ("nick_taken", "nick_invalid") or ask_nick is None:
-                raise ConnectError(f"the server refused {nick!r}: {message or code}")
-            new_nick = ask_nick(message or code)
+                raise ConnectError(f"the server refused {nick!r}: {reason}")
+            new_nick = ask_nick(reason)
             if not new_nick:
                 raise ConnectError("no nickname chosen")
             nick = new_nick.strip()
@@ -271,9 +314,15 @@ class Connection:
         than keeping one alive.)
 
         Raises:
+            NoGreeting: the server accepted the connection but did not welcome us in time.
             OSError: connecting or reading failed, or the server closed without a reply.
         """
         sock = socket.create_connection((self.host, self.port), timeout=self._connect_timeout_s)
+        address = self._status.address
+        if self._progress is not None:
+            self._progress(f"connected to {address}, waiting for the server's greeting…")
+        deadline = time.monotonic() + self._greeting_timeout_s
+        received = False
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             hello: ProtocolMessage = {"type": "hello", "version": PROTOCOL_VERSION, "nick": nick}
@@ -283,7 +332,19 @@ class Connection:
             buffer = LineBuffer()
             last_text = ""
             while True:
-                data = sock.recv(RECV_BYTES)
+                left = deadline - time.monotonic()
+                try:
+                    if left <= 0:
+                        raise TimeoutError
+                    sock.settimeout(left)
+                    data = sock.recv(RECV_BYTES)
+                except TimeoutError:
+                    what = "did not answer our hello" if received else "sent no greeting"
+                    raise NoGreeting(
+                        f"{address} accepted the connection but {what} within"
+                        f" {self._greeting_timeout_s:g} s (is it a chat server?)"
+                    ) from None
+                received = received or bool(data)
                 if not data:
                     # Before it knows our mode the server speaks text: "! server full ...".
                     raise ConnectionError(last_text.lstrip("! ") or "the server closed the link")
@@ -321,7 +382,7 @@ class Connection:
                 return link, reply
             link.sock.close()
             if reply.get("code") not in ("nick_taken", "nick_invalid"):
-                raise ConnectError(str(reply.get("message") or reply.get("code")))
+                raise ConnectError(error_text(reply.get("code"), reply.get("message")))
         raise ConnectError("every alternate nickname is taken")
 
     # --- threads ----------------------------------------------------------------------------
@@ -353,16 +414,26 @@ class Connection:
             reason = self._serve(link)
             if time.monotonic() - started >= STABLE_LINK_S:
                 attempt = 0
+            # One red line says the link is lost and one says it is back; in between, the
+            # attempts only update the status (the status bar counts them and says why the last
+            # one failed), so a long outage does not fill the screen with a line per attempt.
             lost: str | None = f"connection lost: {reason}"
+            failed = ""
+            tries = 0
             while True:
                 delay = backoff_delay(attempt, self._rng, *self._backoff)
                 attempt += 1
+                tries += 1
                 with self._cv:
                     if self._closing:
                         return
-                    # State and countdown in one snapshot: nobody sees one without the other.
+                    # State, countdown and attempt in one snapshot: nobody sees one without the
+                    # others.
                     status = self._publish_locked(
-                        state="reconnecting", retry_at=time.monotonic() + delay
+                        state="reconnecting",
+                        retry_at=time.monotonic() + delay,
+                        attempt=tries,
+                        last_error=failed,
                     )
                 if lost is not None:
                     self._notify(Notice(lost, error=True))
@@ -375,8 +446,7 @@ class Connection:
                 try:
                     link, welcome = self._register_again()
                 except (OSError, ConnectError) as exc:
-                    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                    self._notify(Notice(f"reconnect failed: {text}"))
+                    failed = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                     continue
                 with self._cv:
                     resend = self._queued_locked()
@@ -389,10 +459,11 @@ class Connection:
                             self._seq += 1
                             self._outbox.appendleft((self._seq, {"type": "join", "room": room}))
                     self._cv.notify_all()
+                after = f" after {tries} attempts" if tries > 1 else ""
                 self._notify(
                     Notice(
-                        f"reconnected to {status.address} as {status.nick},"
-                        f" {len(status.users)} online"
+                        f"reconnected to {status.address}{after} as {status.nick},"
+                        f" {len(status.users)} in {status.room}"
                     )
                 )
                 if resend:
@@ -467,19 +538,49 @@ class Connection:
                         self._unconfirmed.popleft()
                     self._cv.notify_all()
             return
+        if kind in ("error", "users") and not self._users_compat(event):
+            return
         with self._lock:
             before = self._status
             status = before.apply(event)
             self._status = status
         if kind == "rename" and before.nick and event.get("old") == before.nick:
             self._preferred_nick = status.nick  # the user chose it (or we took ours back)
-        self._notify(Received(event, status))
+        self._notify(Received(event, status, before.room))
         if status.nick.lower() != self._preferred_nick.lower() and _frees(
             event, self._preferred_nick
         ):
             self._notify(Notice(f"{self._preferred_nick} is free again; taking it back"))
             nick = self._preferred_nick
             self._enqueue(lambda seq: {"type": "nick", "nick": nick})
+
+    def _users_compat(self, event: ProtocolMessage) -> bool:
+        """Let `/users` work against a server that does not know the request yet.
+
+        Such a server refuses it (`bad_request`, "unknown type 'users'") and answers `who` with
+        everyone online: ask that instead, and show its reply as the answer to `/users`.
+        Changes `event` in place. Returns False when the event is handled and not to be shown.
+        """
+        with self._cv:
+            if event["type"] == "users":
+                if event.get("room") is None:
+                    self._users_asked = max(0, self._users_asked - 1)
+                elif self._users_by_who:
+                    self._users_by_who -= 1
+                    event["room"] = None
+                return True
+            if not (
+                self._users_asked
+                and event.get("code") == "bad_request"
+                and "'users'" in str(event.get("message", ""))
+            ):
+                return True
+            self._users_asked -= 1
+            self._users_by_who += 1
+            self._seq += 1
+            self._outbox.append((self._seq, {"type": "who"}))
+            self._cv.notify_all()
+        return False
 
     def _run_writer(self) -> None:
         while True:
@@ -550,6 +651,8 @@ class Connection:
                 return False
             self._seq += 1
             self._outbox.append((self._seq, message))
+            if message.get("type") == "users":
+                self._users_asked += 1
             self._cv.notify_all()
             status = self._publish_locked(queued=self._queued_locked())
         if self._sock is None:

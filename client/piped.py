@@ -45,7 +45,10 @@ def run_piped(
 
     def listener(event: Event) -> None:
         if isinstance(event, Received):
-            line = render_event(event.event, event.status.nick, time.time(), event.status.room)
+            status = event.status
+            line = render_event(
+                event.event, status.nick, time.time(), status.room, room_before=event.room_before
+            )
             if line is not None:
                 write(line.plain)
         elif isinstance(event, Notice):

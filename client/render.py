@@ -21,6 +21,9 @@ from typing import Any
 
 from prompt_toolkit.utils import get_cwidth
 
+from client.wire import NICK_CHARS
+from client.wire import error_text as error_text  # re-exported: errors become sentences
+
 Fragment = tuple[str, str]
 
 # Control characters are made visible, not silently dropped: a C0 control becomes its Unicode
@@ -95,15 +98,12 @@ def format_time(ts: float) -> str:
     return time.strftime("%H:%M", time.localtime(ts))
 
 
-# The characters of a nickname (protocol.md); a mention is the nick not glued to more of them.
-_NICK_CHARS = r"A-Za-z0-9_\-\[\]\\^{}|`"
-
-
 def mentions(text: str, nick: str) -> bool:
     """True if `text` mentions `nick` as a whole word, ignoring case ("alice:", "@alice", ...)."""
     if not nick:
         return False
-    pattern = rf"(?<![{_NICK_CHARS}]){re.escape(nick)}(?![{_NICK_CHARS}])"
+    # A mention is the nick not glued to more nickname characters.
+    pattern = rf"(?<![{NICK_CHARS}]){re.escape(nick)}(?![{NICK_CHARS}])"
     return re.search(pattern, text, re.IGNORECASE) is not None
 
 
@@ -157,11 +157,16 @@ def own_message_line(nick: str, text: str, ts: float, *, queued: bool = False) -
 
 
 # Events of a room other than the current one get a `[#room] ` prefix (as in text mode).
-_ROOM_PREFIXED = frozenset({"message", "action", "join", "users"})
+_ROOM_PREFIXED = frozenset({"message", "action", "join"})
 
 
 def render_event(
-    event: Mapping[str, Any], own_nick: str, now: float, current_room: str = ""
+    event: Mapping[str, Any],
+    own_nick: str,
+    now: float,
+    current_room: str = "",
+    *,
+    room_before: str = "",
 ) -> Line | None:
     """Render one event received from the server.
 
@@ -169,7 +174,10 @@ def render_event(
         event: a decoded JSON object with a `type`.
         own_nick: my nickname when the event arrived (for mentions and "you").
         now: the time to show when the event has no `ts`.
-        current_room: my current room; events of other rooms are prefixed with theirs.
+        current_room: my current room (after the event); events of other rooms are prefixed
+            with theirs.
+        room_before: my current room before the event: when I was kicked from it or left it,
+            the line says where I talk now.
 
     Returns:
         The line to show, or None for events that are not shown (`pong`, unknown types: the
@@ -177,6 +185,19 @@ def render_event(
     """
     line = _render(event, own_nick, now)
     room = event.get("room")
+    if (
+        line is not None
+        and event.get("type") in ("kick", "part")
+        and event.get("nick") == own_nick
+        and isinstance(room, str)
+        and room.lower() == room_before.lower()
+    ):
+        where = (
+            f"now talking in {sanitize(current_room)}"
+            if current_room
+            else "you are in no room now: /join #room"
+        )
+        return Line((*line.fragments, (line.fragments[-1][0], f"; {where}")), line.highlight)
     if (
         line is None
         or event.get("type") not in _ROOM_PREFIXED
@@ -258,7 +279,7 @@ def _render(event: Mapping[str, Any], own_nick: str, now: float) -> Line | None:
             highlight,
         )
     if kind == "join":
-        return dim(f"{_field(event, 'nick')} joined ({_field(event, 'count')} online)")
+        return dim(f"{_field(event, 'nick')} joined ({_field(event, 'count')} here)")
     if kind == "leave":
         reason, message = _field(event, "reason"), _field(event, "message")
         why = f"{reason}: {message}" if message else reason
@@ -272,24 +293,42 @@ def _render(event: Mapping[str, Any], own_nick: str, now: float) -> Line | None:
         users = event.get("users")
         listed = users if isinstance(users, list) else []
         names = [sanitize(u) for u in listed if isinstance(u, str)]
-        return dim(f"Online ({len(names)}): {', '.join(names)}")
+        room = event.get("room")
+        if isinstance(room, str) and room:  # the reply to /who: one room's members
+            return dim(f"People in {sanitize(room)} ({len(names)}): {', '.join(names)}")
+        return dim(f"Online ({len(names)}): {', '.join(names)}")  # to /users: everyone
     if kind == "welcome":
         users = event.get("users")
         count = len(users) if isinstance(users, list) else 0
         return dim(
-            f"Welcome to {_field(event, 'room')} as {_field(event, 'nick')}, {count} online."
+            f"Welcome to {_field(event, 'room')} as {_field(event, 'nick')} ({count} here)."
             " Type /help for commands."
         )
     if kind == "part":
         message = _field(event, "message")
+        if event.get("nick") == own_nick:
+            return dim(f"You left {_field(event, 'room')}" + (f" ({message})" if message else ""))
         why = f"{message}, " if message else ""
         left = _field(event, "count")
-        return dim(f"{_field(event, 'nick')} left {_field(event, 'room')} ({why}{left} online)")
+        return dim(f"{_field(event, 'nick')} left {_field(event, 'room')} ({why}{left} here)")
     if kind == "kick":
         reason = _field(event, "reason")
+        why = f" ({reason})" if reason else ""
+        if event.get("nick") == own_nick:  # not dimmed: it happened to me
+            return Line(
+                (
+                    stamp,
+                    (
+                        ERROR,
+                        f"-!- You were kicked from {_field(event, 'room')}"
+                        f" by {_field(event, 'by')}{why}",
+                    ),
+                ),
+                highlight=True,
+            )
         return dim(
             f"{_field(event, 'nick')} was kicked from {_field(event, 'room')} by"
-            f" {_field(event, 'by')}" + (f" ({reason})" if reason else "")
+            f" {_field(event, 'by')}{why}"
         )
     if kind == "topic":
         room, topic, by = _field(event, "room"), _field(event, "topic"), _field(event, "by")
@@ -330,7 +369,9 @@ def _render(event: Mapping[str, Any], own_nick: str, now: float) -> Line | None:
     if kind == "notice":
         return dim(f"server: {_field(event, 'text')}")
     if kind == "error":
-        return Line((stamp, (ERROR, f"-!- {_field(event, 'message')} ({_field(event, 'code')})")))
+        return Line(
+            (stamp, (ERROR, "-!- " + sanitize(error_text(event.get("code"), event.get("message")))))
+        )
     return None
 
 

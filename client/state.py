@@ -37,6 +37,8 @@ class Status:
         room: my current room: where what I type goes.
         members: every room I am in, in the order I joined them, with who is in it.
         retry_at: when reconnecting, the `time.monotonic()` of the next attempt.
+        attempt: when reconnecting, the number of the next attempt (1 for the first).
+        last_error: when reconnecting, why the last attempt failed ('' before the first).
         queued: lines waiting to be sent (typed while disconnected).
     """
 
@@ -46,6 +48,8 @@ class Status:
     room: str = ""
     members: Members = ()
     retry_at: float | None = None
+    attempt: int = 0
+    last_error: str = ""
     queued: int = 0
 
     @property
@@ -57,6 +61,11 @@ class Status:
     def users(self) -> tuple[str, ...]:
         """Everyone in my current room, sorted, me included."""
         return self.users_of(self.room)
+
+    @property
+    def known(self) -> tuple[str, ...]:
+        """Everyone in any of my rooms, sorted, me included."""
+        return sorted_nicks(nick for _, nicks in self.members for nick in nicks)
 
     def users_of(self, room: str) -> tuple[str, ...]:
         folded = room.lower()
@@ -96,11 +105,15 @@ class Status:
                 room=room,
                 members=((room, sorted_nicks(_strings(event.get("users")))),),
                 retry_at=None,
+                attempt=0,
+                last_error="",
             )
-        if kind in ("room", "users") and room:
+        if kind == "room" and room:  # answers my join: who is there; it becomes current
             members = self._set_members(room, _strings(event.get("users")))
-            current = room if kind == "room" else self.room  # `room` answers my join
-            return dataclasses.replace(self, members=members, room=current)
+            return dataclasses.replace(self, members=members, room=room)
+        # A `users` reply (to /who or /users) does not change the members: they are kept from
+        # the events above and below, and a server from before the /who change answers /who
+        # with everyone online labelled as its default room.
         if kind == "join" and room and isinstance(nick, str):
             if self._is_me(nick) and not self.has_room(room):
                 return dataclasses.replace(self, members=self._set_members(room, [nick]))

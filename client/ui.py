@@ -2,8 +2,9 @@
 
 Design: a `PromptSession` (input line, history, completion, bottom toolbar) with received lines
 printed *above* it through `run_in_terminal`, rather than a full-screen layout. The chat then
-lives in the terminal's own scrollback, so scrolling, searching, copying and resizing work the
-way they do in the shell (and what was said stays on screen after /quit); the input line is
+lives in the terminal's own scrollback, so scrolling, searching and copying work the way they
+do in the shell (and what was said stays on screen after /quit; lines already printed are not
+rewrapped after a resize, new ones wrap to the new width); the input line is
 redrawn after every batch of printed lines, so typing is never corrupted. A full-screen layout
 would add our own scrollback, wrapping and paging to maintain, for little gain with one room.
 
@@ -44,7 +45,15 @@ from client import commands
 from client.commands import Local, Quit, Send, Usage
 from client.completion import ChatCompleter
 from client.connection import Connection, Event, Notice, Received, StatusChanged
-from client.render import ERROR, Line, info_line, own_message_line, render_event, wrap
+from client.render import (
+    ERROR,
+    Line,
+    info_line,
+    own_message_line,
+    render_event,
+    sanitize,
+    wrap,
+)
 from client.state import Status
 
 # What the terminal shows is the real scrollback; the transcript is a bounded copy for tests
@@ -56,7 +65,7 @@ TOOLBAR_REFRESH_S = 0.5  # the "reconnecting in Ns" countdown ticks
 QUIT_PRINT_TIMEOUT_S = 1.0  # leaving waits this long at most for lines still being printed
 
 # Requests about a room: the client adds its current room when the user did not name one.
-_ROOM_REQUESTS = frozenset({"message", "action", "part", "topic", "kick", "mode"})
+_ROOM_REQUESTS = frozenset({"message", "action", "part", "topic", "kick", "mode", "who"})
 # What may wait in the queue while disconnected: what the user said. Anything else answers the
 # moment and is refused while offline.
 _QUEUED_REQUESTS = frozenset({"message", "action", "private"})
@@ -111,14 +120,19 @@ def toolbar_fragments(status: Status, now: float) -> StyleAndTextTuples:
     else:
         state_style = "class:bottom-toolbar.state.offline"
         if status.state == "reconnecting" and status.retry_at is not None:
+            # One line that updates, instead of a line per attempt on the screen.
             wait_s = math.ceil(status.retry_at - now)
-            state = f"reconnecting in {wait_s}s" if wait_s > 0 else "reconnecting now"
+            when = f"next in {wait_s}s" if wait_s > 0 else "now"
+            state = f"reconnecting (attempt {status.attempt}, {when})"
+            if status.last_error:
+                state += f": {sanitize(status.last_error)}"
         else:
             state = status.state
     fragments: StyleAndTextTuples = [
         ("", f" {status.address} │ "),
         (state_style, state),
-        ("", f" │ {status.nick} │ {status.room} │ {len(status.users)} online"),
+        # The current room's member count, kept from the room's events (not everyone online).
+        ("", f" │ {status.nick} │ {status.room} ({len(status.users)} here)"),
     ]
     if len(status.rooms) > 1:
         fragments.append(("", f" │ {len(status.rooms)} rooms"))
@@ -191,12 +205,17 @@ class ChatUI:
         self.bells = 0
         self._quitting = False
         self._printing: set[asyncio.Future[None]] = set()
+        # What the next prompt starts with: a paste the user did not send, to edit (UI loop only).
+        self._kept_input = ""
         history, self._history_warning = open_history(history_path)
         self.session: PromptSession[str] = PromptSession(
             message=self._prompt,
             history=history,
             completer=ChatCompleter(
-                self._nicks_for_completion, lambda: self.status.nick, lambda: self.status.rooms
+                lambda: self._nicks_for_completion(self.status.users),
+                lambda: self.status.nick,
+                lambda: self.status.rooms,
+                everyone=lambda: self._nicks_for_completion(self.status.known),
             ),
             complete_while_typing=False,
             bottom_toolbar=self._toolbar,
@@ -227,8 +246,8 @@ class ChatUI:
     def _toolbar(self) -> StyleAndTextTuples:
         return toolbar_fragments(self.status, time.monotonic())
 
-    def _nicks_for_completion(self) -> list[str]:
-        online = self.status.users
+    def _nicks_for_completion(self, online: tuple[str, ...]) -> list[str]:
+        """`online` with the people who spoke last first (irssi's order)."""
         folded = {nick.lower(): nick for nick in online}
         recent = [folded.pop(n.lower()) for n in reversed(self._recent) if n.lower() in folded]
         return recent + [nick for nick in online if nick.lower() in folded]
@@ -281,7 +300,11 @@ class ChatUI:
                     if isinstance(sender, str):
                         self._recent.append(sender)
                 line = render_event(
-                    event.event, event.status.nick, self._clock(), event.status.room
+                    event.event,
+                    event.status.nick,
+                    self._clock(),
+                    event.status.room,
+                    room_before=event.room_before,
                 )
                 if line is not None:
                     lines.append(line)
@@ -306,6 +329,8 @@ class ChatUI:
             self.bells += 1
 
         def render() -> None:
+            # The width now: after a resize, new lines wrap to the new width; lines already
+            # printed are the terminal's scrollback and are not rewrapped (docs/client.md).
             columns = output.get_size().columns
             for line in lines:
                 for row in wrap(line, columns):
@@ -338,9 +363,10 @@ class ChatUI:
             while not self._quitting:
                 try:
                     self._active_app = self.session.app
-                    text = await self.session.prompt_async()
+                    text = await self.session.prompt_async(default=self._kept_input)
                 except (EOFError, KeyboardInterrupt):
                     break
+                self._kept_input = ""
                 if self._quitting:
                     break
                 outcome = await self.handle_input(text)
@@ -400,7 +426,9 @@ class ChatUI:
             finally:
                 self._active_app = self.session.app
             if answer.strip().lower() not in ("y", "yes"):
-                self._say(f"paste of {len(lines)} lines not sent")
+                # Not thrown away: a paste that was almost right is edited, not pasted again.
+                self._kept_input = text
+                self._say(f"paste of {len(lines)} lines not sent; it is back in the input line")
                 return None
             for line in lines:
                 self._send(Send(({"type": "message", "text": line},)))

@@ -25,6 +25,7 @@ from client.connection import (
     Notice,
     Pacer,
     Received,
+    StatusChanged,
     alternate_nicks,
     backoff_delay,
 )
@@ -50,6 +51,8 @@ class Proxy:
         # While clear, new connections are accepted but held before reaching the server.
         self.gate = threading.Event()
         self.gate.set()
+        # While set, new connections are accepted and closed at once (a server that is down).
+        self.refuse = threading.Event()
         self._swallowed_more = threading.Condition()
         self.threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -66,7 +69,7 @@ class Proxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            if not self.gate.wait(WAIT_S):
+            if self.refuse.is_set() or not self.gate.wait(WAIT_S):
                 client.close()
                 continue
             upstream = socket.create_connection(self.target, timeout=WAIT_S)
@@ -226,6 +229,56 @@ def test_unreachable_server_raises_connect_error() -> None:
         Connection("127.0.0.1", port, "bob").connect()
 
 
+class SilentServer:
+    """A real listening socket that accepts connections and never writes a byte."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address: tuple[str, int] = self.listener.getsockname()[:2]
+        self.accepted: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, name="test-silent-server")
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)  # held open, never written to
+
+    def close(self) -> None:
+        _shutdown(self.listener)  # wakes accept()
+        self.listener.close()
+        self.thread.join(WAIT_S)
+        for conn in self.accepted:
+            conn.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    server = SilentServer()
+    yield server
+    server.close()
+
+
+def test_a_server_that_accepts_but_never_greets_is_named_as_such(
+    silent_server: SilentServer,
+) -> None:
+    port = silent_server.address[1]
+    progress: list[str] = []
+    connection = Connection("127.0.0.1", port, "bob", greeting_timeout_s=0.2)
+    with pytest.raises(ConnectError) as raised:
+        connection.connect(progress=progress.append)
+    # Said at once, before the wait: the TCP connection itself succeeded.
+    assert progress == [f"connected to 127.0.0.1:{port}, waiting for the server's greeting…"]
+    assert str(raised.value) == (
+        f"127.0.0.1:{port} accepted the connection but sent no greeting within 0.2 s"
+        " (is it a chat server?)"
+    )
+    assert "cannot connect" not in str(raised.value)
+
+
 def test_server_full_is_reported() -> None:
     with ChatServer(ServerConfig(port=0, max_clients=1)) as server:
         first = JsonPeer(server.address, "first")
@@ -361,4 +414,31 @@ def test_rooms_are_joined_again_after_a_reconnect(
     assert connection.status.rooms == ("#lobby", "#rust")
     said = bob.expect_type("message")
     assert (said["room"], said["text"]) == ("#rust", "back in rust")
+    connection.quit()
+
+
+def test_reconnect_attempts_update_the_status_instead_of_printing_a_line_each(
+    proxy: Proxy, events: Events
+) -> None:
+    connection = connect(proxy.address, "alice", events)
+    events.received("welcome")
+    proxy.refuse.set()  # from now on every attempt fails: the server seems down
+    for ghost in proxy.cut_client_sides():
+        ghost.shutdown(socket.SHUT_RDWR)
+
+    def attempt(number: int) -> Callable[[Event], bool]:
+        return lambda e: isinstance(e, StatusChanged) and e.status.attempt >= number
+
+    failing = events.wait(attempt(4))
+    assert isinstance(failing, StatusChanged)
+    assert failing.status.state == "reconnecting"
+    assert failing.status.last_error  # why the last attempt failed, for the status bar
+    proxy.refuse.clear()  # the server is back
+    events.notice("reconnected to")
+    notices = [e.text for e in events.seen if isinstance(e, Notice)]
+    assert len(notices) == 2, notices  # one line when lost, one when back
+    assert notices[0].startswith("connection lost")
+    assert notices[1].startswith(f"reconnected to 127.0.0.1:{proxy.address[1]} after ")
+    assert connection.status.attempt == 0
+    assert connection.status.last_error == ""
     connection.quit()

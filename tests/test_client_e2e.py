@@ -155,10 +155,10 @@ def test_two_clients_talk_through_a_real_server(
 ) -> None:
     alice = start_client(terminals, tmp_path, "alice", server_port)
     alice.wait_for("Welcome to #lobby as alice")
-    alice.wait_for(rf"127\.0\.0\.1:{server_port} │ connected │ alice │ #lobby │ 1 online")
+    alice.wait_for(rf"127\.0\.0\.1:{server_port} │ connected │ alice │ #lobby \(1 here\)")
     bob = start_client(terminals, tmp_path, "bob", server_port)
     alice.wait_for("bob joined")
-    alice.wait_for("2 online")
+    alice.wait_for(r"\(2 here\)")
     bob.type("hi alice, lunch?\r")
     alice.wait_for(r"\d\d:\d\d <bob> hi alice, lunch\?")
     bob.wait_for(r"\d\d:\d\d <bob> hi alice, lunch\?")
@@ -168,7 +168,7 @@ def test_two_clients_talk_through_a_real_server(
     bob.type("long " * 40 + "end\r")  # 200 characters: wraps, the layout holds
     alice.wait_for(r"<bob> long long")
     alice.wait_for(
-        r"long end\n(.*\n)*.*│ connected │ alice │ #lobby │ 2 online"
+        r"long end\n(.*\n)*.*│ connected │ alice │ #lobby \(2 here\)"
     )  # the bar stays below
     alice.type("/me waves\r")
     bob.wait_for(r"\* alice waves")
@@ -176,7 +176,7 @@ def test_two_clients_talk_through_a_real_server(
     assert alice.exit_code() == 0
     assert "server: goodbye (off to lunch)" in alice.text  # printed before leaving
     bob.wait_for(r"alice left \(quit: off to lunch")
-    bob.wait_for("1 online")
+    bob.wait_for(r"\(1 here\)")
     bob.type("\x03")  # Ctrl-C
     assert bob.exit_code() == 0
 
@@ -271,6 +271,26 @@ def test_unreachable_server_is_one_line_and_exit_1(tmp_path: Path) -> None:
         terminal.kill()
 
 
+def test_a_silent_server_is_explained_not_a_blank_screen(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (backlog), never writes
+        port = silent.getsockname()[1]
+        terminal = Terminal(
+            [*client_command(), "bob", "--port", str(port), "--timeout", "0.5"],
+            client_env(tmp_path),
+        )
+        try:
+            terminal.wait_for(
+                rf"chat-client: connected to 127\.0\.0\.1:{port}, waiting for the server's greeting"
+            )
+            assert terminal.exit_code() == 1
+            assert (
+                f"chat-client: 127.0.0.1:{port} accepted the connection but sent no greeting"
+                " within 0.5 s (is it a chat server?)" in terminal.text.replace("\n", "")
+            )  # the terminal wrapped it at 80 columns
+        finally:
+            terminal.kill()
+
+
 # --- piped mode ---------------------------------------------------------------------------
 
 
@@ -328,7 +348,7 @@ def test_sigterm_leaves_cleanly(
 ) -> None:
     bob = JsonPeer(("127.0.0.1", server_port), "bob")
     alice = start_client(terminals, tmp_path, "alice", server_port)
-    alice.wait_for(r"│ connected │ alice │ #lobby │ 2 online")
+    alice.wait_for(r"│ connected │ alice │ #lobby \(2 here\)")
     alice.type("half-typed")
     alice.child.kill(signal.SIGTERM)
     assert alice.exit_code() == 0
@@ -341,7 +361,7 @@ def test_typing_survives_incoming_lines_and_a_mention_rings(
 ) -> None:
     bob = JsonPeer(("127.0.0.1", server_port), "bob")
     alice = start_client(terminals, tmp_path, "alice", server_port)
-    alice.wait_for(r"│ connected │ alice │ #lobby │ 2 online")
+    alice.wait_for(r"│ connected │ alice │ #lobby \(2 here\)")
     alice.type("half-typed reply")
     alice.wait_for(r"\[#lobby\] half-typed reply")
     assert alice.screen.bells == 0

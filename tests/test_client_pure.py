@@ -14,6 +14,7 @@ from client.commands import Local, Quit, Send, Usage, parse, split_text
 from client.completion import ChatCompleter
 from client.render import (
     Line,
+    error_text,
     format_time,
     info_line,
     mentions,
@@ -111,7 +112,7 @@ def test_private_messages_look_distinct() -> None:
 @pytest.mark.parametrize(
     ("event", "text"),
     [
-        ({"type": "join", "nick": "dave", "count": 4}, "-!- dave joined (4 online)"),
+        ({"type": "join", "nick": "dave", "count": 4}, "-!- dave joined (4 here)"),
         (
             {"type": "leave", "nick": "bob", "reason": "quit", "message": "lunch", "count": 3},
             "-!- bob left (quit: lunch, 3 online)",
@@ -128,7 +129,14 @@ def test_private_messages_look_distinct() -> None:
         ),
         ({"type": "rename", "old": "bob", "new": "rob"}, "-!- bob is now known as rob"),
         ({"type": "rename", "old": "al", "new": "alice"}, "-!- You are now known as alice"),
-        ({"type": "users", "users": ["alice", "bob"]}, "-!- Online (2): alice, bob"),
+        (
+            {"type": "users", "room": None, "users": ["alice", "bob"]},
+            "-!- Online (2): alice, bob",
+        ),
+        (
+            {"type": "users", "room": "#rust", "users": ["alice", "bob"]},
+            "-!- People in #rust (2): alice, bob",
+        ),
         ({"type": "notice", "text": "shutting down"}, "-!- server: shutting down"),
     ],
 )
@@ -145,7 +153,26 @@ def test_error_is_not_dimmed() -> None:
     )
     assert line is not None
     assert "class:error" in line.fragments[1][0]
-    assert "no such nick: x (no_such_nick)" in line.plain
+    assert line.plain.endswith("-!- no such nick: x")
+
+
+@pytest.mark.parametrize(
+    ("event", "shown"),
+    [
+        ({"code": "no_such_nick", "message": "no such nick: bob"}, "no such nick: bob"),
+        ({"code": "no_such_nick"}, "no such nick"),
+        ({"code": "bad_key", "message": ""}, "that room needs a key: /join #room KEY"),
+        ({"code": "frobnicated"}, "the server refused that (frobnicated)"),
+        ({"message": "slow down"}, "slow down"),
+        ({}, "the server refused that"),
+    ],
+)
+def test_errors_are_sentences_never_bare_codes(event: dict[str, object], shown: str) -> None:
+    line = render_event({"type": "error", "ts": TS, **event}, "alice", 0)
+    assert line is not None
+    assert line.plain == f"{format_time(TS)} -!- {shown}"
+    assert error_text("no_such_nick", "") == "no such nick"
+    assert "_" not in error_text("not_operator", "")
 
 
 def test_every_received_field_is_sanitised() -> None:
@@ -169,6 +196,28 @@ def test_local_lines() -> None:
     assert "queued" in own_message_line("alice", "hi", TS, queued=True).plain
 
 
+def test_kicked_or_parted_from_my_current_room_says_where_i_talk_now() -> None:
+    kick = {"type": "kick", "ts": TS, "room": "#rust", "nick": "alice", "by": "carol"}
+    line = render_event({**kick, "reason": "too loud"}, "alice", 0, "#lobby", room_before="#rust")
+    assert line is not None
+    assert line.plain == (
+        f"{format_time(TS)} -!- You were kicked from #rust by carol (too loud);"
+        " now talking in #lobby"
+    )
+    assert line.highlight
+    assert "class:error" in line.fragments[1][0]
+    alone = render_event(kick, "alice", 0, "", room_before="#rust")
+    assert alone is not None
+    assert alone.plain.endswith("by carol; you are in no room now: /join #room")
+    other = render_event(kick, "alice", 0, "#lobby", room_before="#lobby")  # not my current one
+    assert other is not None
+    assert other.plain.endswith("You were kicked from #rust by carol")
+    part = {"type": "part", "ts": TS, "room": "#rust", "nick": "alice", "message": "bye"}
+    left = render_event(part, "alice", 0, "#lobby", room_before="#rust")
+    assert left is not None
+    assert left.plain == f"{format_time(TS)} -!- You left #rust (bye); now talking in #lobby"
+
+
 # --- commands ------------------------------------------------------------------------------
 
 
@@ -183,6 +232,7 @@ def test_local_lines() -> None:
         ("/nick rob", Send(({"type": "nick", "nick": "rob"},))),
         ("/who", Send(({"type": "who"},))),
         ("/NAMES", Send(({"type": "who"},))),
+        ("/users", Send(({"type": "users"},))),
         ("/quit", Quit("")),
         ("/quit gone fishing", Quit("gone fishing")),
         ("/help", Local("help")),
@@ -239,6 +289,18 @@ def test_nick_mid_line_and_after_msg() -> None:
     assert complete("/msg bo") == ["/msg bob "]
 
 
+def test_after_msg_everyone_in_my_rooms_is_offered() -> None:
+    completer = ChatCompleter(lambda: ("bob",), lambda: "me", everyone=lambda: ("bob", "carol"))
+    document = Document("/msg ca", 7)
+    found = completer.get_completions(document, CompleteEvent(completion_requested=True))
+    assert [c.text for c in found] == ["carol "]
+    document = Document("ca", 2)  # elsewhere: only the current room
+    assert list(completer.get_completions(document, CompleteEvent())) == []
+    status = Status("h:1").apply({"type": "welcome", "nick": "me", "room": "#a", "users": ["b"]})
+    status = status.apply({"type": "room", "room": "#b", "users": ["me", "C"]})
+    assert status.known == ("b", "C", "me")
+
+
 def test_own_nick_is_not_offered() -> None:
     assert complete("m") == []
 
@@ -272,6 +334,10 @@ def test_status_follows_room_events() -> None:
     assert status.users == ("alicia", "bob", "Carol")
     status = status.apply({"type": "leave", "nick": "carol", "rooms": ["#lobby"]})
     assert status.users == ("alicia", "bob")
+    # A reply to /who or /users lists, it does not change who is in my rooms (an older server
+    # answers /who with everyone online, labelled as its default room).
+    everyone = {"type": "users", "room": "#lobby", "users": ["alicia", "bob", "zed"]}
+    assert status.apply(everyone) is status
     assert status.apply({"type": "message"}) is status
 
 
@@ -335,14 +401,17 @@ def test_toolbar_shows_state_nick_count_and_queue() -> None:
     status = Status("127.0.0.1:8888").apply(
         {"type": "welcome", "nick": "alice", "room": "#lobby", "users": ["alice", "bob"]}
     )
-    assert bar(status) == " 127.0.0.1:8888 │ connected │ alice │ #lobby │ 2 online"
-    waiting = replace(status, state="reconnecting", retry_at=103.2, queued=2)
+    assert bar(status) == " 127.0.0.1:8888 │ connected │ alice │ #lobby (2 here)"
+    waiting = replace(status, state="reconnecting", retry_at=103.2, attempt=1, queued=2)
     assert bar(waiting) == (
-        " 127.0.0.1:8888 │ reconnecting in 4s │ alice │ #lobby │ 2 online │ 2 queued"
+        " 127.0.0.1:8888 │ reconnecting (attempt 1, next in 4s) │ alice │ #lobby (2 here)"
+        " │ 2 queued"
     )
+    third = replace(waiting, attempt=3, last_error="Connection refused\x1b[2J")
+    assert "reconnecting (attempt 3, next in 4s): Connection refused\u241b[2J │" in bar(third)
     two_rooms = status.apply({"type": "room", "room": "#rust", "users": ["alice"]})
-    assert bar(two_rooms) == " 127.0.0.1:8888 │ connected │ alice │ #rust │ 1 online │ 2 rooms"
-    assert "reconnecting now" in bar(waiting, now=104.0)
+    assert bar(two_rooms) == " 127.0.0.1:8888 │ connected │ alice │ #rust (1 here) │ 2 rooms"
+    assert "reconnecting (attempt 1, now)" in bar(waiting, now=104.0)
     assert "disconnected" in bar(replace(status, state="disconnected"))
 
 
@@ -399,7 +468,7 @@ def test_parse_room_commands(typed: str, parsed: commands.Parsed) -> None:
     [
         (
             {"type": "part", "room": "#rust", "nick": "bob", "message": "bye", "count": 1},
-            "-!- bob left #rust (bye, 1 online)",
+            "-!- bob left #rust (bye, 1 here)",
         ),
         (
             {

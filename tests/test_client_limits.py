@@ -1,0 +1,76 @@
+"""The client's copies of the protocol's rules are the server's rules.
+
+The client is a separate program: it imports nothing from the server package and keeps its own
+copies (client/wire.py). This test may import the server, and checks every copy against it, so a
+change on one side fails here instead of in front of a user (a message cut at the wrong length,
+a mention missed, a help text that states another rule).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import string
+from pathlib import Path
+
+import pytest
+
+from chat import protocol
+from client import commands, wire
+from client.connection import alternate_nicks
+from client.render import mentions
+
+CLIENT_DIR = Path(__file__).resolve().parent.parent / "client"
+
+
+def test_line_limit_is_the_servers() -> None:
+    assert wire.MAX_LINE_BYTES == protocol.MAX_LINE_BYTES
+
+
+def test_long_messages_are_split_into_lines_the_server_accepts() -> None:
+    text = ('é€🙂 " \\ \x01' * 2000) + "x" * 9000  # escaping and multi-byte characters
+    pieces = commands.split_text({"type": "message"}, text)
+    assert "".join(pieces).replace(" ", "") == text.replace(" ", "")
+    decoder = protocol.LineDecoder()
+    lines = [wire.encode({"type": "message", "text": piece}) for piece in pieces]
+    received = decoder.feed(b"".join(lines))
+    assert len(received) == len(pieces)
+    assert not any(line.too_long for line in received)
+
+
+def test_nick_length_and_rule_are_the_servers() -> None:
+    assert wire.NICK_MAX_CHARS == protocol.NICK_MAX_CHARS
+    assert wire.NICK_RULE == protocol.NICK_RULE
+    for nick in ("alice", "a" * 16, "[w]_`{|}^-9"):
+        assert all(protocol.nick_error(alt) is None for alt in alternate_nicks(nick))
+
+
+@pytest.mark.parametrize("char", [chr(code) for code in range(0x21, 0x7F)])
+def test_nick_characters_are_the_servers(char: str) -> None:
+    allowed_by_server = protocol.nick_error("a" + char) is None
+    allowed_by_client = re.fullmatch(f"[{wire.NICK_CHARS}]", char) is not None
+    assert allowed_by_client == allowed_by_server
+    if allowed_by_server:  # a mention is the nick as a whole word: glued to char it is not
+        assert not mentions("alice" + char, "alice")
+    elif char not in string.ascii_letters:
+        assert mentions("alice" + char, "alice")
+
+
+def test_room_prefix_is_the_servers() -> None:
+    assert wire.ROOM_PREFIX == protocol.ROOM_PREFIX
+    parsed = commands.parse("/join rust")
+    assert isinstance(parsed, commands.Send)
+    assert protocol.room_error(parsed.messages[0]["room"]) is None
+
+
+def test_the_client_package_imports_nothing_from_the_server() -> None:
+    for path in sorted(CLIENT_DIR.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            assert not any(n == "chat" or n.startswith("chat.") for n in names), path.name
