@@ -386,7 +386,6 @@ def test_users_lists_everyone_while_the_bar_and_completion_keep_to_the_room(
     carol.close()
 
 
-@pytest.mark.xfail(strict=False, reason="needs server /who change")
 def test_who_lists_the_current_rooms_members(chat_server: ChatServer, history: Path) -> None:
     bob = JsonPeer(chat_server.address, "bob")
     carol = carol_only_in_rust(chat_server.address)

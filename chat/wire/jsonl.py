@@ -252,7 +252,14 @@ def _reply(event: ev.Event) -> dict[str, Any]:
         case ev.TopicReply(room=room, topic=topic, by=by, ts=ts):
             return {"type": "topic", "ts": ts, "room": room, "by": by, "topic": topic}
         case ev.UserList(room=room, users=users, ts=ts):
-            return {"type": "users", "ts": ts, "room": room, "users": list(users)}
+            # A room's list marks its operators with "@" (IRC style); JSON says it apart.
+            return {
+                "type": "users",
+                "ts": ts,
+                "room": room,
+                "users": [u.removeprefix("@") for u in users],
+                "operators": [u[1:] for u in users if u.startswith("@")],
+            }
         case ev.Notice(text=text, ts=ts):
             return {"type": "notice", "ts": ts, "text": text}
         case ev.HelpText(ts=ts):
