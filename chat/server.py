@@ -169,10 +169,6 @@ class ChatServer:
         for connection in connections:
             connection.shut_down()
         self._accept_thread.join()
-        with self._lock:
-            late = [c for c in self._connections if c not in connections]
-        for connection in late:  # accepted in the accept thread's last round
-            connection.shut_down()
         deadline = time.monotonic() + SHUTDOWN_FLUSH_S
         with self._lock:
             while self._connections and (left := deadline - time.monotonic()) > 0:
@@ -249,8 +245,6 @@ class ChatServer:
     ) -> str | None:
         """Makes a connection speaking `dialect` for `sock` and starts it, or says why not."""
         config = self.config
-        if self._stopping.is_set():
-            return "server shutting down"
         ip = address[0]
         limit_this = config.limit_loopback or not ipaddress.ip_address(ip).is_loopback
         _tune(sock)
@@ -271,6 +265,10 @@ class ChatServer:
             self._connections.add(connection)
             self._per_address[ip] += 1
         log.info("%s:%d connected", address[0], address[1])  # before its reader can log
+        if self._stopping.is_set():
+            # Accepted in the accept thread's last round, after stop() took its list: it gets
+            # the same goodbye as everyone (added to the set first, so none falls between).
+            connection.shut_down()
         self._runner.run(connection, connection.serve, f"reader {address[0]}:{address[1]}")
         return None
 

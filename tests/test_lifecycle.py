@@ -16,7 +16,7 @@ import pytest
 
 from chat.config import ServerConfig
 from chat.server import ChatServer
-from tests.peers import JsonPeer, Peer, TextPeer
+from tests.peers import JsonPeer, Peer, TextPeer, wait_until
 
 
 def test_stop_says_goodbye_and_leaves_no_thread(make_server):
@@ -25,6 +25,9 @@ def test_stop_says_goodbye_and_leaves_no_thread(make_server):
     alice = TextPeer(server.address, "alice")
     bot = JsonPeer(server.address, "bot")
     lurker = Peer(server.address)  # never registers
+    # Connected is not yet accepted: without this, stop() can close the listener with the
+    # lurker still in its backlog (a reset, no goodbye), a race in the test, not the server.
+    wait_until(lambda: server.client_count == 3)
     server.stop()
     assert alice.until_closed()[-1] == "*** server shutting down"
     notice = json.loads(bot.until_closed()[-1])
