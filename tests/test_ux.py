@@ -323,6 +323,19 @@ def test_password_and_flood_errors_are_sentences(make_server: Any) -> None:
         peer.close()
 
 
+def test_registration_deadline_is_told_in_a_sentence(make_server: Any) -> None:
+    server = make_server(register_timeout_s=0.3)
+    nc = TextPeer(server.address)
+    program = JsonPeer(server.address)
+    error = json_error(program, {"type": "ping"})  # JSON mode, not registered
+    assert error["code"] == "not_registered"
+    assert_sentence(error["message"])
+    assert nc.until_closed() == ["! registration timed out"]
+    error = program.expect_type("error")
+    assert (error["code"], error["message"]) == ("timeout", "registration timed out")
+    program.close()
+
+
 # -- (e) modes in words, keys never shown ---------------------------------------------------------
 
 
