@@ -302,7 +302,8 @@ class _TextCodec:
             if match is not None:
                 return LOAD, match.groups()
             return OTHER, None
-        if line.startswith(b"*** Online ("):
+        # /who answers "*** Users in #room (N): ..." (before the rooms: "*** Online (N): ...").
+        if line.startswith((b"*** Users in ", b"*** Online (")):
             return BARRIER, None
         if line.startswith(b"*** "):
             if (match := _TEXT_LEAVE_RE.match(line)) is not None:

@@ -129,8 +129,11 @@ class Outbox:
     def wait_room(self, nbytes: int, timeout: float) -> bool:
         """Waits up to `timeout` seconds until `nbytes` more would fit (or the outbox is
         closed); returns whether they fit. Only a connection's own reader calls this, to send a
-        reply too large for one offer in pieces: it waits for its own client, nobody else."""
+        reply too large for one offer in pieces: it waits for its own client, nobody else.
+        More than the whole queue never fits: False at once, not after `timeout`."""
         with self._lock:
+            if nbytes > self._max_bytes:
+                return self._closed
             if self._changed is None:
                 self._changed = threading.Condition(self._lock)
             return self._changed.wait_for(

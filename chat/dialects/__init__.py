@@ -154,10 +154,11 @@ def reclaim_nick(hub: Hub, nick: str) -> bool:
 REPLY_PIECE_BYTES = 16 * 1024
 
 
-def reply_pieces(data: bytes, config: ServerConfig) -> list[bytes]:
-    """A long reply cut for `Link.send_pieces`: pieces of at most a quarter of the send queue,
-    so that each fits while other output waits beside it."""
-    return split_lines(data, min(REPLY_PIECE_BYTES, max(512, config.sendq_bytes // 4)))
+def piece_bytes(config: ServerConfig) -> int:
+    """How big one piece of a long reply may be: REPLY_PIECE_BYTES, or half the send queue when
+    that is smaller. A piece larger than the whole queue could never be queued: waiting for
+    room for it would always time out and drop the client (`--sendq-bytes 4096` and `/rooms`)."""
+    return max(1, min(REPLY_PIECE_BYTES, config.sendq_bytes // 2))
 
 
 def split_lines(data: bytes, size: int = REPLY_PIECE_BYTES) -> list[bytes]:

@@ -12,7 +12,7 @@ import time
 
 from chat import events as ev
 from chat.config import ServerConfig
-from chat.dialects import Link, reclaim_nick, reply_pieces
+from chat.dialects import Link, piece_bytes, reclaim_nick, split_lines
 from chat.flood import FloodGate, Verdict
 from chat.hub import (
     BadKey,
@@ -331,8 +331,9 @@ class IrcDialect:
             modes = self._hub.room_modes(name, self._link)
             secret = modes is not None and modes[2]
             self._link.send_pieces(
-                reply_pieces(
-                    irc.names_lines(self._server, self._me, name, users, secret), self._config
+                split_lines(
+                    irc.names_lines(self._server, self._me, name, users, secret),
+                    piece_bytes(self._config),
                 )
             )
         if not params:
@@ -349,7 +350,7 @@ class IrcDialect:
                     )
                 )
         lines.append(irc.numeric(self._server, self._me, irc.RPL_LISTEND, "End of /LIST"))
-        self._link.send_pieces(reply_pieces(b"".join(lines), self._config))
+        self._link.send_pieces(split_lines(b"".join(lines), piece_bytes(self._config)))
 
     def _irc_topic(self, params: tuple[str, ...]) -> None:
         if not params:
@@ -520,7 +521,7 @@ class IrcDialect:
                 )
             )
         lines.append(irc.numeric(self._server, self._me, irc.RPL_ENDOFWHO, mask, "End of WHO"))
-        self._link.send_pieces(reply_pieces(b"".join(lines), self._config))
+        self._link.send_pieces(split_lines(b"".join(lines), piece_bytes(self._config)))
 
     def _irc_whois(self, params: tuple[str, ...]) -> None:
         if not params:

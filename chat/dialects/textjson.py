@@ -14,7 +14,7 @@ from typing import Protocol
 
 from chat import events as ev
 from chat.config import ServerConfig
-from chat.dialects import Link, reclaim_nick, reply_pieces, sentence
+from chat.dialects import Link, piece_bytes, reclaim_nick, sentence, split_lines
 from chat.flood import FloodGate, Verdict
 from chat.hub import ChatError, Hub, NickTaken
 from chat.protocol import (
@@ -201,9 +201,8 @@ class TextJsonDialect:
                 self._part(self._room_or_current(room), message)
             case ev.ListRooms():
                 rooms = hub.list_rooms(link)
-                link.send_pieces(
-                    reply_pieces(self._codec.encode(rooms, self.nick or ""), self._config)
-                )
+                listing = self._codec.encode(rooms, self.nick or "")
+                link.send_pieces(split_lines(listing, piece_bytes(self._config)))
             case ev.SetTopic(topic=None, room=room):
                 self._reply(hub.topic(link, self._room_or_current(room)))
             case ev.SetTopic(topic=str() as topic, room=room):

@@ -156,19 +156,29 @@ def encode(
 
 # A room listing is sent as several "rooms" objects of at most this many rooms, the last without
 # "more": a thousand rooms with long topics would otherwise be one line of megabytes.
-ROOMS_PER_OBJECT = 20
+ROOMS_PER_OBJECT = 50
+# ... and of about this many bytes of rooms at most (one room with a long topic may be more): each
+# object is one line, and a line must fit whole in the client's send queue (--sendq-bytes), which
+# may be a few KiB; 50 rooms with topics are up to 100 KiB.
+ROOMS_OBJECT_BYTES = 1024
 
 
 def room_list_lines(event: ev.RoomList) -> bytes:
-    rooms = [{"room": r.name, "count": r.count, "topic": r.topic} for r in event.rooms]
+    groups: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for info in event.rooms:
+        room = {"room": info.name, "count": info.count, "topic": info.topic}
+        room_bytes = len(_dump(room))
+        full = len(groups[-1]) >= ROOMS_PER_OBJECT or size + room_bytes > ROOMS_OBJECT_BYTES
+        if groups[-1] and full:
+            groups.append([])
+            size = 0
+        groups[-1].append(room)
+        size += room_bytes
     out = []
-    for start in range(0, max(len(rooms), 1), ROOMS_PER_OBJECT):
-        obj: dict[str, Any] = {
-            "type": "rooms",
-            "ts": event.ts,
-            "rooms": rooms[start : start + ROOMS_PER_OBJECT],
-        }
-        if start + ROOMS_PER_OBJECT < len(rooms):
+    for i, group in enumerate(groups):
+        obj: dict[str, Any] = {"type": "rooms", "ts": event.ts, "rooms": group}
+        if i < len(groups) - 1:
             obj["more"] = True
         out.append(_dump(obj))
     return b"".join(out)
