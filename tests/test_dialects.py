@@ -465,7 +465,9 @@ def test_json_commands(hub: Hub) -> None:
     send(bot, {"type": "who", "room": "#lobby"})
     assert bot.json()[0]["users"] == ["bob", "bot"]
     send(bot, {"type": "users"})
-    assert bot.json() == [{"type": "users", "ts": 1000.0, "room": None, "users": ["bob", "bot"]}]
+    assert bot.json() == [
+        {"type": "users", "ts": 1000.0, "room": None, "users": ["bob", "bot"], "operators": []}
+    ]
     send(bot, {"type": "rooms"})
     (rooms,) = bot.json()
     assert rooms["rooms"] == [

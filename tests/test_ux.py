@@ -106,7 +106,7 @@ def test_who_is_the_rooms_members_and_users_is_everyone(make_server: Any) -> Non
     assert alice.expect("*** Users") == "*** Users in #side (1): @carol"
     bot.send_json({"type": "who", "room": "#side"})
     users = bot.expect_type("users")
-    assert (users["room"], users["users"]) == ("#side", ["@carol"])
+    assert (users["room"], users["users"], users["operators"]) == ("#side", ["carol"], ["carol"])
 
     carol.send("/who\n")  # carol's current room is #side now
     assert carol.expect("*** Users") == "*** Users in #side (1): @carol"
