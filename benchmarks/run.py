@@ -189,7 +189,7 @@ def run_load(server: RunningServer, scenario: Scenario, result: Result) -> None:
     command = [
         PY,
         "-m",
-        "chat.load",
+        "loadtool",
         "--port",
         str(server.irc_port if scenario.protocol == "irc" else server.port),
         "--protocol",

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from chat import demo
-from chat.load import LoadConfig, run_load
+from loadtool import LoadConfig, run_load
 from tests.peers import JsonPeer
 
 ATTEMPTS = 5

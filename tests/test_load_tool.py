@@ -10,11 +10,16 @@ import socket
 import subprocess
 import sys
 import time
+from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 
-from chat import load
-from chat.load import LoadConfig, main, run_load
+from loadtool import LoadConfig, run_load
+from loadtool import run as load
+from loadtool.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_safe_server_delivers_everything_exactly_once_in_order(make_server):
@@ -119,9 +124,14 @@ def test_main_prints_json_and_exits_0(make_server, capsys):
 
 def test_console_script_runs_as_a_subprocess(make_server):
     server = make_server()
-    # The installed entry point next to this interpreter (pip install -e .), else the module.
+    # The installed entry point next to this interpreter (pip install -e .) if it was installed
+    # from this tree's pyproject.toml, else the module the entry point names.
+    declared = 'chat-load = "loadtool.cli:main"'
+    assert declared in (ROOT / "pyproject.toml").read_text()
+    installed = [e.value for e in entry_points(group="console_scripts", name="chat-load")]
     script = shutil.which("chat-load", path=os.path.dirname(sys.executable))
-    program = [script] if script else [sys.executable, "-m", "chat.load"]
+    use_script = script is not None and installed == ["loadtool.cli:main"]
+    program = [script] if use_script and script else [sys.executable, "-m", "loadtool"]
     command = [
         *program,
         "--port",

@@ -1,0 +1,101 @@
+"""What a load run found: `LoadReport` and `Latency`, the verdict (`ok`), as text or JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Latency:
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+@dataclass
+class LoadReport:
+    """What happened; `ok` is True only if every client that kept up got exactly what it should."""
+
+    clients: int
+    slow_clients: int
+    messages_per_client: int
+    protocol: str
+    joined: int = 0
+    join_failures: dict[str, int] = field(default_factory=dict)
+    messages_sent: int = 0
+    deliveries_expected: int = 0
+    deliveries_received: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    out_of_order: int = 0
+    delivery_rate: float = 0.0
+    latency: Latency | None = None
+    disconnected: dict[str, int] = field(default_factory=dict)
+    slow_clients_disconnected: dict[str, int] = field(default_factory=dict)
+    flood_limited: int = 0
+    nick_clash_pairs: int = 0
+    nick_clash_both_won: int = 0
+    timed_out: str | None = None  # the phase the run was in when --duration ran out
+    elapsed_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.lost == 0
+            and self.duplicated == 0
+            and self.out_of_order == 0
+            and self.nick_clash_both_won == 0
+            and not self.join_failures
+            and not self.disconnected  # kicked, crashed: it did not keep up, say so
+            and self.timed_out is None
+            and self.joined > 0
+        )
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["ok"] = self.ok
+        return json.dumps(data, indent=2)
+
+    def format_text(self) -> str:
+        lines = [
+            f"clients            {self.joined} of {self.clients} joined"
+            + (f", {self.slow_clients} slow (never read)" if self.slow_clients else "")
+            + f", protocol {self.protocol}",
+            f"messages sent      {self.messages_sent}",
+            f"deliveries         {self.deliveries_received} received of "
+            f"{self.deliveries_expected} expected",
+            f"lost               {self.lost}",
+            f"duplicated         {self.duplicated}",
+            f"out of order       {self.out_of_order}",
+            f"delivery rate      {self.delivery_rate:,.0f} deliveries/s",
+        ]
+        if self.latency is not None:
+            lat = self.latency
+            lines.append(
+                f"latency            p50 {lat.p50_ms:.1f} ms  p95 {lat.p95_ms:.1f} ms  "
+                f"p99 {lat.p99_ms:.1f} ms  max {lat.max_ms:.1f} ms"
+            )
+        for reason, count in sorted(self.join_failures.items()):
+            lines.append(f"never joined       {count} ({reason})")
+        for reason, count in sorted(self.disconnected.items()):
+            lines.append(f"disconnected       {count} ({reason})")
+        for reason, count in sorted(self.slow_clients_disconnected.items()):
+            lines.append(f"slow disconnected  {count} ({reason})")
+        if self.flood_limited:
+            lines.append(
+                f"flood control      the server dropped lines of {self.flood_limited} bot(s); "
+                "their messages are not counted as lost (pace with --rate, or run the server "
+                "with --flood-rate 0 to go flat out)"
+            )
+        if self.nick_clash_pairs:
+            lines.append(
+                f"nickname clashes   {self.nick_clash_both_won} of {self.nick_clash_pairs} pairs "
+                "BOTH got the same nickname"
+            )
+        if self.timed_out is not None:
+            lines.append(f"timed out          --duration ran out during the {self.timed_out} phase")
+        lines.append(f"elapsed            {self.elapsed_s:.2f} s")
+        lines.append("result             " + ("OK" if self.ok else "PROBLEMS"))
+        return "\n".join(lines)
