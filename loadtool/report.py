@@ -25,12 +25,18 @@ class LoadReport:
     joined: int = 0
     join_failures: dict[str, int] = field(default_factory=dict)
     messages_sent: int = 0
+    # The verdict's count: from every bot whose messages were all handled (and none dropped by
+    # flood control) to every other bot that kept up.
     deliveries_expected: int = 0
     deliveries_received: int = 0
     lost: int = 0
     duplicated: int = 0
     out_of_order: int = 0
-    delivery_rate: float = 0.0
+    # Every delivery of a bot's message that any bot received, counted above or not (from a bot
+    # flood control cut off, to a bot that left): what the rate measures.
+    deliveries_arrived: int = 0
+    delivery_span_s: float = 0.0  # from the first message sent to the last delivery's arrival
+    delivery_rate: float = 0.0  # deliveries_arrived / delivery_span_s; 0 if none arrived
     latency: Latency | None = None
     disconnected: dict[str, int] = field(default_factory=dict)
     slow_clients_disconnected: dict[str, int] = field(default_factory=dict)
@@ -39,6 +45,13 @@ class LoadReport:
     nick_clash_both_won: int = 0
     timed_out: str | None = None  # the phase the run was in when --duration ran out
     elapsed_s: float = 0.0
+    # Deliveries are verified a slice at a time while the run goes on: the most bytes of them
+    # that waited at once, and the most verified in one step of the loop.
+    unverified_peak_bytes: int = 0
+    verify_step_max: int = 0
+    # Times a paced bot fell so far behind its schedule (the machine or the tool stalled) that
+    # it did not catch up all at once but finished later, to stay under flood control.
+    schedule_slips: int = 0
 
     @property
     def ok(self) -> bool:
@@ -64,13 +77,26 @@ class LoadReport:
             + (f", {self.slow_clients} slow (never read)" if self.slow_clients else "")
             + f", protocol {self.protocol}",
             f"messages sent      {self.messages_sent}",
-            f"deliveries         {self.deliveries_received} received of "
-            f"{self.deliveries_expected} expected",
+            self._deliveries_line(),
             f"lost               {self.lost}",
             f"duplicated         {self.duplicated}",
             f"out of order       {self.out_of_order}",
-            f"delivery rate      {self.delivery_rate:,.0f} deliveries/s",
         ]
+        uncounted = self.deliveries_arrived - self.deliveries_received - self.duplicated
+        if uncounted > 0:
+            lines.append(
+                f"not counted        {uncounted} more arrived, from or to bots the count leaves "
+                "out (flood control, disconnected, time ran out)"
+            )
+        if self.deliveries_arrived and self.delivery_rate:
+            span = self.delivery_span_s
+            took = f"{span * 1000:.1f} ms" if span < 1 else f"{span:.2f} s"
+            lines.append(
+                f"delivery rate      {self.delivery_rate:,.0f} deliveries/s ("
+                f"{self.deliveries_arrived} arrived in {took}, first send to last arrival)"
+            )
+        else:
+            lines.append("delivery rate      not measured: no delivery arrived")
         if self.latency is not None:
             lat = self.latency
             lines.append(
@@ -94,8 +120,33 @@ class LoadReport:
                 f"nickname clashes   {self.nick_clash_both_won} of {self.nick_clash_pairs} pairs "
                 "BOTH got the same nickname"
             )
+        if self.schedule_slips:
+            lines.append(
+                f"pacing             {self.schedule_slips} time(s) a bot fell behind its "
+                "schedule (a stall) and finished later rather than burst"
+            )
+        if self.deliveries_arrived:
+            waited_kib = self.unverified_peak_bytes / 1024
+            lines.append(
+                f"verification       as the run went: at most {waited_kib:,.0f} KiB waited at "
+                f"once, at most {self.verify_step_max} deliveries per step"
+            )
         if self.timed_out is not None:
             lines.append(f"timed out          --duration ran out during the {self.timed_out} phase")
         lines.append(f"elapsed            {self.elapsed_s:.2f} s")
         lines.append("result             " + ("OK" if self.ok else "PROBLEMS"))
         return "\n".join(lines)
+
+    def _deliveries_line(self) -> str:
+        if self.deliveries_expected:
+            return (
+                f"deliveries         {self.deliveries_received} received of "
+                f"{self.deliveries_expected} expected"
+            )
+        if self.joined < 2:
+            why = "fewer than 2 bots joined"
+        elif self.messages_sent == 0:
+            why = "no messages sent"
+        else:
+            why = "no bot got all its messages through to another that kept up"
+        return f"deliveries         none to check: {why}"

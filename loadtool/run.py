@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import selectors
 import socket
 import struct
@@ -55,9 +56,22 @@ MAX_CONNECTING = 64
 # Reads go into one preallocated buffer: recv(256 KiB) would allocate (and the allocator map)
 # 256 KiB on every call, 16 µs against 2.5 µs for a small read on this machine.
 RECV_BYTES = 256 * 1024
-# Deliveries are counted as they arrive and verified after the clock stops (see `_Run.read`);
-# past this many bytes waiting to be verified, they are verified at once, to bound memory.
-MAX_UNDIGESTED_BYTES = 256 * 1024 * 1024
+# Deliveries are counted as they arrive (in C, at memory speed) and verified later, a slice at a
+# time (see `_Run.read`): whenever the loop has nothing else to do, and at once when more than
+# `LoadConfig.max_unverified_bytes` wait. A slice of 1,000 lines takes about 2 ms here, so
+# verifying never holds up the loop, its reads and its paced sends for long; verifying 256 MiB at
+# once took 17 s, long enough for the bots' catch-up to trip the server's flood control.
+VERIFY_SLICE_LINES = 1000
+# The default bound on bytes waiting to be verified: memory, and the work left after the clock
+# stops. A flat-out 100 bots x 100 messages (about 45 MiB of text) still fits, so flat-out runs
+# verify mostly after the clock stops and the tool keeps up with the server.
+MAX_UNVERIFIED_BYTES = 64 * 1024 * 1024
+# After a stall (this machine, or this loop, was busy) a paced bot owes several messages; it
+# sends at most this many at once (or what its rate asks in CATCH_UP_S, if more) and lets its
+# schedule slip for the rest. BOT_BURST is half the server's default flood burst (20 lines),
+# which leaves room for the barrier and quit lines: a bot paced under the flood rate (10
+# lines/s) then never trips flood control however long the stall.
+CATCH_UP_S = 0.1
 QUIT_TIMEOUT_S = 2.0
 PROGRESS_EVERY_S = 0.25
 
@@ -78,6 +92,36 @@ class LoadConfig:
     join_timeout: float = 10.0
     protocol: str = "json"
     nick_clash: bool = False
+    # Deliveries that arrived but are not verified yet may hold this many bytes; past it, reading
+    # waits for verifying (so memory stays bounded and the server feels the back-pressure).
+    max_unverified_bytes: int = MAX_UNVERIFIED_BYTES
+
+
+class Schedule:
+    """When one paced bot's messages are due: a steady interval, never a burst after a stall.
+
+    Pure: the caller passes the clock's reading. A bot that fell behind catches up with at most
+    `catch_up` messages at once; the rest of its schedule slips (it finishes later instead of
+    bursting past the server's flood control).
+    """
+
+    def __init__(self, interval: float, catch_up: int, first_due: float) -> None:
+        self.interval = interval
+        self.catch_up = max(1, catch_up)
+        self.next_due = first_due
+        self.slips = 0  # times the schedule was moved later because the bot fell too far behind
+
+    def take(self, now: float, most: int) -> int:
+        """Counts the messages due at `now` as sent (at most `most`) and returns how many."""
+        earliest = now - (self.catch_up - 1) * self.interval
+        if self.next_due < earliest:
+            self.next_due = earliest
+            self.slips += 1
+        count = 0
+        while self.next_due <= now and count < most:
+            count += 1
+            self.next_due += self.interval
+        return count
 
 
 # -- the bots --------------------------------------------------------------------------------------
@@ -101,7 +145,8 @@ class _Bot:
         self.failed: str | None = None  # why it never joined
         self.gone: str | None = None  # why it was disconnected before it quit
         self.sent = 0
-        self.next_send = 0.0
+        self.bucket_at = 0.0  # the default pacing's token bucket was last filled then
+        self.schedule: Schedule | None = None  # with an aggregate --rate
         self.tokens = float(BOT_BURST)
         self.barriers = 0  # barrier replies still expected
         self.sent_done = False  # its "sent" barrier came back: all its messages are handled
@@ -150,10 +195,15 @@ class _Run:
         self.out_of_order = 0
         self.received = 0  # verified deliveries
         self.arrived = 0  # delivery lines counted on arrival, verified or not
-        # (bot, receive time, complete lines) in arrival order: the deliveries in them are
-        # verified by digest(), after the clock stops.
-        self.undigested: list[tuple[_Bot, int, bytes]] = []
-        self.undigested_bytes = 0
+        # (bot, receive time, complete lines) in arrival order: the deliveries in them wait for
+        # verify_slice(). The one at the head may be partly verified: its delivery lines are
+        # `head_lines`, verified up to `head_at`.
+        self.unverified: deque[tuple[_Bot, int, bytes]] = deque()
+        self.unverified_bytes = 0
+        self.unverified_peak_bytes = 0  # the most held at once
+        self.verify_step_max = 0  # the most deliveries verified in one step
+        self.head_lines: list[bytes] | None = None
+        self.head_at = 0
         self.latencies = array("q")
         self.seen_nicks: set[str] = set()
         self.leave_reasons: dict[str, str] = {}
@@ -277,17 +327,21 @@ class _Run:
         bot.inbuf = data[end:]
         data = data[:end]
         # The bulk of what arrives is deliveries: here they are only counted (in C, at memory
-        # speed) and kept; digest() verifies them later. Parsing each one now would make this
-        # one thread the bottleneck of a flat-out run. Every other line is handled at once.
+        # speed) and kept; verify_slice() verifies them when the loop is idle. Parsing each one
+        # now would make this one thread the bottleneck of a flat-out run. Every other line is
+        # handled at once.
         mark = self.codec.load_mark
         loads = data.count(mark)
         if loads:
             self.arrived += loads
             self.last_delivery_ns = now
-            self.undigested.append((bot, now, data))
-            self.undigested_bytes += len(data)
-            if self.undigested_bytes > MAX_UNDIGESTED_BYTES:
-                self.digest()
+            self.unverified.append((bot, now, data))
+            self.unverified_bytes += len(data)
+            self.unverified_peak_bytes = max(self.unverified_peak_bytes, self.unverified_bytes)
+            # Over the bound, verifying comes before reading more: a few slices, about what
+            # this read added.
+            while self.unverified_bytes > self.config.max_unverified_bytes:
+                self.verify_slice()
             if loads == data.count(b"\n"):
                 return
         classify = self.codec.classify
@@ -323,18 +377,34 @@ class _Run:
                 bot.flood_limited = True
                 bot.kicked = bot.kicked or kind == FLOOD_KICK
 
-    def digest(self) -> None:
-        """Verifies the deliveries read so far, in the order they arrived."""
-        mark = self.codec.load_mark
+    def verify_slice(self) -> None:
+        """Verifies up to VERIFY_SLICE_LINES of the deliveries waiting, in the order they came."""
         classify = self.codec.classify
-        for bot, now, data in self.undigested:
-            for line in data.split(b"\n"):
-                if mark in line:
-                    kind, value = classify(line)
-                    if kind == LOAD:
-                        self.delivery(bot, value, now)
-        self.undigested.clear()
-        self.undigested_bytes = 0
+        done = 0
+        while done < VERIFY_SLICE_LINES and self.unverified:
+            bot, now, data = self.unverified[0]
+            if self.head_lines is None:
+                mark = self.codec.load_mark
+                self.head_lines = [line for line in data.split(b"\n") if mark in line]
+                self.head_at = 0
+            lines = self.head_lines
+            end = min(len(lines), self.head_at + VERIFY_SLICE_LINES - done)
+            for line in lines[self.head_at : end]:
+                kind, value = classify(line)
+                if kind == LOAD:
+                    self.delivery(bot, value, now)
+            done += end - self.head_at
+            self.head_at = end
+            if end == len(lines):
+                self.unverified.popleft()
+                self.unverified_bytes -= len(data)
+                self.head_lines = None
+        self.verify_step_max = max(self.verify_step_max, done)
+
+    def verify_all(self) -> None:
+        """Verifies every delivery still waiting (after the clock stops), slice by slice."""
+        while self.unverified:
+            self.verify_slice()
 
     def delivery(self, bot: _Bot, groups: tuple[bytes, bytes, bytes], now: int) -> None:
         name, seq_text, sent_text = groups
@@ -384,18 +454,15 @@ class _Run:
             if config.rate == 0:  # flat out: as fast as the socket takes it
                 count = FLAT_OUT_BATCH if len(bot.outbuf) < MAX_PENDING_BYTES else 0
             elif config.rate is None:  # a token bucket under the server's flood control
-                bot.tokens = min(BOT_BURST, bot.tokens + (now - bot.next_send) * BOT_RATE)
-                bot.next_send = now
+                bot.tokens = min(BOT_BURST, bot.tokens + (now - bot.bucket_at) * BOT_RATE)
+                bot.bucket_at = now
                 count = int(bot.tokens)
                 bot.tokens -= count
                 next_due = min(next_due, now + (1 - bot.tokens) / BOT_RATE)
             else:  # an aggregate rate, bots evenly spread
-                count = 0
-                interval = len(self.bots) / config.rate
-                while bot.next_send <= now and count < FLAT_OUT_BATCH:
-                    count += 1
-                    bot.next_send += interval
-                next_due = min(next_due, bot.next_send)
+                assert bot.schedule is not None
+                count = bot.schedule.take(now, FLAT_OUT_BATCH)
+                next_due = min(next_due, bot.schedule.next_due)
             count = min(count, config.messages - bot.sent)
             if count <= 0:
                 continue
@@ -448,7 +515,14 @@ class _Run:
                 if not waiting and not pending and not slow_pending:
                     self.phase = "send"
                     for bot in self.bots:
-                        bot.next_send = now + (bot.index / config.rate if config.rate else 0)
+                        bot.bucket_at = now
+                        if config.rate:
+                            per_bot = config.rate / len(self.bots)
+                            bot.schedule = Schedule(
+                                interval=1 / per_bot,
+                                catch_up=max(BOT_BURST, math.ceil(per_bot * CATCH_UP_S)),
+                                first_due=now + bot.index / config.rate,
+                            )
                         if bot.alive and bot.joined and config.messages == 0:
                             self.ask_barrier(bot)
             if self.phase == "send":
@@ -482,8 +556,13 @@ class _Run:
             if self.progress is not None and now - last_progress >= PROGRESS_EVERY_S:
                 last_progress = now
                 self.progress(self.progress_line(now - start))
-            timeout = max(0.0, min(wake, deadline) - time.monotonic())
-            for key, mask in self.selector.select(timeout):
+            # Deliveries waiting to be verified: look for sockets ready, and if none is, verify
+            # a slice (the loop is idle) instead of waiting.
+            timeout = 0.0 if self.unverified else max(0.0, min(wake, deadline) - time.monotonic())
+            events = self.selector.select(timeout)
+            if not events and self.unverified:
+                self.verify_slice()
+            for key, mask in events:
                 bot = key.data
                 if bot.closed:
                     continue
@@ -509,7 +588,7 @@ class _Run:
     # -- the verdict ---------------------------------------------------------------------------
 
     def report(self, elapsed: float, timed_out: str | None) -> LoadReport:
-        self.digest()
+        self.verify_all()
         config = self.config
         report = LoadReport(
             clients=config.clients,
@@ -545,9 +624,14 @@ class _Run:
         report.lost = expected - received
         report.duplicated = self.duplicated
         report.out_of_order = self.out_of_order
+        report.deliveries_arrived = self.received
         span_ns = self.last_delivery_ns - self.first_send_ns
         if self.received and span_ns > 0:
+            report.delivery_span_s = round(span_ns / 1e9, 6)
             report.delivery_rate = round(self.received / (span_ns / 1e9), 1)
+        report.unverified_peak_bytes = self.unverified_peak_bytes
+        report.verify_step_max = self.verify_step_max
+        report.schedule_slips = sum(b.schedule.slips for b in self.bots if b.schedule is not None)
         if self.latencies:
             ordered = sorted(self.latencies)
 
