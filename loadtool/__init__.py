@@ -16,7 +16,8 @@ Modules: `codecs` (the bots' wire formats), `run` (the bots, the loop, `run_load
 `report` (`LoadReport`, `Latency`, text and JSON), `cli` (`chat-load`, `python -m loadtool`).
 
 Each message's text is `load <bot> #<seq> t=<time_ns>`. The run has barriers built on the
-protocol's `ping` (JSON Lines) or `/who` (text): a reply to either comes after everything the bot
+protocol's `ping` (JSON Lines), `PING` (IRC) or `/who` (text; its reply is `*** Online (N): ...`
+or, from later servers, `*** Users in #room (N): ...`): a reply comes after everything the bot
 sent before it has been handled and queued for every recipient. So, once every bot has its
 "sent" reply, a second round of replies ("drain") arrives after every delivery, and the count is
 exact, without guessing with timeouts. Every phase is bounded by `--duration`.

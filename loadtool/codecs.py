@@ -15,6 +15,9 @@ _TEXT_LOAD_RE = re.compile(rb"<[^>]*> load (\S+) #(\d+) t=(\d+)$")
 _TEXT_LEAVE_RE = re.compile(rb"\*\*\* (\S+) left \((.*)\)$")
 _TEXT_JOIN_RE = re.compile(rb"\*\*\* (\S+) joined \(")
 _TEXT_WELCOME_RE = re.compile(rb"\* Hello (\S+)\. ")
+# The reply to the text barrier, /who: "*** Online (N): ..." (everyone) from servers before the
+# /users command existed, "*** Users in #room (N): ..." (the room's members) from later ones.
+_TEXT_BARRIER_REPLIES = (b"*** Online (", b"*** Users in ")
 _IRC_LOAD_RE = re.compile(rb"#lobby :load (\S+) #(\d+) t=(\d+)$")
 
 
@@ -123,7 +126,7 @@ class TextCodec:
             if match is not None:
                 return LOAD, match.groups()
             return OTHER, None
-        if line.startswith(b"*** Online ("):
+        if line.startswith(_TEXT_BARRIER_REPLIES):
             return BARRIER, None
         if line.startswith(b"*** "):
             if (match := _TEXT_LEAVE_RE.match(line)) is not None:

@@ -18,6 +18,7 @@ import pytest
 from loadtool import LoadConfig, LoadReport, run_load
 from loadtool import run as load
 from loadtool.cli import main
+from loadtool.codecs import BARRIER, CODECS, JOIN, LOAD, OTHER
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -308,3 +309,27 @@ def test_no_rate_when_nothing_arrived_and_the_count_names_its_reason():
     assert "deliveries/s" not in text
     assert "delivery rate      not measured: no delivery arrived" in text
     assert "deliveries         none to check: fewer than 2 bots joined" in text
+
+
+# -- the bots' codecs, pure ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"*** Online (3): bot0, bot1, bot2",  # /who of servers before /users existed
+        b"*** Users in #lobby (3): bot0, bot1, bot2",  # /who of later ones: the room's members
+        b"*** Users in #lobby (3): bot0, bot1, bot2\r",
+    ],
+)
+def test_the_text_barrier_accepts_either_who_reply(reply):
+    assert CODECS["text"].barrier() == b"/who\n"
+    assert CODECS["text"].classify(reply) == (BARRIER, None)
+
+
+def test_text_lines_like_the_barrier_reply_are_not_taken_for_it():
+    text = CODECS["text"]
+    assert text.classify(b"*** Users joined (2 online)") == (JOIN, "Users")
+    assert text.classify(b"<Users> in #lobby (3)")[0] == OTHER
+    assert text.classify(b"*** Online: bot0")[0] == OTHER
+    assert text.classify(b"<bot1> load bot1 #4 t=99") == (LOAD, (b"bot1", b"4", b"99"))
