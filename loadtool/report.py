@@ -128,8 +128,8 @@ class LoadReport:
         if self.deliveries_arrived:
             waited_kib = self.unverified_peak_bytes / 1024
             lines.append(
-                f"verification       as the run went: at most {waited_kib:,.0f} KiB waited at "
-                f"once, at most {self.verify_step_max} deliveries per step"
+                f"verification       in steps of at most {self.verify_step_max} deliveries; "
+                f"at most {waited_kib:,.0f} KiB waited at once"
             )
         if self.timed_out is not None:
             lines.append(f"timed out          --duration ran out during the {self.timed_out} phase")

@@ -167,7 +167,12 @@ class _Run:
     """One load run: the selector loop and the bookkeeping; see `run_load`."""
 
     def __init__(self, config: LoadConfig, progress: Callable[[str], None] | None) -> None:
-        if config.clients < 1 or config.messages < 0 or config.slow_clients < 0:
+        if (
+            config.clients < 1
+            or config.messages < 0
+            or config.slow_clients < 0
+            or config.max_unverified_bytes < 0
+        ):
             raise ValueError("need at least one client and no negative counts")
         self.config = config
         self.codec = CODECS[config.protocol]
@@ -340,7 +345,7 @@ class _Run:
             self.unverified_peak_bytes = max(self.unverified_peak_bytes, self.unverified_bytes)
             # Over the bound, verifying comes before reading more: a few slices, about what
             # this read added.
-            while self.unverified_bytes > self.config.max_unverified_bytes:
+            while self.unverified and self.unverified_bytes > self.config.max_unverified_bytes:
                 self.verify_slice()
             if loads == data.count(b"\n"):
                 return

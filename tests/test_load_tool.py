@@ -240,7 +240,7 @@ def test_deliveries_are_verified_in_bounded_slices_while_the_run_goes(make_serve
     assert 0 < report.unverified_peak_bytes <= held
     assert 0 < report.verify_step_max <= load.VERIFY_SLICE_LINES
     assert report.deliveries_received > 50 * load.VERIFY_SLICE_LINES
-    assert "at most 1000 deliveries per step" in report.format_text()
+    assert "in steps of at most 1000 deliveries" in report.format_text()
 
 
 def test_paced_bots_never_burst_past_the_servers_flood_control_after_a_stall():
