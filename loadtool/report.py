@@ -14,6 +14,25 @@ class Latency:
     max_ms: float
 
 
+def latency_of(histogram: dict[int, int]) -> Latency | None:
+    """The percentiles of latencies counted per microsecond (µs -> how many); None if none.
+
+    The rank of percentile q among n is the nearest rank, ceil(q * n), as over a sorted list.
+    """
+    n = sum(histogram.values())
+    if n == 0:
+        return None
+    quantiles = (0.50, 0.95, 0.99, 1.0)
+    ranks = [min(n - 1, max(0, int(q * n + 0.5) - 1)) for q in quantiles]
+    picked: list[float] = []
+    seen = 0
+    for micros in sorted(histogram):
+        seen += histogram[micros]
+        while len(picked) < len(ranks) and ranks[len(picked)] < seen:
+            picked.append(micros / 1000)
+    return Latency(*picked)
+
+
 @dataclass
 class LoadReport:
     """What happened; `ok` is True only if every client that kept up got exactly what it should."""
