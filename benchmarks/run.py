@@ -1,7 +1,8 @@
 """Benchmarks: start each server, drive it with chat-load; print a table, write JSON and a chart.
 
-    python benchmarks/run.py            # the full set (about two minutes)
-    python benchmarks/run.py --quick    # a smoke run of a few seconds (the test suite runs it)
+    python benchmarks/run.py            # the full set: writes benchmarks/results/ (committed)
+    python benchmarks/run.py --quick    # a smoke run of a few seconds: benchmarks/results-quick/
+    python benchmarks/run.py --chart-only benchmarks/results/results.json   # redraw the chart
 
 Servers: this server (threadroom), its `--lock-while-sending` classroom mode (the tutorial design:
 the broadcast sends to every peer under the lock), and benchmarks/asyncio_server.py (asyncio
@@ -27,12 +28,17 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+# The full run's results are committed; a smoke run must never overwrite them (it is ignored
+# by git instead).
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+QUICK_RESULTS_DIR = ROOT / "benchmarks" / "results-quick"
 SERVER_START_TIMEOUT_S = 10
 RUN_TIMEOUT_S = 120
 
@@ -189,7 +195,7 @@ def run_load(server: RunningServer, scenario: Scenario, result: Result) -> None:
     command = [
         PY,
         "-m",
-        "chat.load",
+        "loadtool",
         "--port",
         str(server.irc_port if scenario.protocol == "irc" else server.port),
         "--protocol",
@@ -444,6 +450,11 @@ def ratios(results: list[Result]) -> list[str]:
 
 
 def chart(results: list[Result], path: Path) -> str:
+    """Draws throughput and latency (and idle memory, if measured), each on its own log axis.
+
+    Throughput spans 20,000 to millions of deliveries/s and latency 1 ms to seconds: on one
+    linear axis the paced and stalled-reader runs would be invisible.
+    """
     try:
         import matplotlib
 
@@ -452,26 +463,149 @@ def chart(results: list[Result], path: Path) -> str:
     except ImportError:
         return "no chart: pip install matplotlib"
     load = [r for r in results if r.rss_per_conn_kib is None]
+    idle = [r for r in results if r.rss_per_conn_kib is not None]
     if not load:
         return "no chart: only idle scenarios ran"
-    scenario_names = list(dict.fromkeys(r.scenario for r in load))
-    server_names = list(dict.fromkeys(r.server for r in load))
-    fig, ax = plt.subplots(figsize=(10, 5))
-    width = 0.8 / max(1, len(server_names))
-    for i, server in enumerate(server_names):
-        values = [
-            next((r.deliveries_per_s for r in load if r.server == server and r.scenario == s), 0)
-            for s in scenario_names
-        ]
-        ax.bar([x + i * width for x in range(len(scenario_names))], values, width, label=server)
-    ax.set_xticks([x + width * (len(server_names) - 1) / 2 for x in range(len(scenario_names))])
-    ax.set_xticklabels(scenario_names, fontsize=8)
-    ax.set_ylabel("deliveries/s")
-    ax.set_title("chat fan-out on this machine (chat-load; text protocol unless IRC)")
-    ax.legend()
+    panels = 3 if idle else 2
+    heights = [1.0, 1.0, 0.6][:panels]
+    fig, axes = plt.subplots(
+        panels, 1, figsize=(12, 4.2 * sum(heights)), gridspec_kw={"height_ratios": heights}
+    )
+    servers = list(dict.fromkeys(r.server for r in results))
+    colors = {s: f"C{i}" for i, s in enumerate(servers)}
+    _bars(
+        axes[0],
+        load,
+        servers,
+        colors,
+        lambda r: r.deliveries_per_s or None,
+        _count_label,
+        "deliveries/s (log)",
+        "Throughput: deliveries per second (higher is better)",
+    )
+    _bars(
+        axes[1],
+        load,
+        servers,
+        colors,
+        lambda r: r.p99_ms,
+        _ms_label,
+        "ms (log)",
+        "Latency, chat-load's: p99 light, p50 solid (lower is better)",
+        inner=lambda r: r.p50_ms,
+    )
+    if idle:
+        _bars(
+            axes[2],
+            idle,
+            servers,
+            colors,
+            lambda r: r.rss_per_conn_kib,
+            lambda v: f"{v:.1f}",
+            "KiB per connection",
+            "Memory per idle connection (lower is better)",
+            log=False,
+        )
+    axes[0].legend(loc="upper right", fontsize=8)
+    fig.suptitle("chat servers on this machine (chat-load; text protocol unless IRC)")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
     return f"chart: {path}"
+
+
+def _bars(
+    ax: Any,
+    results: list[Result],
+    servers: list[str],
+    colors: dict[str, str],
+    value: Callable[[Result], float | None],
+    label: Callable[[float], str],
+    ylabel: str,
+    title: str,
+    inner: Callable[[Result], float | None] | None = None,
+    log: bool = True,
+) -> None:
+    """One group of bars per scenario, one bar per server; a failed run is marked FAILED."""
+    scenario_names = list(dict.fromkeys(r.scenario for r in results))
+    width = 0.8 / max(1, len(servers))
+    labelled: set[str] = set()
+    for i, server in enumerate(servers):
+        for x, scenario in enumerate(scenario_names):
+            r = next((r for r in results if r.server == server and r.scenario == scenario), None)
+            if r is None:
+                continue
+            where = x + i * width
+            v = value(r)
+            if v is None or v <= 0:
+                ax.text(
+                    where,
+                    0.02,
+                    "no data",
+                    rotation=90,
+                    fontsize=7,
+                    ha="center",
+                    va="bottom",
+                    transform=ax.get_xaxis_transform(),
+                )
+                continue
+            ax.bar(
+                where,
+                v,
+                width,
+                color=colors[server],
+                alpha=0.45 if inner is not None else 1.0,
+                label=None if server in labelled else server,
+            )
+            labelled.add(server)
+            if inner is not None and inner(r):
+                ax.bar(where, inner(r), width * 0.6, color=colors[server])
+            text = label(v) + ("" if r.ok else " FAILED")
+            ax.text(where, v, text, rotation=90, fontsize=7, ha="center", va="bottom")
+    ax.set_xticks([x + width * (len(servers) - 1) / 2 for x in range(len(scenario_names))])
+    ax.set_xticklabels(scenario_names, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    # a lone scenario (the idle one) keeps bars of the usual width
+    last = max(len(scenario_names), 3) - 1
+    ax.set_xlim(-width / 2 - 0.1, last + 0.8 - width / 2 + 0.1)
+    values = [v for r in results if (v := value(r)) is not None and v > 0]
+    if inner is not None:
+        values += [v for r in results if (v := inner(r)) is not None and v > 0]
+    if log and values:
+        ax.set_yscale("log")
+        # the smallest bar a decade tall at least; room for the labels above the tallest
+        ax.set_ylim(min(values) / 10, max(values) * 10)
+    elif values:
+        ax.set_ylim(0, max(values) * 1.3)
+
+
+def _count_label(value: float) -> str:
+    if value >= 1e6:
+        return f"{value / 1e6:.1f}M"
+    if value >= 1e3:
+        return f"{value / 1e3:.0f}k"
+    return f"{value:.0f}"
+
+
+def _ms_label(value: float) -> str:
+    return f"{value / 1000:.1f} s" if value >= 1000 else f"{value:.1f} ms"
+
+
+def load_results(path: Path) -> list[Result]:
+    """Results from a results.json written by this script (unknown keys ignored)."""
+    known = set(Result.__dataclass_fields__)
+    return [
+        Result(**{k: v for k, v in row.items() if k in known})
+        for row in json.loads(path.read_text())
+    ]
+
+
+def out_dir(quick: bool, out: Path | None) -> Path:
+    """Where results go: --out, else the committed folder for a full run, a scratch one if quick."""
+    if out is not None:
+        return out
+    return QUICK_RESULTS_DIR if quick else RESULTS_DIR
 
 
 def main() -> int:
@@ -499,10 +633,22 @@ def main() -> int:
         "--out",
         type=Path,
         default=None,
-        help="folder for results.json and chart.png (default: benchmarks/results)",
+        help="folder for results.json and chart.png (default: benchmarks/results, which is "
+        "committed; with --quick, benchmarks/results-quick, which git ignores)",
+    )
+    parser.add_argument(
+        "--chart-only",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="run nothing: draw chart.png from this results.json (into --out, else its folder)",
     )
     args = parser.parse_args()
-    out = args.out or ROOT / "benchmarks" / "results"
+    if args.chart_only is not None:
+        out = args.out or args.chart_only.parent
+        out.mkdir(parents=True, exist_ok=True)
+        print(chart(load_results(args.chart_only), out / "chart.png"))
+        return 0
+    out = out_dir(args.quick, args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}", file=sys.stderr)
     external = []

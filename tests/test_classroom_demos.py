@@ -13,7 +13,7 @@ import pytest
 
 from chat import classroom as demo
 from chat.config import ServerConfig
-from chat.load import LoadConfig, run_load
+from loadtool import LoadConfig, run_load
 from tests.peers import JsonPeer
 
 ATTEMPTS = 5

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import select
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections import Counter
+from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 
-from chat import load
-from chat.load import LoadConfig, main, run_load
+from loadtool import LoadConfig, LoadReport, run_load
+from loadtool import run as load
+from loadtool.cli import main
+from loadtool.codecs import BARRIER, CODECS, JOIN, LOAD, OTHER
+from loadtool.report import Latency, latency_of
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_safe_server_delivers_everything_exactly_once_in_order(make_server):
@@ -119,9 +128,14 @@ def test_main_prints_json_and_exits_0(make_server, capsys):
 
 def test_console_script_runs_as_a_subprocess(make_server):
     server = make_server()
-    # The installed entry point next to this interpreter (pip install -e .), else the module.
+    # The installed entry point next to this interpreter (pip install -e .) if it was installed
+    # from this tree's pyproject.toml, else the module the entry point names.
+    declared = 'chat-load = "loadtool.cli:main"'
+    assert declared in (ROOT / "pyproject.toml").read_text()
+    installed = [e.value for e in entry_points(group="console_scripts", name="chat-load")]
     script = shutil.which("chat-load", path=os.path.dirname(sys.executable))
-    program = [script] if script else [sys.executable, "-m", "chat.load"]
+    use_script = script is not None and installed == ["loadtool.cli:main"]
+    program = [script] if use_script and script else [sys.executable, "-m", "loadtool"]
     command = [
         *program,
         "--port",
@@ -197,3 +211,146 @@ def test_latency_is_stamped_by_the_kernel_when_the_bytes_arrive():
                 if arrived := load._arrival_ns(ancillary):
                     break
     assert before <= arrived <= read_at - 15_000_000
+
+
+# -- verifying as the run goes (a long run must not stall on a backlog) --------------------------
+
+
+def test_deliveries_are_verified_in_bounded_slices_while_the_run_goes(make_server):
+    # A long run used to keep up to 256 MiB of deliveries and verify them in one go: 17 s in
+    # which the one thread neither read nor sent. Here the bound is 64 KiB and the run delivers
+    # over a hundred times that: what waits is bounded by the bound plus one read, and no step
+    # verifies more than one slice.
+    bound = 64 * 1024
+    # Reading waits for verifying past the bound: a server queue that holds the whole run, so
+    # that the server does not drop the bots for reading slowly.
+    server = make_server(flood_rate=0, sendq_bytes=64 * 1024 * 1024)
+    config = LoadConfig(
+        port=server.address[1],
+        clients=40,
+        messages=50,
+        rate=0,
+        duration=60,
+        max_unverified_bytes=bound,
+    )
+    report = run_load(config)
+    assert report.ok, report.format_text()
+    assert report.deliveries_received == 40 * 39 * 50
+    delivered_bytes = report.deliveries_received * len('{"type": "message", "text": "load "}')
+    # one read (RECV_BYTES) past the bound, plus the partial line carried into it
+    held = bound + load.RECV_BYTES + 64 * 1024
+    assert delivered_bytes > 5 * held
+    assert 0 < report.unverified_peak_bytes <= held
+    assert 0 < report.verify_step_max <= load.VERIFY_SLICE_LINES
+    assert report.deliveries_received > 50 * load.VERIFY_SLICE_LINES
+    assert f"in steps of at most {report.verify_step_max} deliveries" in report.format_text()
+
+
+def test_paced_bots_never_burst_past_the_servers_flood_control_after_a_stall():
+    # The server's own flood gate (default: 10 lines/s, bursts of 20) judges a bot paced at
+    # 8 messages/s whose loop stalls for 17 s twice: it catches up with a few messages, not 136.
+    gate_rate, gate_burst = 10.0, 20
+    verdicts = _verdicts_after_stalls(load.BOT_BURST, gate_rate, gate_burst)
+    assert len(verdicts) > 200
+    assert set(verdicts) == {"accept"}
+    # The check can fail: catching up on everything owed at once floods.
+    assert set(_verdicts_after_stalls(10**9, gate_rate, gate_burst)) != {"accept"}
+
+
+def _verdicts_after_stalls(catch_up: int, gate_rate: float, gate_burst: int) -> list[str]:
+    from chat.flood import FloodGate  # the server's, pure: it takes the clock's reading
+
+    schedule = load.Schedule(interval=1 / 8, catch_up=catch_up, first_due=0.0)
+    gate = FloodGate(gate_rate, gate_burst, now=0.0)
+    stalls = [(5.0, 22.0), (30.0, 47.0)]  # the loop did not run between these times
+    verdicts = []
+    tick = 0
+    while tick < 60_000:  # 60 s of loop turns, one a millisecond (a pure clock, no sleeping)
+        now = tick / 1000
+        tick += 1
+        if any(start < now < end for start, end in stalls):
+            continue
+        for _ in range(schedule.take(now, most=16)):
+            verdicts.append(gate.check(now).value)
+    return verdicts
+
+
+def test_a_schedule_that_fell_behind_slips_and_says_so():
+    schedule = load.Schedule(interval=0.5, catch_up=10, first_due=0.0)
+    assert schedule.take(0.0, most=16) == 1
+    assert schedule.take(0.4, most=16) == 0
+    assert schedule.take(100.0, most=16) == 10  # owed 200: sends 10, the rest slips
+    assert schedule.slips == 1
+    assert schedule.take(100.4, most=16) == 0
+    assert schedule.take(100.5, most=16) == 1  # then back to one every 0.5 s
+
+
+# -- an honest report ------------------------------------------------------------------------------
+
+
+def test_a_rate_is_never_shown_beside_a_zero_count(server):
+    # Flat out against default flood control every bot is cut off: nothing can be checked, yet
+    # deliveries did arrive. The report used to say "0 received of 0 expected" and "86,391
+    # deliveries/s" beside it.
+    report = run_load(LoadConfig(port=server.address[1], clients=4, messages=200, rate=0))
+    text = report.format_text()
+    assert report.deliveries_expected == 0
+    assert "0 received of 0 expected" not in text
+    assert "deliveries         none to check" in text
+    rate_line = next(line for line in text.splitlines() if line.startswith("delivery rate"))
+    if report.deliveries_arrived:
+        assert f"({report.deliveries_arrived} arrived in " in rate_line
+        assert f"{report.deliveries_arrived} more arrived" in text
+    else:
+        assert "not measured" in rate_line
+
+
+def test_no_rate_when_nothing_arrived_and_the_count_names_its_reason():
+    report = LoadReport(clients=3, slow_clients=0, messages_per_client=5, protocol="json", joined=1)
+    report.messages_sent = 5
+    text = report.format_text()
+    assert "deliveries/s" not in text
+    assert "delivery rate      not measured: no delivery arrived" in text
+    assert "deliveries         none to check: fewer than 2 bots joined" in text
+
+
+# -- the bots' codecs, pure ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"*** Online (3): bot0, bot1, bot2",  # /who of servers before /users existed
+        b"*** Users in #lobby (3): bot0, bot1, bot2",  # /who of later ones: the room's members
+        b"*** Users in #lobby (3): bot0, bot1, bot2\r",
+    ],
+)
+def test_the_text_barrier_accepts_either_who_reply(reply):
+    assert CODECS["text"].barrier() == b"/who\n"
+    assert CODECS["text"].classify(reply) == (BARRIER, None)
+
+
+def test_text_lines_like_the_barrier_reply_are_not_taken_for_it():
+    text = CODECS["text"]
+    assert text.classify(b"*** Users joined (2 online)") == (JOIN, "Users")
+    assert text.classify(b"<Users> in #lobby (3)")[0] == OTHER
+    assert text.classify(b"*** Online: bot0")[0] == OTHER
+    assert text.classify(b"<bot1> load bot1 #4 t=99") == (LOAD, (b"bot1", b"4", b"99"))
+
+
+def test_latency_percentiles_from_a_histogram_match_a_sorted_list():
+    # chat-load counts latencies per microsecond instead of keeping each one (12 million in a
+    # 10-minute run); the percentiles must be those of the sorted list, nearest rank.
+    rng = random.Random(7)
+    for n in (1, 2, 3, 10, 99, 1000, 4321):
+        micros = [int(rng.lognormvariate(7, 1.5)) for _ in range(n)]
+        histogram = dict(Counter(micros))
+        ordered = sorted(micros)
+
+        def nearest_rank(q: float, ordered: list[int] = ordered) -> float:
+            rank = min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.5) - 1))
+            return ordered[rank] / 1000
+
+        expected = Latency(*(nearest_rank(q) for q in (0.50, 0.95, 0.99, 1.0)))
+        assert latency_of(histogram) == expected
+    assert latency_of({}) is None

@@ -1,35 +1,14 @@
-"""`chat-load`: a load generator and delivery verifier; owns nothing of the server.
+"""The bots and the one selector loop that drives them: `run_load` and its `LoadConfig`.
 
-N bot clients join one room, each sends M numbered messages, and every bot checks what it
-receives: each other bot's messages exactly once and in the order they were sent. The report
-gives deliveries expected and received, lost, duplicated, out of order, the delivery rate and the
-latency (receive time minus send time, both on this machine's clock, so no clock skew; on Linux
-the receive time is the kernel's timestamp of the bytes' arrival at the bot's socket, so the
-latency is the server's and the network's, not this one thread's delay in reading 100 sockets).
-`--slow-clients K` adds K clients that join and then never read, to show head-of-line blocking.
-
-The whole tool is one thread around one `selectors` loop with non-blocking sockets, so it can
+The whole run is one thread around one `selectors` loop with non-blocking sockets, so it can
 drive hundreds of bots from one process and the numbers measure the server, not the tool.
-
-Each message's text is `load <bot> #<seq> t=<time_ns>`. The run has barriers built on the
-protocol's `ping` (JSON Lines) or `/who` (text): a reply to either comes after everything the bot
-sent before it has been handled and queued for every recipient. So, once every bot has its
-"sent" reply, a second round of replies ("drain") arrives after every delivery, and the count is
-exact, without guessing with timeouts. Every phase is bounded by `--duration`.
-
-Use it as a library too:
-
-    report = run_load(LoadConfig(port=port, clients=20, messages=50))
-    assert report.ok
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
-import json
-import re
+import math
 import selectors
 import socket
 import struct
@@ -37,9 +16,23 @@ import sys
 import time
 from array import array
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, TextIO
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from loadtool.codecs import (
+    BARRIER,
+    CODECS,
+    FLOOD_KICK,
+    FLOOD_WARN,
+    JOIN,
+    LEAVE,
+    LOAD,
+    NICK_TAKEN,
+    REFUSED,
+    REPLY,
+    WELCOME,
+)
+from loadtool.report import LoadReport, latency_of
 
 # Default pacing per bot when --rate is absent: below the server's default flood control (10 lines/s
 # sustained, bursts of 20), with margin for the hello, barrier and quit lines.
@@ -63,22 +56,28 @@ MAX_CONNECTING = 64
 # Reads go into one preallocated buffer: recv(256 KiB) would allocate (and the allocator map)
 # 256 KiB on every call, 16 µs against 2.5 µs for a small read on this machine.
 RECV_BYTES = 256 * 1024
-# Deliveries are counted as they arrive and verified after the clock stops (see `_Run.read`);
-# past this many bytes waiting to be verified, they are verified at once, to bound memory.
-MAX_UNDIGESTED_BYTES = 256 * 1024 * 1024
+# Deliveries are counted as they arrive (in C, at memory speed) and verified later, a slice at a
+# time (see `_Run.read`). A slice of 1,000 lines takes about 2 ms here, so verifying never holds
+# up the loop, its reads and its paced sends for long; verifying 256 MiB at once took 17 s, long
+# enough for the bots' catch-up to trip the server's flood control.
+VERIFY_SLICE_LINES = 1000
+# The default bound on bytes waiting to be verified: memory, and the work left after the clock
+# stops. Past it, reading waits for verifying: the run goes on, bounded in memory, at the speed
+# of this one thread.
+MAX_UNVERIFIED_BYTES = 256 * 1024 * 1024
+# Below this share of the bound, deliveries wait until the clock stops: verifying during a run
+# takes CPU from the server on the same cores (a paced run at 190,000 deliveries/s had its p50
+# latency double), and a short run (a flat-out 100 x 100 is about 45 MiB of text) never needs
+# to. Past it, the loop verifies a slice whenever no socket is ready.
+IDLE_VERIFY_SHARE = 8  # 256 MiB / 8 = 32 MiB
+# After a stall (this machine, or this loop, was busy) a paced bot owes several messages; it
+# sends at most this many at once (or what its rate asks in CATCH_UP_S, if more) and lets its
+# schedule slip for the rest. BOT_BURST is half the server's default flood burst (20 lines),
+# which leaves room for the barrier and quit lines: a bot paced under the flood rate (10
+# lines/s) then never trips flood control however long the stall.
+CATCH_UP_S = 0.1
 QUIT_TIMEOUT_S = 2.0
 PROGRESS_EVERY_S = 0.25
-
-EXIT_OK = 0
-EXIT_PROBLEMS = 1
-EXIT_USAGE = 2
-
-_JSON_LOAD_RE = re.compile(rb'"text": "load (\S+) #(\d+) t=(\d+)"')
-_TEXT_LOAD_RE = re.compile(rb"<[^>]*> load (\S+) #(\d+) t=(\d+)$")
-_TEXT_LEAVE_RE = re.compile(rb"\*\*\* (\S+) left \((.*)\)$")
-_TEXT_JOIN_RE = re.compile(rb"\*\*\* (\S+) joined \(")
-_TEXT_WELCOME_RE = re.compile(rb"\* Hello (\S+)\. ")
-_IRC_LOAD_RE = re.compile(rb"#lobby :load (\S+) #(\d+) t=(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -97,297 +96,36 @@ class LoadConfig:
     join_timeout: float = 10.0
     protocol: str = "json"
     nick_clash: bool = False
+    # Deliveries that arrived but are not verified yet may hold this many bytes; past it, reading
+    # waits for verifying (so memory stays bounded and the server feels the back-pressure).
+    max_unverified_bytes: int = MAX_UNVERIFIED_BYTES
 
 
-@dataclass
-class Latency:
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    max_ms: float
+class Schedule:
+    """When one paced bot's messages are due: a steady interval, never a burst after a stall.
 
+    Pure: the caller passes the clock's reading. A bot that fell behind catches up with at most
+    `catch_up` messages at once; the rest of its schedule slips (it finishes later instead of
+    bursting past the server's flood control).
+    """
 
-@dataclass
-class LoadReport:
-    """What happened; `ok` is True only if every client that kept up got exactly what it should."""
+    def __init__(self, interval: float, catch_up: int, first_due: float) -> None:
+        self.interval = interval
+        self.catch_up = max(1, catch_up)
+        self.next_due = first_due
+        self.slips = 0  # times the schedule was moved later because the bot fell too far behind
 
-    clients: int
-    slow_clients: int
-    messages_per_client: int
-    protocol: str
-    joined: int = 0
-    join_failures: dict[str, int] = field(default_factory=dict)
-    messages_sent: int = 0
-    deliveries_expected: int = 0
-    deliveries_received: int = 0
-    lost: int = 0
-    duplicated: int = 0
-    out_of_order: int = 0
-    delivery_rate: float = 0.0
-    latency: Latency | None = None
-    disconnected: dict[str, int] = field(default_factory=dict)
-    slow_clients_disconnected: dict[str, int] = field(default_factory=dict)
-    flood_limited: int = 0
-    nick_clash_pairs: int = 0
-    nick_clash_both_won: int = 0
-    timed_out: str | None = None  # the phase the run was in when --duration ran out
-    elapsed_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return (
-            self.lost == 0
-            and self.duplicated == 0
-            and self.out_of_order == 0
-            and self.nick_clash_both_won == 0
-            and not self.join_failures
-            and not self.disconnected  # kicked, crashed: it did not keep up, say so
-            and self.timed_out is None
-            and self.joined > 0
-        )
-
-    def to_json(self) -> str:
-        data = asdict(self)
-        data["ok"] = self.ok
-        return json.dumps(data, indent=2)
-
-    def format_text(self) -> str:
-        lines = [
-            f"clients            {self.joined} of {self.clients} joined"
-            + (f", {self.slow_clients} slow (never read)" if self.slow_clients else "")
-            + f", protocol {self.protocol}",
-            f"messages sent      {self.messages_sent}",
-            f"deliveries         {self.deliveries_received} received of "
-            f"{self.deliveries_expected} expected",
-            f"lost               {self.lost}",
-            f"duplicated         {self.duplicated}",
-            f"out of order       {self.out_of_order}",
-            f"delivery rate      {self.delivery_rate:,.0f} deliveries/s",
-        ]
-        if self.latency is not None:
-            lat = self.latency
-            lines.append(
-                f"latency            p50 {lat.p50_ms:.1f} ms  p95 {lat.p95_ms:.1f} ms  "
-                f"p99 {lat.p99_ms:.1f} ms  max {lat.max_ms:.1f} ms"
-            )
-        for reason, count in sorted(self.join_failures.items()):
-            lines.append(f"never joined       {count} ({reason})")
-        for reason, count in sorted(self.disconnected.items()):
-            lines.append(f"disconnected       {count} ({reason})")
-        for reason, count in sorted(self.slow_clients_disconnected.items()):
-            lines.append(f"slow disconnected  {count} ({reason})")
-        if self.flood_limited:
-            lines.append(
-                f"flood control      the server dropped lines of {self.flood_limited} bot(s); "
-                "their messages are not counted as lost (pace with --rate, or run the server "
-                "with --flood-rate 0 to go flat out)"
-            )
-        if self.nick_clash_pairs:
-            lines.append(
-                f"nickname clashes   {self.nick_clash_both_won} of {self.nick_clash_pairs} pairs "
-                "BOTH got the same nickname"
-            )
-        if self.timed_out is not None:
-            lines.append(f"timed out          --duration ran out during the {self.timed_out} phase")
-        lines.append(f"elapsed            {self.elapsed_s:.2f} s")
-        lines.append("result             " + ("OK" if self.ok else "PROBLEMS"))
-        return "\n".join(lines)
-
-
-# -- wire formats, as seen by a bot ----------------------------------------------------------------
-
-
-class _Codec(Protocol):
-    """How a bot speaks one wire format; see _JsonCodec and _TextCodec."""
-
-    name: str
-    # Found in every delivery line of a load message and in no other line the server sends.
-    load_mark: bytes
-
-    def hello(self, nick: str) -> bytes: ...
-    def message(self, text: str) -> bytes: ...
-    def barrier(self) -> bytes: ...
-    def quit(self) -> bytes: ...
-    def classify(self, line: bytes) -> tuple[int, Any]: ...
-
-
-# What a received line means to a bot.
-LOAD, WELCOME, NICK_TAKEN, BARRIER, JOIN, LEAVE, FLOOD_WARN, FLOOD_KICK, REFUSED, OTHER = range(10)
-REPLY = 10  # the protocol wants an answer: send the bytes given (IRC: JOIN once registered)
-
-
-def _refusal(line: bytes) -> str | None:
-    """The server's admission refusal, sent in text before it knows the client's mode."""
-    if line.startswith((b"! server full", b"! too many connections")):
-        return "refused: " + line[2:].decode(errors="replace").split(",")[0]
-    return None
-
-
-class _JsonCodec:
-    name = "json"
-    load_mark = b'"text": "load '
-
-    @staticmethod
-    def hello(nick: str) -> bytes:
-        return b'{"type": "hello", "version": 1, "nick": "%s"}\n' % nick.encode()
-
-    @staticmethod
-    def message(text: str) -> bytes:
-        return b'{"type": "message", "text": "%s"}\n' % text.encode()
-
-    @staticmethod
-    def barrier() -> bytes:
-        return b'{"type": "ping"}\n'
-
-    @staticmethod
-    def quit() -> bytes:
-        return b'{"type": "quit", "reason": "load done"}\n'
-
-    @staticmethod
-    def classify(line: bytes) -> tuple[int, Any]:
-        if line.startswith(b'{"type": "message"'):
-            match = _JSON_LOAD_RE.search(line)
-            if match is not None:
-                return LOAD, match.groups()
-        if not line.startswith(b"{"):
-            refusal = _refusal(line)  # or the text greeting sent before the mode is known
-            return (OTHER, None) if refusal is None else (REFUSED, refusal)
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            return OTHER, None
-        kind = obj.get("type")
-        if kind == "pong":
-            return BARRIER, None
-        if kind == "welcome":
-            return WELCOME, (obj.get("nick"), obj.get("users", []))
-        if kind == "join":
-            return JOIN, obj.get("nick")
-        if kind == "leave":
-            return LEAVE, (obj.get("nick"), obj.get("reason"))
-        if kind == "error":
-            code, message = obj.get("code"), obj.get("message", "")
-            if code == "nick_taken":
-                return NICK_TAKEN, None
-            if code == "flood":
-                return (FLOOD_KICK if "kicked" in message else FLOOD_WARN), None
-        return OTHER, None
-
-
-class _TextCodec:
-    name = "text"
-    load_mark = b"> load "
-
-    @staticmethod
-    def hello(nick: str) -> bytes:
-        return nick.encode() + b"\n"
-
-    @staticmethod
-    def message(text: str) -> bytes:
-        return text.encode() + b"\n"
-
-    @staticmethod
-    def barrier() -> bytes:
-        return b"/who\n"
-
-    @staticmethod
-    def quit() -> bytes:
-        return b"/quit load done\n"
-
-    @staticmethod
-    def classify(line: bytes) -> tuple[int, Any]:
-        line = line.rstrip(b"\r")
-        if line.startswith(b"<"):
-            match = _TEXT_LOAD_RE.match(line)
-            if match is not None:
-                return LOAD, match.groups()
-            return OTHER, None
-        # /who answers "*** Users in #room (N): ..." (before the rooms: "*** Online (N): ...").
-        if line.startswith((b"*** Users in ", b"*** Online (")):
-            return BARRIER, None
-        if line.startswith(b"*** "):
-            if (match := _TEXT_LEAVE_RE.match(line)) is not None:
-                reason = match.group(2).decode(errors="replace").split(": ")[0]
-                return LEAVE, (match.group(1).decode(), reason)
-            if (match := _TEXT_JOIN_RE.match(line)) is not None:
-                return JOIN, match.group(1).decode()
-            return OTHER, None
-        if line.startswith(b"* Hello "):
-            match = _TEXT_WELCOME_RE.match(line)
-            users = line.partition(b"Online: ")[2].partition(b". Type")[0].decode().split(", ")
-            return WELCOME, (match.group(1).decode() if match else None, users)
-        if line.startswith(b"! "):
-            if (refusal := _refusal(line)) is not None:
-                return REFUSED, refusal
-            if line.endswith(b"is taken"):
-                return NICK_TAKEN, None
-            if line == b"! kicked for flooding":
-                return FLOOD_KICK, None
-            if line.startswith(b"! slow down"):
-                return FLOOD_WARN, None
-        return OTHER, None
-
-
-class _IrcCodec:
-    """An IRC bot, for the server's --irc-port (and any IRC server with a #lobby channel)."""
-
-    name = "irc"
-    load_mark = b" :load "
-
-    @staticmethod
-    def hello(nick: str) -> bytes:
-        # JOIN waits for 001: a server may finish registration later than it reads USER.
-        return b"NICK %s\r\nUSER %s 0 * :chat-load bot\r\n" % (nick.encode(), nick.encode())
-
-    @staticmethod
-    def message(text: str) -> bytes:
-        return b"PRIVMSG #lobby :%s\r\n" % text.encode()
-
-    @staticmethod
-    def barrier() -> bytes:
-        return b"PING :chat-load\r\n"
-
-    @staticmethod
-    def quit() -> bytes:
-        return b"QUIT :load done\r\n"
-
-    @staticmethod
-    def classify(line: bytes) -> tuple[int, Any]:
-        line = line.rstrip(b"\r")
-        if line.startswith(b":"):
-            source, _, rest = line[1:].partition(b" ")
-            command, _, params = rest.partition(b" ")
-            nick = source.partition(b"!")[0].decode(errors="replace")
-            if command == b"PRIVMSG":
-                match = _IRC_LOAD_RE.match(params)
-                return (LOAD, match.groups()) if match is not None else (OTHER, None)
-            if command == b"PONG":
-                return BARRIER, None
-            if command == b"JOIN":
-                return JOIN, nick
-            if command in (b"QUIT", b"PART"):
-                reason = params.partition(b" :")[2].decode(errors="replace") or "quit"
-                return LEAVE, (nick, "quit" if reason.startswith("Quit") else reason.lower())
-            if command == b"353":  # the names of #lobby: this bot is in
-                target = params.split(b" ", 1)[0].decode(errors="replace")
-                names = params.partition(b" :")[2].decode(errors="replace").split()
-                return WELCOME, (target, [n.lstrip("@+") for n in names])
-            if command == b"001":
-                return REPLY, b"JOIN #lobby\r\n"
-            if command == b"433":
-                return NICK_TAKEN, None
-            if command == b"NOTICE" and b"slow down" in params:
-                return FLOOD_WARN, None
-            return OTHER, None
-        if line.startswith(b"ERROR"):
-            if b"flood" in line:
-                return FLOOD_KICK, None
-            if b"server full" in line or b"too many connections" in line:
-                return REFUSED, "refused: " + line.partition(b":")[2].decode(errors="replace")
-        return OTHER, None
-
-
-_CODECS: dict[str, _Codec] = {"json": _JsonCodec(), "text": _TextCodec(), "irc": _IrcCodec()}
+    def take(self, now: float, most: int) -> int:
+        """Counts the messages due at `now` as sent (at most `most`) and returns how many."""
+        earliest = now - (self.catch_up - 1) * self.interval
+        if self.next_due < earliest:
+            self.next_due = earliest
+            self.slips += 1
+        count = 0
+        while self.next_due <= now and count < most:
+            count += 1
+            self.next_due += self.interval
+        return count
 
 
 # -- the bots --------------------------------------------------------------------------------------
@@ -411,7 +149,8 @@ class _Bot:
         self.failed: str | None = None  # why it never joined
         self.gone: str | None = None  # why it was disconnected before it quit
         self.sent = 0
-        self.next_send = 0.0
+        self.bucket_at = 0.0  # the default pacing's token bucket was last filled then
+        self.schedule: Schedule | None = None  # with an aggregate --rate
         self.tokens = float(BOT_BURST)
         self.barriers = 0  # barrier replies still expected
         self.sent_done = False  # its "sent" barrier came back: all its messages are handled
@@ -432,10 +171,15 @@ class _Run:
     """One load run: the selector loop and the bookkeeping; see `run_load`."""
 
     def __init__(self, config: LoadConfig, progress: Callable[[str], None] | None) -> None:
-        if config.clients < 1 or config.messages < 0 or config.slow_clients < 0:
+        if (
+            config.clients < 1
+            or config.messages < 0
+            or config.slow_clients < 0
+            or config.max_unverified_bytes < 0
+        ):
             raise ValueError("need at least one client and no negative counts")
         self.config = config
-        self.codec = _CODECS[config.protocol]
+        self.codec = CODECS[config.protocol]
         self.progress = progress
         self.selector = selectors.DefaultSelector()
         self.recv_buffer = bytearray(RECV_BYTES)
@@ -460,11 +204,19 @@ class _Run:
         self.out_of_order = 0
         self.received = 0  # verified deliveries
         self.arrived = 0  # delivery lines counted on arrival, verified or not
-        # (bot, receive time, complete lines) in arrival order: the deliveries in them are
-        # verified by digest(), after the clock stops.
-        self.undigested: list[tuple[_Bot, int, bytes]] = []
-        self.undigested_bytes = 0
-        self.latencies = array("q")
+        # (bot, receive time, complete lines) in arrival order: the deliveries in them wait for
+        # verify_slice(). The one at the head may be partly verified: its delivery lines are
+        # `head_lines`, verified up to `head_at`.
+        self.unverified: deque[tuple[_Bot, int, bytes]] = deque()
+        self.unverified_bytes = 0
+        self.unverified_peak_bytes = 0  # the most held at once
+        self.idle_verify_bytes = config.max_unverified_bytes // IDLE_VERIFY_SHARE
+        self.verify_step_max = 0  # the most deliveries verified in one step
+        self.head_lines: list[bytes] | None = None
+        self.head_at = 0
+        # latency in µs -> deliveries: memory bounded by the spread of latencies, not by their
+        # number (12 million in an array, sorted as Python ints: 600 MiB RSS in a 10-minute run)
+        self.latency_us: dict[int, int] = {}
         self.seen_nicks: set[str] = set()
         self.leave_reasons: dict[str, str] = {}
         self.phase = "join"
@@ -587,17 +339,21 @@ class _Run:
         bot.inbuf = data[end:]
         data = data[:end]
         # The bulk of what arrives is deliveries: here they are only counted (in C, at memory
-        # speed) and kept; digest() verifies them later. Parsing each one now would make this
-        # one thread the bottleneck of a flat-out run. Every other line is handled at once.
+        # speed) and kept; verify_slice() verifies them later, a slice at a time (see
+        # IDLE_VERIFY_SHARE for when). Parsing each one now would make this one thread the
+        # bottleneck of a flat-out run. Every other line is handled at once.
         mark = self.codec.load_mark
         loads = data.count(mark)
         if loads:
             self.arrived += loads
             self.last_delivery_ns = now
-            self.undigested.append((bot, now, data))
-            self.undigested_bytes += len(data)
-            if self.undigested_bytes > MAX_UNDIGESTED_BYTES:
-                self.digest()
+            self.unverified.append((bot, now, data))
+            self.unverified_bytes += len(data)
+            self.unverified_peak_bytes = max(self.unverified_peak_bytes, self.unverified_bytes)
+            # Over the bound, verifying comes before reading more: a few slices, about what
+            # this read added.
+            while self.unverified and self.unverified_bytes > self.config.max_unverified_bytes:
+                self.verify_slice()
             if loads == data.count(b"\n"):
                 return
         classify = self.codec.classify
@@ -633,18 +389,34 @@ class _Run:
                 bot.flood_limited = True
                 bot.kicked = bot.kicked or kind == FLOOD_KICK
 
-    def digest(self) -> None:
-        """Verifies the deliveries read so far, in the order they arrived."""
-        mark = self.codec.load_mark
+    def verify_slice(self) -> None:
+        """Verifies up to VERIFY_SLICE_LINES of the deliveries waiting, in the order they came."""
         classify = self.codec.classify
-        for bot, now, data in self.undigested:
-            for line in data.split(b"\n"):
-                if mark in line:
-                    kind, value = classify(line)
-                    if kind == LOAD:
-                        self.delivery(bot, value, now)
-        self.undigested.clear()
-        self.undigested_bytes = 0
+        done = 0
+        while done < VERIFY_SLICE_LINES and self.unverified:
+            bot, now, data = self.unverified[0]
+            if self.head_lines is None:
+                mark = self.codec.load_mark
+                self.head_lines = [line for line in data.split(b"\n") if mark in line]
+                self.head_at = 0
+            lines = self.head_lines
+            end = min(len(lines), self.head_at + VERIFY_SLICE_LINES - done)
+            for line in lines[self.head_at : end]:
+                kind, value = classify(line)
+                if kind == LOAD:
+                    self.delivery(bot, value, now)
+            done += end - self.head_at
+            self.head_at = end
+            if end == len(lines):
+                self.unverified.popleft()
+                self.unverified_bytes -= len(data)
+                self.head_lines = None
+        self.verify_step_max = max(self.verify_step_max, done)
+
+    def verify_all(self) -> None:
+        """Verifies every delivery still waiting (after the clock stops), slice by slice."""
+        while self.unverified:
+            self.verify_slice()
 
     def delivery(self, bot: _Bot, groups: tuple[bytes, bytes, bytes], now: int) -> None:
         name, seq_text, sent_text = groups
@@ -653,7 +425,8 @@ class _Run:
         if sender is None or seq >= self.m:
             return  # not one of ours
         self.received += 1
-        self.latencies.append(now - int(sent_text))
+        micros = (now - int(sent_text)) // 1000
+        self.latency_us[micros] = self.latency_us.get(micros, 0) + 1
         r = bot.index
         slot = sender * self.m + seq
         seen = self.seen[r]
@@ -694,18 +467,15 @@ class _Run:
             if config.rate == 0:  # flat out: as fast as the socket takes it
                 count = FLAT_OUT_BATCH if len(bot.outbuf) < MAX_PENDING_BYTES else 0
             elif config.rate is None:  # a token bucket under the server's flood control
-                bot.tokens = min(BOT_BURST, bot.tokens + (now - bot.next_send) * BOT_RATE)
-                bot.next_send = now
+                bot.tokens = min(BOT_BURST, bot.tokens + (now - bot.bucket_at) * BOT_RATE)
+                bot.bucket_at = now
                 count = int(bot.tokens)
                 bot.tokens -= count
                 next_due = min(next_due, now + (1 - bot.tokens) / BOT_RATE)
             else:  # an aggregate rate, bots evenly spread
-                count = 0
-                interval = len(self.bots) / config.rate
-                while bot.next_send <= now and count < FLAT_OUT_BATCH:
-                    count += 1
-                    bot.next_send += interval
-                next_due = min(next_due, bot.next_send)
+                assert bot.schedule is not None
+                count = bot.schedule.take(now, FLAT_OUT_BATCH)
+                next_due = min(next_due, bot.schedule.next_due)
             count = min(count, config.messages - bot.sent)
             if count <= 0:
                 continue
@@ -758,7 +528,14 @@ class _Run:
                 if not waiting and not pending and not slow_pending:
                     self.phase = "send"
                     for bot in self.bots:
-                        bot.next_send = now + (bot.index / config.rate if config.rate else 0)
+                        bot.bucket_at = now
+                        if config.rate:
+                            per_bot = config.rate / len(self.bots)
+                            bot.schedule = Schedule(
+                                interval=1 / per_bot,
+                                catch_up=max(BOT_BURST, math.ceil(per_bot * CATCH_UP_S)),
+                                first_due=now + bot.index / config.rate,
+                            )
                         if bot.alive and bot.joined and config.messages == 0:
                             self.ask_barrier(bot)
             if self.phase == "send":
@@ -792,8 +569,14 @@ class _Run:
             if self.progress is not None and now - last_progress >= PROGRESS_EVERY_S:
                 last_progress = now
                 self.progress(self.progress_line(now - start))
-            timeout = max(0.0, min(wake, deadline) - time.monotonic())
-            for key, mask in self.selector.select(timeout):
+            # Enough deliveries wait to be verified: look for sockets ready, and if none is,
+            # verify a slice (the loop is idle) instead of waiting.
+            backlog = self.unverified_bytes > self.idle_verify_bytes
+            timeout = 0.0 if backlog else max(0.0, min(wake, deadline) - time.monotonic())
+            events = self.selector.select(timeout)
+            if not events and backlog:
+                self.verify_slice()
+            for key, mask in events:
                 bot = key.data
                 if bot.closed:
                     continue
@@ -819,7 +602,7 @@ class _Run:
     # -- the verdict ---------------------------------------------------------------------------
 
     def report(self, elapsed: float, timed_out: str | None) -> LoadReport:
-        self.digest()
+        self.verify_all()
         config = self.config
         report = LoadReport(
             clients=config.clients,
@@ -855,17 +638,15 @@ class _Run:
         report.lost = expected - received
         report.duplicated = self.duplicated
         report.out_of_order = self.out_of_order
+        report.deliveries_arrived = self.received
         span_ns = self.last_delivery_ns - self.first_send_ns
         if self.received and span_ns > 0:
+            report.delivery_span_s = round(span_ns / 1e9, 6)
             report.delivery_rate = round(self.received / (span_ns / 1e9), 1)
-        if self.latencies:
-            ordered = sorted(self.latencies)
-
-            def pick(q: float) -> float:
-                rank = min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.5) - 1))
-                return round(ordered[rank] / 1e6, 3)
-
-            report.latency = Latency(pick(0.50), pick(0.95), pick(0.99), pick(1.0))
+        report.unverified_peak_bytes = self.unverified_peak_bytes
+        report.verify_step_max = self.verify_step_max
+        report.schedule_slips = sum(b.schedule.slips for b in self.bots if b.schedule is not None)
+        report.latency = latency_of(self.latency_us)
         gone: Counter[str] = Counter()
         for bot in self.bots:
             if bot.gone is not None:
@@ -909,126 +690,3 @@ def run_load(config: LoadConfig, progress: Callable[[str], None] | None = None) 
         progress: called a few times a second with a one-line status (for a terminal).
     """
     return _Run(config, progress).run()
-
-
-# -- the command line ------------------------------------------------------------------------------
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
-    return value
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 (flat out) or more, not {text}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    defaults = LoadConfig()
-    parser = argparse.ArgumentParser(
-        prog="chat-load",
-        description="Load a chat server with bot clients and verify every delivery: nothing "
-        "lost, duplicated or out of order. Exit code 0 only if so.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--host", default=defaults.host)
-    parser.add_argument("--port", type=int, default=defaults.port)
-    parser.add_argument(
-        "--clients",
-        type=_positive_int,
-        default=defaults.clients,
-        help="bot clients that send and verify",
-    )
-    parser.add_argument(
-        "--messages", type=_count, default=defaults.messages, help="messages each bot sends"
-    )
-    parser.add_argument(
-        "--rate",
-        type=_rate,
-        default=None,
-        help="messages per second from all bots together; 0 is flat out (the "
-        f"server then needs --flood-rate 0). Default: each bot at {BOT_RATE:g}/s "
-        "(bursts of %d), under the server's default flood control" % BOT_BURST,
-    )
-    parser.add_argument(
-        "--slow-clients",
-        type=_count,
-        default=0,
-        help="extra clients that join and then never read (head-of-line blocking)",
-    )
-    parser.add_argument(
-        "--duration",
-        type=_seconds,
-        default=defaults.duration,
-        help="the whole run stops after this many seconds, finished or not",
-    )
-    parser.add_argument(
-        "--join-timeout",
-        type=_seconds,
-        default=defaults.join_timeout,
-        help="seconds the bots have to join before sending starts",
-    )
-    parser.add_argument("--protocol", choices=sorted(_CODECS), default=defaults.protocol)
-    parser.add_argument(
-        "--nick-clash",
-        action="store_true",
-        help="bots join in pairs asking for the same nickname; the loser takes "
-        "its own name. Two winners of one name is a race in the server",
-    )
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    out = stdout or sys.stdout
-    config = LoadConfig(
-        host=args.host,
-        port=args.port,
-        clients=args.clients,
-        messages=args.messages,
-        rate=args.rate,
-        slow_clients=args.slow_clients,
-        duration=args.duration,
-        join_timeout=min(args.join_timeout, args.duration),
-        protocol=args.protocol,
-        nick_clash=args.nick_clash,
-    )
-    progress = None
-    if not args.json and sys.stderr.isatty():
-
-        def progress(line: str) -> None:
-            sys.stderr.write(line)
-            sys.stderr.flush()
-
-    report = run_load(config, progress)
-    if progress is not None:
-        sys.stderr.write("\r" + " " * 79 + "\r")
-    if report.joined == 0 and report.join_failures:
-        reasons = ", ".join(report.join_failures)
-        sys.stderr.write(f"chat-load: no bot could join {args.host}:{args.port} ({reasons})\n")
-    out.write((report.to_json() if args.json else report.format_text()) + "\n")
-    return EXIT_OK if report.ok else EXIT_PROBLEMS
-
-
-if __name__ == "__main__":
-    sys.exit(main())
