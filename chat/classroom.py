@@ -287,23 +287,59 @@ class SerialRunner:
 
 
 class PoolRunner:
-    """Serves connections from a fixed pool of threads.
+    """Serves connections from a fixed pool of threads (`ThreadPoolExecutor`).
 
-    Thread safety: the executor is thread-safe; `run()` is called by the accept thread and
-    `close()` by `stop()` after every connection was told to end.
+    Right for short tasks, wrong for chat: a connection holds its thread for as long as the
+    client stays, so client N+1 is accepted and then waits, silent (not even greeted), in the
+    pool's queue until one of the first N leaves. Its registration deadline runs meanwhile.
+
+    Thread safety: the executor is thread-safe; `_lock` guards `_waiting` (connections queued,
+    reader not started) and `_serving` (readers running), changed by the accept thread in
+    `run()` and by pool threads. `close()` is called by `stop()` after every connection was told
+    to end: the ones still queued then run at once, see that, and end.
     """
 
     def __init__(self, workers: int) -> None:
+        self._workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pool")
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._serving = 0
+
+    @property
+    def waiting(self) -> int:
+        """Connections accepted and queued for a pool thread."""
+        with self._lock:
+            return self._waiting
 
     def run(self, key: object, serve: Serve, name: str) -> None:
-        self._pool.submit(serve)
+        def taken() -> None:
+            with self._lock:
+                self._waiting -= 1
+                self._serving += 1
+            try:
+                serve()
+            finally:
+                with self._lock:
+                    self._serving -= 1
+
+        with self._lock:
+            queued = self._serving + self._waiting >= self._workers  # no thread left for it
+            self._waiting += 1
+            waiting = self._waiting
+        self._pool.submit(taken)
+        if queued:
+            log.warning(
+                "%s waits for a thread: all %d pool threads are taken (%d waiting)",
+                name.removeprefix("reader "),
+                self._workers,
+                waiting,
+            )
 
     def reap(self, key: object) -> None:
         return None
 
     def close(self) -> None:
-        # Connections still queued run now: each sees that it was shut down and ends at once.
         self._pool.shutdown(wait=True)
 
 
