@@ -27,6 +27,7 @@ import socket
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -146,9 +147,7 @@ class UnsafeHub(Hub):
         finally:  # even if the broadcast crashed: the nickname may be taken twice by now
             key = nick_key(nick)
             holders = sum(1 for n in self.nicks() if nick_key(n) == key)
-            if holders <= 1:
-                self._reported.pop(key, None)  # a clash of a later run is news again
-            elif holders > self._reported.get(key, 1):
+            if holders > self._reported.get(key, 1):
                 self._reported[key] = holders  # each twin sees it: report it once
                 self.audit.record("duplicate nickname", f"{holders} clients hold {nick!r}")
 
@@ -157,6 +156,9 @@ class UnsafeHub(Hub):
             return super().leave(member, reason, message)
         finally:  # a leave may take someone else's registration with it, or crash half-way
             self._sweep(member)
+            online = Counter(nick_key(n) for n in self.nicks())
+            for key in [k for k in self._reported if online[k] <= 1]:
+                del self._reported[key]  # the clash is over: a clash of a later run is news
             for problem in self.check_invariants():
                 if problem not in self._problems_seen:  # each one once, not at every leave
                     self._problems_seen.add(problem)
