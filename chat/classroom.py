@@ -397,7 +397,7 @@ def banner(options: DemoOptions) -> list[str]:
     lines = []
     if options.unsafe_registry:
         lines.append(
-            f"--unsafe-registry: the room's registry runs WITHOUT ITS LOCK, race window "
+            f"--unsafe-registry: the hub's registry runs WITHOUT ITS LOCK, race window "
             f"{options.race_window_s * 1000:g} ms: nicknames, members and broadcasts WILL break"
         )
     if options.lock_while_sending:
