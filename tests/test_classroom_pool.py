@@ -6,6 +6,8 @@ queue until one of the first N leaves: what docs/classroom.md step 7 shows with 
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from chat.classroom import PoolRunner
@@ -62,3 +64,21 @@ def test_stop_with_clients_waiting_for_a_thread_ends_cleanly(make_server, queued
         peer.until_closed()  # closed, never served: no greeting was owed
     assert server.client_count == 0
     assert server.audit.total == 0
+
+
+def test_the_registration_deadline_runs_while_a_client_waits_for_a_thread(make_server):
+    runner = PoolRunner(1)
+    server = make_server(runner=runner, register_timeout_s=0.5)
+    alice = JsonPeer(server.address, "alice")
+    carol = JsonPeer(server.address)
+    carol.send_json({"type": "hello", "version": 1, "nick": "carol"})  # in time, but unread
+    wait_until(lambda: runner.waiting == 1)
+    queued_at = time.monotonic()  # carol's connection (and its deadline) exists by now
+    wait_until(lambda: time.monotonic() > queued_at + 0.5)  # the deadline has passed
+    alice.send_json({"type": "quit"})
+    alice.until_closed()
+    # Carol gets a thread at last, and with it the news that her time is up (before her hello
+    # is even read, so in text: the greeting, then the error).
+    lines = carol.until_closed()
+    assert lines[-1] == "! registration timed out", lines
+    assert not any("welcome" in line for line in lines), lines
