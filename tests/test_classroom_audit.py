@@ -9,8 +9,8 @@ from chat.server import ChatServer
 from tests.peers import JsonPeer
 
 
-class _BrokenSayRoom(Hub):
-    """A room with a bug in say(): what the server does about bugs it did not foresee."""
+class _BrokenSayHub(Hub):
+    """A hub with a bug in say(): what the server does about bugs it did not foresee."""
 
     def say(
         self, member: Member, *texts: str, room: str | None = None, notice: bool = False
@@ -21,7 +21,7 @@ class _BrokenSayRoom(Hub):
 
 
 def test_a_crashed_operation_disconnects_that_client_and_is_counted():
-    server = ChatServer(ServerConfig(port=0), hub=_BrokenSayRoom()).start()
+    server = ChatServer(ServerConfig(port=0), hub=_BrokenSayHub()).start()
     try:
         alice = JsonPeer(server.address, "alice")
         bob = JsonPeer(server.address, "bob")

@@ -4,9 +4,18 @@ Each `console` block is one experiment: its `chat-server` line is started in the
 port 0 instead of 8888 (the system picks a free port, read back from the log, so there is no
 race with other programs for a port), the other `$ ` lines run in order through bash with a
 time limit (`PID` becomes the server's process id, a trailing `&` runs a command in the
-background), and at the end the server gets SIGINT, as from Ctrl-C. The exit code of each
-command must be the one the guide announces (`# exits N`, else 0), and the server's audit must
-agree with the mode it ran in.
+background, `wait` collects the background commands), and at the end the server gets SIGINT,
+as from Ctrl-C.
+
+What is checked, as the guide's "How to read the commands" says:
+* the exit code of each command is the one the guide announces (`# exits N`, else 0);
+* the lines the guide shows after a command are printed by it, in that order (`...` stands for
+  lines left out, or for a part of a line). Numbers on the timing lines (latency, delivery
+  rate, elapsed) may differ; in the experiments that race or get stuck (`--unsafe-registry`,
+  `--send-timeout 0`) every count may differ too, but must not be 0;
+* each line of a `log` block after an experiment is in that server's log (where in the log
+  does not matter: threads interleave); there every number may differ (ports, counts);
+* the server stops on Ctrl-C with exit code 0, and its audit agrees with the mode it ran in.
 """
 
 from __future__ import annotations
@@ -27,6 +36,14 @@ COMMAND_TIMEOUT_S = 20.0
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 _EXITS = re.compile(r"#\s*exits\s+([\d\sor]+)$")
+# Lines whose numbers are timings: they differ from run to run on any server.
+_TIMING_LINES = ("latency ", "delivery rate ", "elapsed ")
+# Experiments whose counts differ from run to run: races, and a server stuck on purpose.
+_RACY_SERVERS = ("--unsafe-registry", "--send-timeout 0")
+_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
+_TOKENS = re.compile(r"(\.\.\.|0x[0-9a-f]+|\d[\d,.]*\d|\d)")
+_ANY_NUMBER = r"\d[\d,.]*"
+_NONZERO = r"0*[1-9][\d,]*"
 
 
 @dataclass
@@ -34,31 +51,100 @@ class Command:
     line: str
     exits: set[int] = field(default_factory=lambda: {0})
     background: bool = False
+    output: list[str] = field(default_factory=list)  # the lines the guide shows after it
 
 
-def _blocks() -> list[list[Command]]:
-    blocks = re.findall(r"```console\n(.*?)```", GUIDE.read_text(), flags=re.DOTALL)
-    parsed = []
-    for block in blocks:
-        commands = []
-        for raw in block.splitlines():
-            if not raw.startswith("$ "):
-                continue
-            line = raw[2:].strip()
-            command = Command(line)
-            if (match := _EXITS.search(line)) is not None:
-                command.exits = {int(n) for n in re.findall(r"\d+", match.group(1))}
-                line = line[: match.start()].strip()
-            if line.endswith("&"):
-                command.background = True
-                line = line[:-1].strip()
-            command.line = line
-            commands.append(command)
-        parsed.append(commands)
-    return parsed
+@dataclass
+class Experiment:
+    commands: list[Command]
+    server_log: list[str] = field(default_factory=list)  # lines of the `log` blocks after it
+
+    @property
+    def server(self) -> str:
+        return self.commands[0].line
+
+    @property
+    def racy(self) -> bool:
+        return any(flag in self.server for flag in _RACY_SERVERS)
 
 
-BLOCKS = _blocks()
+def _parse_command(raw: str) -> Command:
+    line = raw[2:].strip()
+    command = Command(line)
+    if (match := _EXITS.search(line)) is not None:
+        command.exits = {int(n) for n in re.findall(r"\d+", match.group(1))}
+        line = line[: match.start()].strip()
+    if line.endswith("&"):
+        command.background = True
+        line = line[:-1].strip()
+    command.line = line
+    return command
+
+
+def _experiments(text: str) -> list[Experiment]:
+    experiments: list[Experiment] = []
+    for kind, body in re.findall(r"```(\w*)\n(.*?)```", text, flags=re.DOTALL):
+        if kind == "console":
+            commands: list[Command] = []
+            for raw in body.splitlines():
+                if raw.startswith("$ "):
+                    commands.append(_parse_command(raw))
+                elif commands and raw.strip() not in ("", "..."):
+                    commands[-1].output.append(raw.rstrip())
+            experiments.append(Experiment(commands))
+        elif kind == "log":
+            assert experiments, "a log block belongs to the experiment before it"
+            lines = [raw.strip() for raw in body.splitlines()]
+            experiments[-1].server_log += [line for line in lines if line not in ("", "...")]
+    return experiments
+
+
+EXPERIMENTS = _experiments(GUIDE.read_text())
+
+
+def _pattern(expected: str, number: str | None) -> re.Pattern[str]:
+    """`expected` as a regex: `...` matches anything; a number matches `number` (None: itself)."""
+    parts = _TOKENS.split(expected.strip())
+    regex = []
+    for i, part in enumerate(parts):
+        if i % 2 == 0:
+            regex.append(re.escape(part))
+        elif part == "...":
+            regex.append(".*")
+        elif part.startswith("0x"):
+            regex.append("0x[0-9a-f]+")  # a thread id
+        else:
+            regex.append(re.escape(part) if number is None else number)
+    return re.compile("".join(regex))
+
+
+def _output_pattern(expected: str, racy: bool) -> re.Pattern[str]:
+    if expected.startswith(_TIMING_LINES):
+        return _pattern(expected, _ANY_NUMBER)
+    return _pattern(expected, _NONZERO if racy else None)
+
+
+def _first_missing(expected: list[str], printed: str, racy: bool) -> str | None:
+    """The first expected line that is not printed after the ones before it, if any."""
+    lines = [line.strip() for line in printed.splitlines()]
+    at = 0
+    for line in expected:
+        pattern = _output_pattern(line, racy)
+        while at < len(lines) and pattern.fullmatch(lines[at]) is None:
+            at += 1
+        if at == len(lines):
+            return line
+        at += 1
+    return None
+
+
+def _not_in_log(expected: list[str], log: str) -> list[str]:
+    lines = [_LOG_PREFIX.sub("", line).strip() for line in log.splitlines()]
+    return [
+        line
+        for line in expected
+        if not any(_pattern(line, _ANY_NUMBER).fullmatch(have) for have in lines)
+    ]
 
 
 def _wait_for(path: Path, pattern: str, timeout: float) -> re.Match[str]:
@@ -73,56 +159,87 @@ def _wait_for(path: Path, pattern: str, timeout: float) -> re.Match[str]:
 
 
 def test_the_guide_has_experiments():
-    assert len(BLOCKS) >= 8
-    assert all(block and block[0].line.startswith("chat-server ") for block in BLOCKS)
+    assert len(EXPERIMENTS) >= 9
+    assert all(e.commands and e.server.startswith("chat-server ") for e in EXPERIMENTS)
+    # Output is checked, not only exit codes: most experiments show what their commands print.
+    shown = [e for e in EXPERIMENTS if any(c.output for c in e.commands)]
+    assert len(shown) >= 7
+    assert sum(1 for e in EXPERIMENTS if e.server_log) >= 3
+
+
+def test_the_matching_rules():
+    assert _first_missing(["a 1", "c 3"], "a 1\nb 2\nc 3\n", racy=False) is None
+    assert _first_missing(["c 3", "a 1"], "a 1\nb 2\nc 3\n", racy=False) == "a 1"  # order
+    assert _first_missing(["x 10 of 20"], "x 10 of 20", racy=False) is None
+    assert _first_missing(["x 10 of 20"], "x 0 of 20", racy=False) == "x 10 of 20"
+    assert _first_missing(["x 10 of 20"], "x 7 of 20", racy=True) is None
+    assert _first_missing(["x 10 of 20"], "x 0 of 20", racy=True) == "x 10 of 20"
+    assert _first_missing(["elapsed 1.28 s"], "elapsed 0.05 s", racy=False) is None
+    assert _first_missing(["a ... z"], "a b c z", racy=False) is None
+    log = "2026-01-01 00:00:00,000 WARNING seen 127.0.0.1:5 'twin3'\n"
+    log += '  File "/x/chat/a.py", line 9\n'
+    assert _not_in_log(["WARNING seen 127.0.0.1:80 'twin0'"], log) == []
+    assert _not_in_log(['File ".../chat/a.py", line ...'], log) == []
+    assert _not_in_log(["WARNING unseen"], log) == ["WARNING unseen"]
 
 
 @pytest.mark.parametrize(
-    "block",
-    BLOCKS,
-    ids=[f"{i}:{' '.join(b[0].line.split()[3:]) or 'default'}" for i, b in enumerate(BLOCKS)],
+    "experiment",
+    EXPERIMENTS,
+    ids=[f"{i}:{' '.join(e.server.split()[3:]) or 'default'}" for i, e in enumerate(EXPERIMENTS)],
 )
-def test_every_command_of_the_guide_works(block, tmp_path):
+def test_every_command_of_the_guide_works(experiment, tmp_path):
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env["PYTHONUNBUFFERED"] = "1"
-    server_command = block[0].line.replace("8888", "0")
+    server_command = experiment.server.replace("8888", "0")
     server_log = tmp_path / "server.log"
     with server_log.open("w") as log_file:
         server = subprocess.Popen(
             ["bash", "-c", f"exec {server_command}"], stdout=log_file, stderr=log_file, env=env
         )
     background: list[tuple[Command, subprocess.Popen[str]]] = []
-    try:
-        port = _wait_for(server_log, r"listening on \S+:(\d+)\n", START_TIMEOUT_S).group(1)
-        for command in block[1:]:
-            line = command.line.replace("8888", port).replace("PID", str(server.pid))
-            if command.background:
-                background.append(
-                    (
-                        command,
-                        subprocess.Popen(
-                            ["bash", "-c", line],
-                            stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT,
-                            text=True,
-                            env=env,
-                        ),
-                    )
-                )
-                continue
-            done = subprocess.run(
-                ["bash", "-c", line],
-                capture_output=True,
-                text=True,
-                timeout=COMMAND_TIMEOUT_S,
-                env=env,
-            )
-            assert done.returncode in command.exits, (line, done.stdout, done.stderr)
-            assert "Traceback" not in done.stderr, done.stderr
+
+    def collect() -> str:
+        """Waits for the background commands; their output, in the order they were started."""
+        outputs = []
         for command, job in background:
             output, _ = job.communicate(timeout=COMMAND_TIMEOUT_S)
             assert job.returncode in command.exits, (command.line, output)
+            outputs.append(output)
+        background.clear()
+        return "".join(outputs)
+
+    try:
+        port = _wait_for(server_log, r"listening on \S+:(\d+)\n", START_TIMEOUT_S).group(1)
+        for command in experiment.commands[1:]:
+            line = command.line.replace("8888", port).replace("PID", str(server.pid))
+            if line == "wait":
+                printed = collect()
+            elif command.background:
+                job = subprocess.Popen(
+                    ["bash", "-c", line],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    env=env,
+                )
+                background.append((command, job))
+                continue
+            else:
+                done = subprocess.run(
+                    ["bash", "-c", line],
+                    capture_output=True,
+                    text=True,
+                    timeout=COMMAND_TIMEOUT_S,
+                    env=env,
+                )
+                assert done.returncode in command.exits, (line, done.stdout, done.stderr)
+                assert "Traceback" not in done.stderr, done.stderr
+                printed = done.stdout
+            missing = _first_missing(command.output, printed, experiment.racy)
+            assert missing is None, f"{line!r} did not print {missing!r}; it printed:\n{printed}"
+        collect()
     finally:
         for _, job in background:
             if job.poll() is None:
@@ -138,11 +255,9 @@ def test_every_command_of_the_guide_works(block, tmp_path):
             pytest.fail(f"the server did not stop on SIGINT:\n{server_log.read_text()}")
     log = server_log.read_text(errors="replace")
     assert server.returncode == 0, log
+    assert _not_in_log(experiment.server_log, log) == [], log
     if "--unsafe-registry" in server_command:
         assert "VIOLATION" in log
         assert "invariant violation(s)" in log
     else:
         assert "audit: 0 invariant violations" in log, log
-    if any("kill -USR1" in command.line for command in block):
-        assert "most recent call first" in log, log
-        assert "_send_blocking" in log, log
