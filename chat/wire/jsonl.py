@@ -154,21 +154,32 @@ def encode(
     return _dump(_reply(event))
 
 
-# A room listing is sent as several "rooms" objects of at most this many rooms, the last without
-# "more": a thousand rooms with long topics would otherwise be one line of megabytes.
+# A room listing is sent as several "rooms" objects, the last without "more": a thousand rooms
+# with long topics would otherwise be one line of megabytes. Each object holds at most this many
+# rooms and, beyond its first room, at most this many bytes: one room with the longest topic is
+# 5 KiB at worst (390 emoji, each escaped as a \ud83d\ude00 pair), so an object never outgrows a
+# small send queue (--sendq-bytes 16384), which would drop the client who asked.
 ROOMS_PER_OBJECT = 50
+ROOMS_OBJECT_BYTES = 8 * 1024
 
 
 def room_list_lines(event: ev.RoomList) -> bytes:
     rooms = [{"room": r.name, "count": r.count, "topic": r.topic} for r in event.rooms]
+    groups: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for room in rooms:
+        room_bytes = len(_dump(room))
+        if groups[-1] and (
+            len(groups[-1]) >= ROOMS_PER_OBJECT or size + room_bytes > ROOMS_OBJECT_BYTES
+        ):
+            groups.append([])
+            size = 0
+        groups[-1].append(room)
+        size += room_bytes
     out = []
-    for start in range(0, max(len(rooms), 1), ROOMS_PER_OBJECT):
-        obj: dict[str, Any] = {
-            "type": "rooms",
-            "ts": event.ts,
-            "rooms": rooms[start : start + ROOMS_PER_OBJECT],
-        }
-        if start + ROOMS_PER_OBJECT < len(rooms):
+    for i, group in enumerate(groups):
+        obj: dict[str, Any] = {"type": "rooms", "ts": event.ts, "rooms": group}
+        if i < len(groups) - 1:
             obj["more"] = True
         out.append(_dump(obj))
     return b"".join(out)
