@@ -174,7 +174,9 @@ def split_lines(data: bytes, size: int = REPLY_PIECE_BYTES) -> list[bytes]:
 def sentence(error: ChatError) -> ProtocolError:
     """The text/JSON error for a refusal of the hub: a code (docs/protocol.md) and a sentence a
     person can read."""
-    name = error.name
+    # A name the hub did not find is echoed as sent: quoted, escapes and all, if it holds
+    # anything a terminal would act on or that would not show.
+    name = error.name if error.name.isprintable() else repr(error.name)
     match error:
         case NickTaken():
             return ProtocolError("nick_taken", f"nickname {name} is taken")
@@ -183,7 +185,9 @@ def sentence(error: ChatError) -> ProtocolError:
         case NoSuchRoom():
             return ProtocolError("no_such_room", f"there is no room called {name}")
         case BadRoomName():
-            return ProtocolError("bad_room_name", room_error(name) or f"invalid room name {name}")
+            return ProtocolError(
+                "bad_room_name", room_error(error.name) or f"invalid room name {name}"
+            )
         case NotInRoom():
             return ProtocolError("not_in_room", f"you are not in {name}: /join {name} first")
         case UserNotInRoom():
