@@ -53,6 +53,8 @@ def test_trickling_and_useless_lines_cannot_hold_the_slots_past_the_deadline(mak
         ("irc", b"", b"PING :x\r\n", irc_timeout),  # answered with a PONG each time
         ("irc", b"", b"NICK 1bad\r\n", irc_timeout),  # 432 each time
         ("irc", b"USER u 0 * :R\r\n", b"CAP LS\r\n", irc_timeout),  # never a NICK
+        # NICK and USER, but a CAP negotiation that never ends holds registration back
+        ("irc", b"CAP LS 302\r\nNICK capper\r\nUSER u 0 * :R\r\n", b"CAP LIST\r\n", irc_timeout),
     ]
     attackers_per_kind = 2
     server = make_server(
