@@ -304,7 +304,7 @@ def test_chat_server_refuses_a_bad_default_room_in_one_line(room):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=15,
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
@@ -641,7 +641,7 @@ def test_a_busy_irc_port_is_reported_as_the_irc_port():
             cwd=ROOT,
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=15,
         )
     finally:
         holder.close()
