@@ -649,3 +649,27 @@ def test_a_busy_irc_port_is_reported_as_the_irc_port():
     assert result.stderr.count("\n") == 1, result.stderr
     assert "--irc-port" in result.stderr, result.stderr
     assert f":{busy} " in result.stderr, result.stderr
+
+
+# -- the pure parts of 5: long replies are cut into pieces a small send queue can take ---------
+
+
+def test_reply_pieces_and_json_room_objects_stay_small():
+    from chat import events as ev
+    from chat.dialects import split_lines
+    from chat.wire import jsonl
+
+    lines = b"".join(b"x" * (n % 700) + b"\n" for n in range(400))
+    for size in (1, 100, 1000, 16384):
+        pieces = split_lines(lines, size)
+        assert b"".join(pieces) == lines
+        # at most `size` bytes, unless the piece is a single longer line
+        assert all(len(p) <= size or p.count(b"\n") == 1 for p in pieces), size
+    worst = "\U0001f600" * 390  # the longest topic, each character escaped as 12 bytes
+    for topic in ("", "t" * 390, worst):
+        rooms = tuple(ev.RoomInfo(f"#room{i}", 1, topic) for i in range(300))
+        encoded = jsonl.room_list_lines(ev.RoomList(rooms, 0.0)).splitlines()
+        objects = [json.loads(line) for line in encoded]
+        assert [r["room"] for o in objects for r in o["rooms"]] == [r.name for r in rooms]
+        assert [o.get("more") for o in objects] == [True] * (len(objects) - 1) + [None]
+        assert max(map(len, encoded)) <= 16384 // 2
