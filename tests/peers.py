@@ -185,3 +185,34 @@ class IrcPeer(Peer):
             if message.command == "PONG" and message.params[-1] == token:
                 return seen
             seen.append(message)
+
+
+class Recording(Peer):
+    """Keeps every line a peer reads in `received` (newline removed, IRC's "\\r" kept), so a
+    test can check every byte a client was sent. Mix in first: `class R(Recording, IrcPeer)`."""
+
+    received: list[str]
+
+    def line(self, timeout: float | None = None) -> str:
+        line = super().line(timeout)
+        self.__dict__.setdefault("received", []).append(line)
+        return line
+
+
+class RecordingTextPeer(Recording, TextPeer):
+    def sync(self) -> list[str]:
+        """Asks for `/users`; returns the lines that arrived before its answer (a delivery
+        barrier: the reply is queued behind everything the hub gave this client before)."""
+        self.send("/users\n")
+        seen = []
+        while not (line := self.line()).startswith("*** Online ("):
+            seen.append(line)
+        return seen
+
+
+class RecordingJsonPeer(Recording, JsonPeer):
+    pass
+
+
+class RecordingIrcPeer(Recording, IrcPeer):
+    pass

@@ -150,7 +150,8 @@ def reclaim_nick(hub: Hub, nick: str) -> bool:
     return holder.wait_gone(RECLAIM_WAIT_S)
 
 
-# Long replies are cut into pieces of about this size at line ends (see Link.send_pieces).
+# Long replies are cut into pieces of at most this size at line ends (see Link.send_pieces); a
+# piece must fit in the smallest send queue a server may be given, or it could never be sent.
 REPLY_PIECE_BYTES = 16 * 1024
 
 
@@ -162,12 +163,16 @@ def piece_bytes(config: ServerConfig) -> int:
 
 
 def split_lines(data: bytes, size: int = REPLY_PIECE_BYTES) -> list[bytes]:
-    """`data` (whole lines) cut at line ends into pieces of about `size` bytes."""
+    """`data` (whole lines) cut at line ends into pieces of at most `size` bytes (a single
+    line longer than that is a piece of its own)."""
     pieces: list[bytes] = []
     start = 0
     while start < len(data):
-        end = data.find(b"\n", min(start + size, len(data)) - 1)
-        end = len(data) if end < 0 else end + 1
+        end = data.rfind(b"\n", start, start + size) + 1  # the last line end that fits
+        if end <= start:  # one line longer than `size`: it goes alone
+            end = data.find(b"\n", start) + 1 or len(data)
+        if start + size >= len(data):
+            end = len(data)
         pieces.append(data[start:end])
         start = end
     return pieces
@@ -176,7 +181,9 @@ def split_lines(data: bytes, size: int = REPLY_PIECE_BYTES) -> list[bytes]:
 def sentence(error: ChatError) -> ProtocolError:
     """The text/JSON error for a refusal of the hub: a code (docs/protocol.md) and a sentence a
     person can read."""
-    name = error.name
+    # A name the hub did not find is echoed as sent: quoted, escapes and all, if it holds
+    # anything a terminal would act on or that would not show.
+    name = error.name if error.name.isprintable() else repr(error.name)
     match error:
         case NickTaken():
             return ProtocolError("nick_taken", f"nickname {name} is taken")
@@ -185,7 +192,9 @@ def sentence(error: ChatError) -> ProtocolError:
         case NoSuchRoom():
             return ProtocolError("no_such_room", f"there is no room called {name}")
         case BadRoomName():
-            return ProtocolError("bad_room_name", room_error(name) or f"invalid room name {name}")
+            return ProtocolError(
+                "bad_room_name", room_error(error.name) or f"invalid room name {name}"
+            )
         case NotInRoom():
             return ProtocolError("not_in_room", f"you are not in {name}: /join {name} first")
         case UserNotInRoom():

@@ -153,8 +153,11 @@ class TextJsonDialect:
             return None
         if not self._flood_allows():
             return None
+        # The codec cleans what the user says, but keeps room names and keys as sent, for their
+        # rules to refuse (chat/wire/text.py); the password and mode check above use clean text.
+        raw = line.data.decode("utf-8", errors="replace")
         try:
-            return self._codec.parse(text, registered=self.nick is not None)
+            return self._codec.parse(raw, registered=self.nick is not None)
         except ProtocolError as error:
             self._reply_error(error)
             return None

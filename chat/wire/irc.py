@@ -132,7 +132,7 @@ def parse(line: str) -> IrcMessage | None:
     head, sep, trailing = rest.partition(" :")
     if rest.startswith(":"):  # no middle params, only a trailing one
         head, sep, trailing = "", " :", rest[1:]
-    words = head.split()
+    words = [word for word in head.split(" ") if word]  # only spaces separate (not U+0085)
     if not words:
         return None
     params = words[1:]

@@ -51,7 +51,9 @@ def looks_like_json(line: str) -> bool:
 
 def _loads(line: str) -> Any:
     try:
-        return json.loads(line)
+        # strict=False: a control character inside a string is taken (and cleaned from text
+        # fields, refused in names), as it was when lines were cleaned before parsing.
+        return json.loads(line, strict=False)
     except RecursionError:  # [[[[... a thousand deep: the parser gives up, so do we
         raise ProtocolError("bad_request", "JSON nested too deeply") from None
     except ValueError:
@@ -70,6 +72,19 @@ def _optional(obj: dict[str, Any], key: str) -> str | None:
     if obj.get(key) is None:
         return None
     return _text_field(obj, key).strip()
+
+
+def _name_field(obj: dict[str, Any], key: str) -> str:
+    """A room name or key as sent, not cleaned: one holding a control or bidi character is
+    refused by its rule (room_error, key_error) instead of silently becoming another name."""
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise ProtocolError("bad_request", f"field {key!r} must be a string")
+    return value.strip(" ")
+
+
+def _optional_name(obj: dict[str, Any], key: str) -> str | None:
+    return None if obj.get(key) is None else _name_field(obj, key)
 
 
 def parse(line: str, registered: bool) -> ev.Request:
@@ -95,34 +110,34 @@ def parse(line: str, registered: bool) -> ev.Request:
     if not registered:
         raise ProtocolError("not_registered", "send a 'hello' with your nick first")
     if kind == "message":
-        return ev.Say(_text_field(obj, "text"), _optional(obj, "room"))
+        return ev.Say(_text_field(obj, "text"), _optional_name(obj, "room"))
     if kind == "action":
-        return ev.Act(_text_field(obj, "text"), _optional(obj, "room"))
+        return ev.Act(_text_field(obj, "text"), _optional_name(obj, "room"))
     if kind == "join":
-        return ev.JoinRoom(_text_field(obj, "room").strip(), _optional(obj, "key") or "")
+        return ev.JoinRoom(_name_field(obj, "room"), _optional_name(obj, "key") or "")
     if kind == "part":
-        return ev.PartRoom(_optional(obj, "room"), _optional(obj, "message") or "")
+        return ev.PartRoom(_optional_name(obj, "room"), _optional(obj, "message") or "")
     if kind == "rooms":
         return ev.ListRooms()
     if kind == "topic":
-        return ev.SetTopic(_optional(obj, "topic"), _optional(obj, "room"))
+        return ev.SetTopic(_optional(obj, "topic"), _optional_name(obj, "room"))
     if kind == "kick":
         return ev.KickUser(
-            _text_field(obj, "nick"), _optional(obj, "reason") or "", _optional(obj, "room")
+            _text_field(obj, "nick"), _optional(obj, "reason") or "", _optional_name(obj, "room")
         )
     if kind == "mode":
         secret = obj.get("secret")
         return ev.SetRoomMode(
-            _optional(obj, "key"),
+            _optional_name(obj, "key"),
             secret if isinstance(secret, bool) else None,
-            _optional(obj, "room"),
+            _optional_name(obj, "room"),
         )
     if kind == "private":
         return ev.Whisper(_text_field(obj, "to"), _text_field(obj, "text"))
     if kind == "nick":
         return ev.ChangeNick(_text_field(obj, "nick").strip())
     if kind == "who":
-        return ev.Who(_optional(obj, "room"))
+        return ev.Who(_optional_name(obj, "room"))
     if kind == "users":
         return ev.ListUsers()
     if kind == "ping":
@@ -154,12 +169,12 @@ def encode(
     return _dump(_reply(event))
 
 
-# A room listing is sent as several "rooms" objects of at most this many rooms, the last without
-# "more": a thousand rooms with long topics would otherwise be one line of megabytes.
+# A room listing is sent as several "rooms" objects, the last without "more": a thousand rooms
+# with long topics would otherwise be one line of megabytes. Each object holds at most this many
+# rooms and, beyond its first room, at most this many bytes: one room with the longest topic is
+# 5 KiB at worst (390 emoji, each escaped as a \ud83d\ude00 pair), so an object never outgrows a
+# small send queue (--sendq-bytes 16384), which would drop the client who asked.
 ROOMS_PER_OBJECT = 50
-# ... and of about this many bytes of rooms at most (one room with a long topic may be more): each
-# object is one line, and a line must fit whole in the client's send queue (--sendq-bytes), which
-# may be a few KiB; 50 rooms with topics are up to 100 KiB.
 ROOMS_OBJECT_BYTES = 1024
 
 

@@ -1,12 +1,12 @@
 """The text wire format, for people on nc or telnet: `/commands` in, `<nick> text` lines out.
 
-Pure: `parse()` turns one clean line into a request, `encode()` turns an event into bytes.
+Pure: `parse()` turns one line into a request, `encode()` turns an event into bytes.
 """
 
 from __future__ import annotations
 
 from chat import events as ev
-from chat.protocol import NICK_RULE, ProtocolError, room_key
+from chat.protocol import NICK_RULE, ProtocolError, clean_text, room_key
 from chat.wire import EncodeCache, encode_once
 
 NAME = "text"
@@ -52,32 +52,39 @@ _ROOM_SCOPED = (
 
 
 def parse(line: str, registered: bool) -> ev.Request:
-    """One line from a text client as a request; raises ProtocolError for a bad command."""
+    """One line from a text client as a request; raises ProtocolError for a bad command.
+
+    `line` is as the client sent it, and cleaned here (chat.protocol.clean_text) but for room
+    names and keys: one holding a control or bidi character is refused by its rule instead of
+    silently becoming another room (a nickname is cleaned, then checked).
+    """
+    line = line.replace("\t", " ")
     if not registered:
-        return ev.Hello(line.strip())
+        return ev.Hello(clean_text(line).strip())
     if not line.strip():
         return ev.Nothing()
     if line.startswith("//"):
-        return ev.Say(line[1:])
+        return ev.Say(clean_text(line[1:]))
     if not line.startswith("/"):
-        return ev.Say(line)
+        return ev.Say(clean_text(line))
     name, _, rest = line[1:].partition(" ")
     name = name.lower()
-    rest = rest.strip()
-    words = rest.split()
+    rest = rest.strip(" ")
+    words = [word for word in rest.split(" ") if word]  # only spaces separate: not U+0085
     if name == "msg":
         to, _, text = rest.partition(" ")
         if not to or not text.strip():
             raise ProtocolError("bad_request", _USAGE["msg"])
-        return ev.Whisper(to, text.strip())
+        return ev.Whisper(clean_text(to), clean_text(text).strip())
     if name == "me":
         if not rest:
             raise ProtocolError("bad_request", _USAGE["me"])
-        return ev.Act(rest)
+        return ev.Act(clean_text(rest))
     if name == "nick":
-        if not rest or " " in rest:
+        new = clean_text(rest).strip()
+        if not new or " " in new:
             raise ProtocolError("bad_request", _USAGE["nick"])
-        return ev.ChangeNick(rest)
+        return ev.ChangeNick(new)
     if name == "who":
         if len(words) > 1 or (words and not words[0].startswith("#")):
             raise ProtocolError("bad_request", "usage: /who [#room]   (everyone online: /users)")
@@ -87,23 +94,23 @@ def parse(line: str, registered: bool) -> ev.Request:
     if name == "help":
         return ev.Help()
     if name == "quit":
-        return ev.Quit(rest)
+        return ev.Quit(clean_text(rest).strip())
     if name == "join":
         if not 1 <= len(words) <= 2:
             raise ProtocolError("bad_request", _USAGE["join"])
         return ev.JoinRoom(words[0], words[1] if len(words) == 2 else "")
     if name == "part":
         if words and words[0].startswith("#"):
-            return ev.PartRoom(words[0], rest[len(words[0]) :].strip())
-        return ev.PartRoom(None, rest)
+            return ev.PartRoom(words[0], clean_text(rest[len(words[0]) :]).strip())
+        return ev.PartRoom(None, clean_text(rest).strip())
     if name == "rooms":
         return ev.ListRooms()
     if name == "topic":
-        return ev.SetTopic(rest or None)
+        return ev.SetTopic(clean_text(rest).strip() or None)
     if name == "kick":
         if not words:
             raise ProtocolError("bad_request", _USAGE["kick"])
-        return ev.KickUser(words[0], rest[len(words[0]) :].strip())
+        return ev.KickUser(clean_text(words[0]), clean_text(rest[len(words[0]) :]).strip())
     if name == "key":
         if len(words) > 1:
             raise ProtocolError("bad_request", "usage: /key [KEY]   (one word; none removes it)")
@@ -112,7 +119,7 @@ def parse(line: str, registered: bool) -> ev.Request:
         if rest.lower() not in ("on", "off"):
             raise ProtocolError("bad_request", _USAGE["secret"])
         return ev.SetRoomMode(secret=rest.lower() == "on")
-    raise ProtocolError("bad_request", f"unknown command /{name} (try /help)")
+    raise ProtocolError("bad_request", f"unknown command /{clean_text(name)} (try /help)")
 
 
 def encode(
