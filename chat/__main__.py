@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     demos.add_argument(
         "--unsafe-registry",
         action="store_true",
-        help="run the room's registry without its lock, with a race window",
+        help="run the hub's registry (nicknames, members) without its lock, with a race window",
     )
     demos.add_argument(
         "--race-window-ms",

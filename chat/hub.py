@@ -539,13 +539,13 @@ class Hub:
         changed, which is also returned. Raises NoSuchRoom, NotInRoom, NotOperator, NoSuchNick,
         UserNotInRoom, BadKey (checked before anything changes)."""
         changes = list(changes)
-        for mode, arg in changes:
-            if mode == "+k" and (problem := key_error(arg)) is not None:
-                raise BadKey(room, problem)
         with self._lock:
             state = self._member_state_locked(member, room)
             if member not in state.ops:
                 raise NotOperator(state.name)
+            for mode, arg in changes:  # after the operator check: refuse in that order
+                if mode == "+k" and (problem := key_error(arg)) is not None:
+                    raise BadKey(state.name, problem)
             targets: dict[str, Member] = {}
             for mode, arg in changes:
                 if mode[1] == "o":

@@ -9,6 +9,7 @@ import pytest
 
 from chat import events as ev
 from chat.hub import (
+    BadKey,
     BadRoomKey,
     ChatError,
     Hub,
@@ -228,3 +229,17 @@ def test_json_room_operations_and_events(server):
     assert bob.expect_type("error")["code"] == "no_such_room"
     bob.send_json({"type": "join", "room": "bad name"})
     assert bob.expect_type("error")["code"] == "bad_room_name"
+
+
+def test_a_non_operator_is_told_so_before_anything_about_its_key():
+    hub = Hub()
+    alice, bob = FakeMember(), FakeMember()
+    hub.register(alice, "alice")
+    hub.register(bob, "bob")
+    hub.enter(alice, "#rust")
+    hub.enter(bob, "#rust")
+    with pytest.raises(NotOperator):
+        hub.set_modes(bob, "#rust", [("+k", "two words")])
+    with pytest.raises(BadKey):
+        hub.set_modes(alice, "#rust", [("+k", "two words")])
+    assert hub.room_modes("#rust", alice) == ("#rust", "", False)

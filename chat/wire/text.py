@@ -224,7 +224,8 @@ def _render(event: ev.Event, recipient: str) -> str:
         case ev.Renamed(old=old, new=new):
             return f"*** {old} is now known as {new}\n"
         case ev.Greeting(online=online, password=True):
-            return f"* Welcome to chat! {online} online.\n* Password:\n"
+            # Nothing about who is online before the password: not even how many.
+            return "* Welcome to chat!\n* Password:\n"
         case ev.Greeting(online=online):
             return f"* Welcome to chat! {online} online.\n* Choose a nickname ({NICK_RULE}):\n"
         case ev.Welcome(nick=nick, users=users):
