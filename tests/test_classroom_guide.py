@@ -61,6 +61,11 @@ def _blocks() -> list[list[Command]]:
 BLOCKS = _blocks()
 
 
+def _slow(block: list[Command]) -> bool:
+    """Experiments that take seconds by design (a paced run with a slow client, a sleep)."""
+    return any("--slow-clients" in c.line or c.line.startswith("sleep ") for c in block)
+
+
 def _wait_for(path: Path, pattern: str, timeout: float) -> re.Match[str]:
     """Polls the server's log file until `pattern` matches, bounded by `timeout`."""
     deadline = time.monotonic() + timeout
@@ -79,7 +84,10 @@ def test_the_guide_has_experiments():
 
 @pytest.mark.parametrize(
     "block",
-    BLOCKS,
+    [
+        pytest.param(b, marks=[pytest.mark.stress, pytest.mark.timeout(120)] if _slow(b) else [])
+        for b in BLOCKS
+    ],
     ids=[f"{i}:{' '.join(b[0].line.split()[3:]) or 'default'}" for i, b in enumerate(BLOCKS)],
 )
 def test_every_command_of_the_guide_works(block, tmp_path):
