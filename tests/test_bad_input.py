@@ -139,16 +139,17 @@ def test_server_full_gets_one_line_and_a_close(make_server):
 
 def test_per_address_cap(make_server):
     server = make_server(max_per_address=2, limit_loopback=True)
-    keep = [TextPeer(server.address, "a"), TextPeer(server.address, "b")]
+    first, second = TextPeer(server.address, "a"), TextPeer(server.address, "b")
     extra = Peer(server.address)
     assert extra.until_closed() == ["! too many connections from your address"]
-    assert len(keep) == 2
+    first.send("still here\n")  # the two within the cap carry on
+    assert second.line() == "<a> still here"
 
 
 def test_loopback_is_exempt_from_the_per_address_cap_by_default(make_server):
     server = make_server(max_per_address=1)
     peers = [TextPeer(server.address, f"p{i}") for i in range(3)]
-    assert len(peers) == 3
+    assert peers[2].welcome == "* Hello p2. Online: p0, p1, p2. Type /help for commands."
 
 
 def test_last_lines_survive_input_the_server_never_read(server):
