@@ -12,7 +12,7 @@ The whole tool is one thread around one `selectors` loop with non-blocking socke
 drive hundreds of bots from one process and the numbers measure the server, not the tool.
 
 Each message's text is `load <bot> #<seq> t=<time_ns>`. The run has barriers built on the
-protocol's `ping` (JSON Lines) or `/who` (text): a reply to either comes after everything the bot
+protocol's `ping` (JSON Lines) or `/users` (text): a reply to either comes after everything the bot
 sent before it has been handled and queued for every recipient. So, once every bot has its
 "sent" reply, a second round of replies ("drain") arrives after every delivery, and the count is
 exact, without guessing with timeouts. Every phase is bounded by `--duration`.
@@ -288,7 +288,7 @@ class _TextCodec:
 
     @staticmethod
     def barrier() -> bytes:
-        return b"/who\n"
+        return b"/users\n"  # everyone online: "*** Online (N): ..."
 
     @staticmethod
     def quit() -> bytes:
@@ -669,7 +669,7 @@ class _Run:
 
     def barrier_reply(self, bot: _Bot) -> None:
         if bot.barriers <= 0:
-            return  # a /who of someone's own, not ours
+            return  # a /users of someone's own, not ours
         bot.barriers -= 1
         self.progressed = True
         if not bot.sent_done:
