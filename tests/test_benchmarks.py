@@ -1,4 +1,4 @@
-"""A smoke run of the benchmark (minutes on two cores: stress): the harness works, the table is
+"""A smoke run of the benchmark (about 4 min on two cores: stress): the harness works, the table is
 complete.
 
 The real figures come from `python benchmarks/run.py` and are never asserted in a test.
@@ -17,13 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.stress
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_quick_benchmark_runs_every_server_and_writes_the_table(tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=290,
+        timeout=590,
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stdout + done.stderr
