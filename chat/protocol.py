@@ -131,10 +131,17 @@ _CONTROL_RE = re.compile(
 )
 
 
+# A lone surrogate (JSON's "\ud800") is no character: it cannot be encoded as UTF-8, so every
+# text and IRC member's encoder would fail on it. It becomes U+FFFD, as invalid UTF-8 does.
+_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
+
+
 def clean_text(raw: str) -> str:
-    """Returns `raw` safe to show on any terminal: no escape sequences, controls or bidi tricks."""
+    """Returns `raw` safe to show on any terminal: no escape sequences, controls or bidi tricks,
+    and encodable as UTF-8."""
     text = _ESCAPE_SEQUENCE_RE.sub("", raw)
     text = _CONTROL_RE.sub("", text)
+    text = _SURROGATE_RE.sub("\ufffd", text)
     return text.replace("\t", " ")
 
 

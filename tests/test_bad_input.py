@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from chat.protocol import MAX_DISCARD_BYTES, MAX_LINE_BYTES
-from tests.peers import JsonPeer, Peer, TextPeer, wait_until
+from tests.peers import IrcPeer, JsonPeer, Peer, TextPeer, wait_until
 
 
 @pytest.fixture
@@ -64,6 +64,22 @@ def test_escape_sequences_are_stripped_in_json_mode_too(server):
     reader = JsonPeer(server.address, "reader")
     bot.send_json({"type": "message", "text": "\u001b]52;c;cGF3bmVk\u0007hi\u009b1m"})
     assert reader.expect_type("message")["text"] == "hi"
+
+
+def test_a_lone_surrogate_from_json_reaches_text_and_irc_users_as_a_replacement(make_server):
+    server = make_server(irc_port=0)
+    bot = JsonPeer(server.address, "bot")
+    text = TextPeer(server.address, "alice")
+    irc = IrcPeer(server.irc_address, "carol")
+    irc.send_line("JOIN #lobby")
+    irc.sync()
+    bot.sync()  # alice's and carol's joins
+    # "\ud800" is valid JSON but no character: encoding it for alice crashed bot's thread.
+    bot.send('{"type": "message", "text": "a\\ud800b"}\n')
+    assert text.expect("<bot>") == "<bot> a\ufffdb"
+    assert irc.expect_cmd("PRIVMSG").params == ("#lobby", "a\ufffdb")
+    assert bot.sync() == []  # still connected
+    assert server.audit.total == 0
 
 
 def test_nickname_with_escape_sequence_is_cleaned_then_checked(server):
@@ -123,16 +139,17 @@ def test_server_full_gets_one_line_and_a_close(make_server):
 
 def test_per_address_cap(make_server):
     server = make_server(max_per_address=2, limit_loopback=True)
-    keep = [TextPeer(server.address, "a"), TextPeer(server.address, "b")]
+    first, second = TextPeer(server.address, "a"), TextPeer(server.address, "b")
     extra = Peer(server.address)
     assert extra.until_closed() == ["! too many connections from your address"]
-    assert len(keep) == 2
+    first.send("still here\n")  # the two within the cap carry on
+    assert second.line() == "<a> still here"
 
 
 def test_loopback_is_exempt_from_the_per_address_cap_by_default(make_server):
     server = make_server(max_per_address=1)
     peers = [TextPeer(server.address, f"p{i}") for i in range(3)]
-    assert len(peers) == 3
+    assert peers[2].welcome == "* Hello p2. Online: p0, p1, p2. Type /help for commands."
 
 
 def test_last_lines_survive_input_the_server_never_read(server):

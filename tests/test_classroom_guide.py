@@ -183,9 +183,19 @@ def test_the_matching_rules():
     assert _not_in_log(["WARNING unseen"], log) == ["WARNING unseen"]
 
 
+def _slow(experiment: Experiment) -> bool:
+    """Experiments that take seconds by design (a paced run with a slow client, a sleep)."""
+    return any(
+        "--slow-clients" in c.line or c.line.startswith("sleep ") for c in experiment.commands
+    )
+
+
 @pytest.mark.parametrize(
     "experiment",
-    EXPERIMENTS,
+    [
+        pytest.param(e, marks=[pytest.mark.stress, pytest.mark.timeout(120)] if _slow(e) else [])
+        for e in EXPERIMENTS
+    ],
     ids=[f"{i}:{' '.join(e.server.split()[3:]) or 'default'}" for i, e in enumerate(EXPERIMENTS)],
 )
 def test_every_command_of_the_guide_works(experiment, tmp_path):

@@ -324,6 +324,8 @@ def test_piped_lines_are_delivered_then_exit_0(chat_server: ChatServer, tmp_path
     assert "\x1b" not in result.stdout  # plain text for scripts
 
 
+@pytest.mark.stress  # paced: 30 lines at the flood limit take seconds by design
+@pytest.mark.timeout(120)
 def test_piped_burst_is_paced_under_the_flood_limit(
     chat_server: ChatServer, tmp_path: Path
 ) -> None:

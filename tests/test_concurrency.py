@@ -27,7 +27,11 @@ def _collect(peer: JsonPeer, expected: int, out: dict[str, list[int]], done: thr
     done.set()
 
 
-@pytest.mark.parametrize("run", range(3))
+# One run in the fast set; the repeats (more chances for a rare interleaving) are stress.
+_REPEAT = [pytest.mark.stress, pytest.mark.timeout(120)]
+
+
+@pytest.mark.parametrize("run", [0, *(pytest.param(n, marks=_REPEAT) for n in range(1, 5))])
 def test_every_message_arrives_exactly_once_in_order_per_sender(make_server, run):
     server = make_server(flood_rate=0, sendq_bytes=16 * 1024 * 1024)
     peers = [JsonPeer(server.address, f"c{i}") for i in range(CLIENTS)]
@@ -62,6 +66,25 @@ def test_every_message_arrives_exactly_once_in_order_per_sender(make_server, run
         peer.close()
 
 
+def _round_trip(alice: JsonPeer, bob: JsonPeer, n: int, text: str) -> tuple[float, list[dict]]:
+    """Alice says message n; returns how long until bob had it, and what bob read before it."""
+    start = time.perf_counter()
+    alice.send_json({"type": "message", "text": f"{n} {text}"})
+    before = []
+    while (event := bob.event())["type"] != "message":
+        before.append(event)
+    elapsed = time.perf_counter() - start
+    assert event["text"].startswith(f"{n} "), "lost or reordered"
+    return elapsed, before
+
+
+# A message may take this many times the slowest one of the calm run after it, plus one
+# scheduling hiccup of a busy machine, while a client stalls: a sender that waited for the
+# stalled socket (even briefly, on every round) would take far longer than that.
+STALL_FACTOR = 10
+HICCUP_S = 0.05
+
+
 def test_a_client_that_never_reads_stalls_nobody_and_is_dropped(make_server):
     server = make_server(flood_rate=0, sendq_bytes=64 * 1024)
     stalled = socket.socket()
@@ -69,6 +92,9 @@ def test_a_client_that_never_reads_stalls_nobody_and_is_dropped(make_server):
     stalled.connect(server.address)
     stalled.sendall(b"stalled\n")  # joins, then never reads again
     alice = JsonPeer(server.address, "alice")
+    # As chat-load's bots do: else Nagle holds alice's next message for the server's delayed
+    # ACK now and then (40 ms on Linux), in both runs alike, which says nothing about the server.
+    alice.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     bob = JsonPeer(server.address, "bob")
     alice.sync()
     text = "x" * 3000
@@ -76,24 +102,24 @@ def test_a_client_that_never_reads_stalls_nobody_and_is_dropped(make_server):
     dropped_after = None
     # The kernel's socket buffers on loopback absorb a few MB before the send queue even starts
     # to fill; 20,000 messages of 3 KB are far more than both. Stop soon after the drop.
+    n = 0
     for n in range(20_000):
         if dropped_after is not None and n > dropped_after + 100:
             break
-        start = time.perf_counter()
-        alice.send_json({"type": "message", "text": f"{n} {text}"})
-        while True:
-            event = bob.event()
-            if event["type"] == "leave":
-                assert event["nick"] == "stalled"
-                assert event["reason"] == "send queue exceeded"
-                dropped_after = n
-                continue
-            assert event["type"] == "message"
-            break
-        worst = max(worst, time.perf_counter() - start)
-        assert event["text"].startswith(f"{n} ")
+        elapsed, before = _round_trip(alice, bob, n, text)
+        worst = max(worst, elapsed)
+        for event in before:
+            assert (event["type"], event["nick"]) == ("leave", "stalled")
+            assert event["reason"] == "send queue exceeded"
+            dropped_after = n
     assert dropped_after is not None, "the stalled client was never dropped"
-    assert worst < 0.1, f"a message took {worst * 1000:.0f} ms while a client stalled"
+    # The baseline, measured now on the same machine: as many messages with nobody stalled.
+    calm = max(_round_trip(alice, bob, n + 1 + i, text)[0] for i in range(n))
+    assert worst < STALL_FACTOR * calm + HICCUP_S, (
+        f"a message took {worst * 1000:.1f} ms while a client stalled; "
+        f"at most {calm * 1000:.1f} ms with nobody stalled"
+    )
+    assert bob.sync() == []
     stalled.close()
 
 

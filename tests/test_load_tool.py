@@ -161,6 +161,8 @@ def test_a_full_server_is_reported_as_refusal(make_server):
     assert not report.ok
 
 
+@pytest.mark.stress
+@pytest.mark.timeout(120)
 def test_hundreds_of_clients_from_one_process(make_server):
     server = make_server(flood_rate=0)
     config = LoadConfig(

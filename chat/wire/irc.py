@@ -132,7 +132,9 @@ def parse(line: str) -> IrcMessage | None:
     head, sep, trailing = rest.partition(" :")
     if rest.startswith(":"):  # no middle params, only a trailing one
         head, sep, trailing = "", " :", rest[1:]
-    words = [word for word in head.split(" ") if word]  # only spaces separate (not U+0085)
+    # Parameters are separated by spaces only (RFC 1459 2.3.1), as IRC clients split them:
+    # str.split() would also split at tabs, \x1c-\x1f, NBSP or U+3000 inside a parameter.
+    words = [word for word in head.split(" ") if word]
     if not words:
         return None
     params = words[1:]
