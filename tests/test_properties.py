@@ -207,7 +207,8 @@ last = st.text(st.one_of(st.sampled_from(NASTY), st.characters()), max_size=600)
 
 def _shown_middle(param: str) -> str:
     """What format_line makes of a middle parameter (see its docstring)."""
-    param = param.translate({13: None, 10: None, 0: None}).replace(" ", "_") or "*"
+    param = re.sub("[\ud800-\udfff]", "\ufffd", param.translate({13: None, 10: None, 0: None}))
+    param = param.replace(" ", "_") or "*"
     return "_" + param[1:] if param.startswith(":") else param
 
 

@@ -146,6 +146,12 @@ def parse(line: str) -> IrcMessage | None:
 # Never inside a line we send: CR or LF would end it early (the rest would read as a second line
 # from the server: a forgery), NUL truncates it in C clients.
 _LINE_BREAKERS = str.maketrans("", "", "\r\n\0")
+# A lone surrogate (from a JSON "\ud800") cannot be encoded: it becomes U+FFFD, as clean_text does.
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _sendable(text: str) -> str:
+    return _SURROGATE_RE.sub("\ufffd", text.translate(_LINE_BREAKERS))
 
 
 def format_line(source: str, command: str, *params: str) -> bytes:
@@ -156,10 +162,10 @@ def format_line(source: str, command: str, *params: str) -> bytes:
     ':' or be empty (it would shift the ones after it), so those become "_" or "*"; the last
     parameter gets a colon when it needs one (empty, has a space, starts with ':').
     """
-    parts = [f":{source.translate(_LINE_BREAKERS).replace(' ', '_')}"] if source else []
+    parts = [f":{_sendable(source).replace(' ', '_')}"] if source else []
     parts.append(command)
     for i, raw in enumerate(params):
-        param = raw.translate(_LINE_BREAKERS)
+        param = _sendable(raw)
         if i == len(params) - 1:
             if not param or " " in param or param.startswith(":"):
                 param = ":" + param
