@@ -136,9 +136,19 @@ _CONTROL_RE = re.compile(
 _SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 
 
+# Anything clean_text would change (ESC and the C1 introducers are controls too). Most lines hold
+# none of it, and one search is far cheaper than the three substitutions: every message passes
+# here twice (its dialect, then the hub, whichever front-end sent it).
+_NEEDS_CLEANING_RE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+
+
 def clean_text(raw: str) -> str:
     """Returns `raw` safe to show on any terminal: no escape sequences, controls or bidi tricks,
     and encodable as UTF-8."""
+    if _NEEDS_CLEANING_RE.search(raw) is None:
+        return raw
     text = _ESCAPE_SEQUENCE_RE.sub("", raw)
     text = _CONTROL_RE.sub("", text)
     text = _SURROGATE_RE.sub("\ufffd", text)
@@ -168,7 +178,9 @@ _ASCII_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstu
 
 def nick_key(nick: str) -> str:
     """The form in which nicknames are compared: ASCII case does not make a new name."""
-    return nick.translate(_ASCII_FOLD)
+    # str.lower() folds ASCII exactly like the table and is ten times faster; it runs on every
+    # delivery, so it takes every name it can (isascii() is a flag, not a scan).
+    return nick.lower() if nick.isascii() else nick.translate(_ASCII_FOLD)
 
 
 # Room names: "#" and up to 49 more characters (IRC's CHANNELLEN=50, CHANTYPES=#), none of
@@ -210,7 +222,7 @@ def room_error(name: str) -> str | None:
 
 def room_key(name: str) -> str:
     """The form in which room names are compared (ASCII case-insensitive, like nicknames)."""
-    return name.translate(_ASCII_FOLD)
+    return name.lower() if name.isascii() else name.translate(_ASCII_FOLD)
 
 
 def key_error(key: str) -> str | None:

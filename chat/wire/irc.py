@@ -220,6 +220,10 @@ def quit_text(reason: str, message: str) -> str:
 def encode(event: ev.Event, me: str, server: str, cache: EncodeCache | None = None) -> bytes:
     """The line(s) the IRC user `me` receives for `event`; b"" for nothing. Room events read
     the same for every IRC member, so a fan-out encodes them once through `cache`."""
+    if cache is not None and not isinstance(event, ev.PrivateMessage):
+        data = cache.get(NAME)  # the hot path of every broadcast: encoded by another member
+        if data is not None:
+            return data
     if isinstance(event, ev.Batch):
         return encode_once(cache, NAME, lambda: b"".join(_room_event(e) for e in event.events))
     if isinstance(event, ev.PrivateMessage):

@@ -158,6 +158,10 @@ def encode(
 ) -> bytes:
     """The line `recipient` receives for `event`, newline included (the same for everyone, so
     a fan-out encodes it once through `cache`)."""
+    if cache is not None and isinstance(event, ev.RoomEvent | ev.Batch):
+        data = cache.get(NAME)  # the hot path of every broadcast: encoded by another member
+        if data is not None:
+            return data
     if isinstance(event, ev.Batch):
         return encode_once(
             cache, NAME, lambda: b"".join(_dump(_room_event(e)) for e in event.events)

@@ -135,29 +135,37 @@ def encode(
     (`cache`); private messages and replies depend on the recipient and are not cached.
     """
     if isinstance(event, ev.Batch):
-        prefixed = _prefixed(event.events[0], current_room)
+        form = _PREFIXED if _prefixed(event.events[0], current_room) else NAME
+        # The hot path of every broadcast: look in the cache before building anything.
+        if cache is not None and (data := cache.get(form)) is not None:
+            return data
         return encode_once(
-            cache,
-            NAME + "[" if prefixed else NAME,
-            lambda: b"".join(encode(e, recipient, current_room) for e in event.events),
+            cache, form, lambda: b"".join(encode(e, recipient, current_room) for e in event.events)
         )
     if isinstance(event, ev.Kicked) and event.nick == recipient:
         return _kicked_me(event, current_room).encode()
     if isinstance(event, ev.RoomEvent) and not isinstance(event, ev.PrivateMessage):
         prefixed = _prefixed(event, current_room)
+        form = _PREFIXED if prefixed else NAME
+        if cache is not None and (data := cache.get(form)) is not None:
+            return data
 
         def render() -> bytes:
             text = _render(event, recipient)
             return (f"[{event.room}] {text}" if prefixed else text).encode()
 
-        return encode_once(cache, NAME + "[" if prefixed else NAME, render)
+        return encode_once(cache, form, render)
     return _render(event, recipient).encode()
+
+
+_PREFIXED = NAME + "["  # the cache's name for the "[#room] " variant
 
 
 def _prefixed(event: ev.RoomEvent, current_room: str | None) -> bool:
     return (
         isinstance(event, _ROOM_SCOPED)
         and current_room is not None
+        and event.room != current_room  # the common case, without folding
         and room_key(event.room) != room_key(current_room)
     )
 
