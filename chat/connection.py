@@ -52,14 +52,35 @@ class Connection:
     Thread safety: `deliver()` may be called from any thread (usually under the hub lock) and
     only offers to the output; `flush()` from any thread, outside the hub lock. `drop()`,
     `shut_down()` and `end()` may be called from any thread, any number of times; the first
-    reason recorded wins (`_reason_lock` guards it), and `_sock_lock` keeps a `shutdown()` from
-    racing with the sender's final `close()` of the socket. The socket is non-blocking: the
+    reason recorded wins, and a `shutdown()` never races with the sender's final `close()` of the
+    socket: `_lock` (a leaf lock, held for one assignment or one non-blocking system call)
+    guards the reason, the closed flag and the "gone" state. The socket is non-blocking: the
     reader waits for input in poll(); the sender thread alone sends (`send_queued()`) and
     closes it. The decoder and the dialect's state belong to the reader thread (the dialect's
     `encode()` excepted, see chat/dialects). `_reading` goes from True to False once, written by
-    the reader, read by the sender; it is set to False before the output closes. `_gone` is set
-    once the reader has left the hub.
+    the reader, read by the sender; it is set to False before the output closes. `_gone` becomes
+    True once the reader has left the hub (an Event is made only for someone who waits).
+
+    Memory: one of these per client, so it has `__slots__` and makes nothing it may not need.
     """
+
+    __slots__ = (
+        "_address",
+        "_decoder",
+        "_dialect",
+        "_gone",
+        "_gone_event",
+        "_lock",
+        "_on_exit",
+        "_output",
+        "_reading",
+        "_reason",
+        "_register_deadline",
+        "_sender",
+        "_sock",
+        "_sock_closed",
+        "crashes",
+    )
 
     def __init__(
         self,
@@ -77,18 +98,17 @@ class Connection:
         self._sender = sender
         self._output = output
         self._on_exit = on_exit
-        self._started = time.monotonic()
         self._register_deadline = (
-            None if register_timeout_s is None else self._started + register_timeout_s
+            None if register_timeout_s is None else time.monotonic() + register_timeout_s
         )
         self._dialect: Dialect | None = None
-        self._decoder = LineDecoder()
+        self._decoder: LineDecoder | None = None  # made by attach(), for the dialect's lines
         self._reason: str | None = None
-        self._reason_lock = threading.Lock()
-        self._sock_lock = threading.Lock()
+        self._lock = threading.Lock()
         self._sock_closed = False
         self._reading = True  # the reader is in its loop (may be waiting for input)
-        self._gone = threading.Event()
+        self._gone = False
+        self._gone_event: threading.Event | None = None
         # Unexpected exceptions this connection's reader survived (a bug, or the unsafe demo);
         # read by the server's audit after the reader has ended.
         self.crashes: list[str] = []
@@ -137,7 +157,7 @@ class Connection:
 
     def end(self, reason: str) -> bool:
         """Records why the connection ends; True if this call was the first to say so."""
-        with self._reason_lock:
+        with self._lock:
             if self._reason is not None:
                 return False
             self._reason = reason
@@ -210,7 +230,13 @@ class Connection:
             return True
 
     def wait_gone(self, timeout: float) -> bool:
-        return self._gone.wait(timeout)
+        with self._lock:
+            if self._gone:
+                return True
+            if self._gone_event is None:
+                self._gone_event = threading.Event()
+            event = self._gone_event
+        return event.wait(timeout)
 
     # -- doors for the sender thread -----------------------------------------------------------
 
@@ -240,7 +266,7 @@ class Connection:
 
     def close_socket(self) -> None:
         """The sender thread's last act for this connection, after the reader retired it."""
-        with self._sock_lock:
+        with self._lock:
             self._sock_closed = True
             self._sock.close()
 
@@ -249,8 +275,9 @@ class Connection:
     def serve(self) -> None:
         """The reader: reads and hands lines to the dialect until the connection ends, then
         leaves the hub and closes. Runs in whatever thread the server's runner gives it."""
-        dialect = self._dialect
+        dialect, decoder = self._dialect, self._decoder
         assert dialect is not None, "attach() a dialect first"
+        assert decoder is not None
         try:
             if not self.ending:
                 dialect.greet()
@@ -261,7 +288,7 @@ class Connection:
                 if not data:
                     self.end(ev.LeaveReason.CONNECTION_LOST)
                     break
-                dialect.handle(self._decoder.feed(data))
+                dialect.handle(decoder.feed(data))
         except TimeoutError as error:
             if self.end(ev.LeaveReason.TIMED_OUT):
                 dialect.farewell(ev.LeaveReason.TIMED_OUT, str(error))
@@ -307,7 +334,11 @@ class Connection:
             dialect.finish(reason)
         except Exception as error:
             self._crashed(error)
-        self._gone.set()
+        with self._lock:
+            self._gone = True
+            event = self._gone_event
+        if event is not None:
+            event.set()
         self._output.close()
         self.flush()
         if self._output.wait_drained(FLUSH_TIMEOUT_S):
@@ -340,7 +371,7 @@ class Connection:
     def _cut(self, both: bool = True) -> None:
         """Shuts the socket down both ways, which wakes a reader waiting for input; with
         both=False only our sending side (the client gets a FIN after our last byte)."""
-        with self._sock_lock:
+        with self._lock:
             if self._sock_closed:
                 return
             with contextlib.suppress(OSError):  # already disconnected

@@ -47,6 +47,24 @@ class IrcDialect:
     the hub lock) and reads `nick` (one attribute read) as the numerics' target.
     """
 
+    __slots__ = (
+        "_cap_open",
+        "_config",
+        "_flood",
+        "_hub",
+        "_link",
+        "_password",
+        "_pending_room",
+        "_pending_texts",
+        "_ping_sent",
+        "_quit_message",
+        "_server",
+        "_user",
+        "_userhost",
+        "_wanted_nick",
+        "nick",
+    )
+
     max_line_bytes = irc.MAX_BODY_BYTES
 
     def __init__(self, link: Link, hub: Hub, config: ServerConfig) -> None:

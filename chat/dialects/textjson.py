@@ -61,6 +61,19 @@ class TextJsonDialect:
     lock by `encode()`, never held while calling the hub) makes each change one step.
     """
 
+    __slots__ = (
+        "_codec",
+        "_config",
+        "_flood",
+        "_hub",
+        "_link",
+        "_password_ok",
+        "_quit_message",
+        "_room_lock",
+        "current_room",
+        "nick",
+    )
+
     max_line_bytes = MAX_LINE_BYTES
 
     def __init__(self, link: Link, hub: Hub, config: ServerConfig) -> None:
