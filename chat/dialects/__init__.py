@@ -1,4 +1,4 @@
-"""Dialects: what a client's lines mean. `ChatDialect` (text and JSON Lines) and `IrcDialect`.
+"""Dialects: what a client's lines mean. `TextJsonDialect` (text and JSON Lines) and `IrcDialect`.
 
 A dialect turns lines into hub operations and events into bytes. It never touches a socket:
 everything it sends goes through its `Link` (chat/connection.py implements it), so a dialect can
@@ -122,7 +122,7 @@ class Dialect(Protocol):
 
 
 class DialectClass(Protocol):
-    """What a listener serves: a dialect class (ChatDialect, IrcDialect)."""
+    """What a listener serves: a dialect class (TextJsonDialect, IrcDialect)."""
 
     def __call__(self, link: Link, hub: Hub, config: ServerConfig) -> Dialect: ...
 
