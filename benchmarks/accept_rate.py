@@ -23,7 +23,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -126,22 +125,28 @@ def register_all(
     return elapsed, done
 
 
-def start_server(extra: list[str]) -> tuple[subprocess.Popen[bytes], int, int, object]:
-    log = tempfile.NamedTemporaryFile("w+", prefix="accept-", suffix=".log")  # noqa: SIM115
-    command = [sys.executable, "-m", "chat", "--port", "0", "--irc-port", "0"]
-    command += ["--max-clients", "20000", "--log-level", "INFO", *extra]
-    proc = subprocess.Popen(command, stderr=log, stdout=subprocess.DEVNULL, cwd=ROOT)
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_server(extra: list[str]) -> tuple[subprocess.Popen[bytes], int, int]:
+    """Starts `python -m chat` on two free ports (so that --log-level WARNING works too)."""
+    text_port, irc_port = free_port(), free_port()
+    command = [sys.executable, "-m", "chat", "--port", str(text_port), "--irc-port"]
+    command += [str(irc_port), "--max-clients", "12000", *extra]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, cwd=ROOT)
     deadline = time.monotonic() + 20
     while True:
-        text = Path(log.name).read_text()
-        text_port = re.search(r"INFO listening on [^ ]*:(\d+)", text)
-        irc_port = re.search(r"IRC listening on [^ ]*:(\d+)", text)
-        if text_port and irc_port:
-            return proc, int(text_port.group(1)), int(irc_port.group(1)), log
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"server did not start: {text}")
-        time.sleep(0.05)
+        try:
+            socket.create_connection(("127.0.0.1", irc_port), timeout=1).close()
+            return proc, text_port, irc_port
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("server did not start") from None
+            time.sleep(0.05)
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
@@ -170,8 +175,9 @@ def measure(
         "kib_per_conn": (after - before) / n,
         "threads": threads(pid),
     }
+    mode = "irc" if irc else "prompt" if prompt_only else "text"
     print(
-        f"{label:10} {'irc' if irc else 'prompt' if prompt_only else 'text':6} n={n:6} {elapsed:6.2f} s "
+        f"{label:10} {mode:6} n={n:6} {elapsed:6.2f} s "
         f"{n / elapsed:7.0f}/s  server CPU {cpu:5.2f} s  "
         f"{(after - before) / n:5.1f} KiB/conn  threads {result['threads']}",
         flush=True,
@@ -206,13 +212,12 @@ def main() -> int:
         return 0
     modes = [m for m in (False, True) if not (m and args.text_only) and (m or not args.irc_only)]
     for irc in modes:
-        proc, text_port, irc_port, log = start_server(args.server_arg)
+        proc, text_port, irc_port = start_server(args.server_arg)
         try:
             port = irc_port if irc else text_port
             measure(proc.pid, port, args.n, irc, args.window, "threadroom", args.prompt_only)
         finally:
             stop_server(proc)
-            log.close()  # type: ignore[attr-defined]
     return 0
 
 
