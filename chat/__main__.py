@@ -39,6 +39,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count_or_off(text: str) -> int:
+    value = int(_number(text, int))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or a positive whole number, not {text}")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(_number(text, int))
     if not 0 <= value <= 65535:
@@ -138,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=defaults.max_rooms,
         help="rooms on the whole server; joining an existing room always works",
+    )
+    parser.add_argument(
+        "--quiet-room-size",
+        type=_count_or_off,
+        default=defaults.quiet_room_size,
+        metavar="N",
+        help="in rooms of more than N users, joins, parts and quits are told only to the user"
+        " concerned, not to everyone (0: always to everyone)",
     )
     parser.add_argument(
         "--irc-port",
@@ -249,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         limit_loopback=args.limit_loopback,
         rooms_per_user=args.rooms_per_user,
         max_rooms=args.max_rooms,
+        quiet_room_size=args.quiet_room_size,
         sendq_bytes=args.sendq_bytes,
         flood_rate=args.flood_rate,
         flood_burst=args.flood_burst,

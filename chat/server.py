@@ -86,7 +86,12 @@ class ChatServer:
         self.config = config = config or ServerConfig()
         # (`is None`, not `or`: an empty Hub has len() 0 and is falsy.)
         if hub is None:
-            hub = Hub(config.room, rooms_per_user=config.rooms_per_user, max_rooms=config.max_rooms)
+            hub = Hub(
+                config.room,
+                rooms_per_user=config.rooms_per_user,
+                max_rooms=config.max_rooms,
+                quiet_room_size=config.quiet_room_size,
+            )
         self.hub = hub
         self.audit = Audit() if audit is None else audit
         self._runner = ThreadPerConnection() if runner is None else runner
