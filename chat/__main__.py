@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import logging
+import logging.handlers
 import os
+import queue
 import signal
 import sys
 import threading
@@ -249,11 +251,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    listener = _log_through_a_queue(args.log_level)
+    try:
+        return _serve(args)
+    finally:
+        listener.stop()  # writes what is still queued
+
+
+def _log_through_a_queue(level: str) -> logging.handlers.QueueListener:
+    """Log lines are written to stderr by one thread; a thread that logs only appends its record
+    to a queue. With a plain StreamHandler every thread that logs takes the handler's lock and
+    writes while holding it (the write lets other threads run, which then queue up on the
+    lock): 10,000 clients disconnecting at once, one "disconnected" line each, waited in that
+    convoy for minutes, and the main thread's "shutting down" waited behind them
+    (docs/performance.md, shutdown)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, handler)
+    # The queue's side keeps only the message (with any traceback); the writer adds the rest.
     logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
+        level=level, format="%(message)s", handlers=[logging.handlers.QueueHandler(records)]
     )
+    listener.start()
+    return listener
+
+
+def _serve(args: argparse.Namespace) -> int:
     config = ServerConfig(
         host=args.host,
         port=args.port,

@@ -201,6 +201,7 @@ class Hub:
         self.rooms_per_user = rooms_per_user
         self.max_rooms = max_rooms
         self.quiet_room_size = quiet_room_size
+        self._hushed = False  # the server is stopping: every room is quiet (hush())
         self._clock = clock
         self._lock = lock_factory()
         self._by_key: dict[str, tuple[str, Member]] = dict_factory("registry")  # key -> holder
@@ -312,6 +313,13 @@ class Hub:
     def room_count(self) -> int:
         with self._lock:
             return len(self._rooms)
+
+    def hush(self) -> None:
+        """The server is stopping and everyone is leaving: from now on joins and leaves are
+        told to nobody but the user concerned, as in a quiet room. Telling each of 10,000
+        leaving users about the others would be 50 million events nobody reads."""
+        with self._lock:
+            self._hushed = True
 
     # -- the nickname namespace ----------------------------------------------------------------
 
@@ -771,8 +779,8 @@ class Hub:
 
     def _quiet_locked(self, state: RoomState) -> bool:
         """Whether joins and leaves in `state` (counting the user who joins or leaves) are told
-        only to that user (DEFAULT_QUIET_ROOM_SIZE)."""
-        return 0 < self.quiet_room_size < len(state.members)
+        only to that user (DEFAULT_QUIET_ROOM_SIZE, or hush())."""
+        return self._hushed or 0 < self.quiet_room_size < len(state.members)
 
     def _told_locked(self, state: RoomState, member: Member) -> Iterable[Member]:
         """Who hears that `member` (in `state` now) joins or leaves it: everyone there, or, in
