@@ -38,11 +38,11 @@ from chat.sender import Sender
 log = logging.getLogger("chat.server")
 
 # SIGTERM to exit must fit in 2 s: flush goodbyes for at most this long, then cut.
-# At shutdown the goodbyes have SHUTDOWN_FLUSH_S to be sent, and every connection must have
-# finished SHUTDOWN_S after the start, else it is cut off: the README promises that the server
-# exits within 2 s of Ctrl-C, with 10 or 10,000 clients.
+# At shutdown the goodbyes have GOODBYE_S to be sent (10,000 take ~0.2 s), and every connection
+# must have finished SHUTDOWN_FLUSH_S after the start, else it is cut off: one deadline for all,
+# not one per client. The README promises an exit within 2 s of Ctrl-C.
+GOODBYE_S = 0.5
 SHUTDOWN_FLUSH_S = 1.0
-SHUTDOWN_S = 1.5
 GOODBYE_POLL_S = 0.01
 SERVER_FULL = "server full, try again later"
 TOO_MANY = "too many connections from your address"
@@ -169,7 +169,7 @@ class ChatServer:
 
     def _stop_locked(self) -> None:
         """One deadline for everything, however many clients: goodbyes are sent for at most
-        SHUTDOWN_FLUSH_S, then every connection is closed and has until SHUTDOWN_S (from the
+        GOODBYE_S, then every connection is closed and has until SHUTDOWN_FLUSH_S (from the
         start) to finish before the ones left are cut off. Nobody is told about the others
         leaving (`Hub.hush`). The goodbyes go out before any reader is woken: 10,000 readers
         waking at once would starve the one sender thread (docs/performance.md, shutdown)."""
@@ -184,7 +184,7 @@ class ChatServer:
         for connection in connections:
             connection.say_goodbye()
         pending = connections
-        while pending and time.monotonic() < start + SHUTDOWN_FLUSH_S:
+        while pending and time.monotonic() < start + GOODBYE_S:
             pending = [c for c in pending if c.unsent]
             if pending:  # the sender is at work; a client that does not read waits no more
                 time.sleep(GOODBYE_POLL_S)  # polled: no event says "all sent"
@@ -199,7 +199,7 @@ class ChatServer:
         for connection in connections:
             connection.shut_down()
         self._accept_thread.join()
-        deadline = start + SHUTDOWN_S
+        deadline = start + SHUTDOWN_FLUSH_S
         with self._lock:
             while self._connections and (left := deadline - time.monotonic()) > 0:
                 self._all_gone.wait(left)
