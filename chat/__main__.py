@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import logging
+import logging.handlers
 import os
+import queue
 import signal
 import sys
 import threading
@@ -36,6 +38,13 @@ def _positive_int(text: str) -> int:
     value = int(_number(text, int))
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text}")
+    return value
+
+
+def _count_or_off(text: str) -> int:
+    value = int(_number(text, int))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or a positive whole number, not {text}")
     return value
 
 
@@ -140,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="rooms on the whole server; joining an existing room always works",
     )
     parser.add_argument(
+        "--quiet-room-size",
+        type=_count_or_off,
+        default=defaults.quiet_room_size,
+        metavar="N",
+        help="in rooms of more than N users, joins, parts and quits are told only to the user"
+        " concerned, not to everyone (0: always to everyone)",
+    )
+    parser.add_argument(
         "--irc-port",
         type=_port,
         default=None,
@@ -234,11 +251,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    listener = _log_through_a_queue(args.log_level)
+    try:
+        return _serve(args)
+    finally:
+        listener.stop()  # writes what is still queued
+
+
+def _log_through_a_queue(level: str) -> logging.handlers.QueueListener:
+    """Log lines are written to stderr by one thread; a thread that logs only appends its record
+    to a queue. With a plain StreamHandler every thread that logs takes the handler's lock and
+    writes while holding it (the write lets other threads run, which then queue up on the
+    lock): 10,000 clients disconnecting at once, one "disconnected" line each, waited in that
+    convoy for minutes, and the main thread's "shutting down" waited behind them
+    (docs/performance.md, shutdown)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, handler)
+    # The queue's side keeps only the message (with any traceback); the writer adds the rest.
     logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
+        level=level, format="%(message)s", handlers=[logging.handlers.QueueHandler(records)]
     )
+    listener.start()
+    return listener
+
+
+def _serve(args: argparse.Namespace) -> int:
     config = ServerConfig(
         host=args.host,
         port=args.port,
@@ -249,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         limit_loopback=args.limit_loopback,
         rooms_per_user=args.rooms_per_user,
         max_rooms=args.max_rooms,
+        quiet_room_size=args.quiet_room_size,
         sendq_bytes=args.sendq_bytes,
         flood_rate=args.flood_rate,
         flood_burst=args.flood_burst,

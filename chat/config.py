@@ -12,7 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chat.hub import DEFAULT_MAX_ROOMS, DEFAULT_ROOM, DEFAULT_ROOMS_PER_USER
+from chat.hub import (
+    DEFAULT_MAX_ROOMS,
+    DEFAULT_QUIET_ROOM_SIZE,
+    DEFAULT_ROOM,
+    DEFAULT_ROOMS_PER_USER,
+)
 
 DEFAULT_PORT = 8888
 # A thread per client: 500 clients are 500 threads, which a laptop handles easily; far beyond that
@@ -35,6 +40,9 @@ class ServerConfig:
     limit_loopback: bool = False  # apply max_per_address to 127.0.0.1 / ::1 too
     rooms_per_user: int = DEFAULT_ROOMS_PER_USER
     max_rooms: int = DEFAULT_MAX_ROOMS
+    # Rooms with more members than this announce joins, parts and quits only to the user
+    # concerned (chat/hub.py DEFAULT_QUIET_ROOM_SIZE); 0: every room announces them to all.
+    quiet_room_size: int = DEFAULT_QUIET_ROOM_SIZE
     # Output that may wait for one client (its SendQ) before it is disconnected as too slow.
     sendq_bytes: int = 256 * 1024
     flood_rate: float = 10.0  # lines per second on average; 0: no flood control

@@ -194,11 +194,25 @@ class Connection:
         self._output.discard()
         self._cut()
 
+    def say_goodbye(self) -> None:
+        """The first half of `shut_down()`: queues the shutdown notice and has it sent, but
+        leaves the connection open and its reader asleep, so that a server with thousands of
+        clients sends every goodbye before it wakes thousands of readers at once (they would
+        compete with the sender for the interpreter: ChatServer.stop)."""
+        if self.end(ev.LeaveReason.SHUTDOWN):
+            self.deliver(ev.Notice("server shutting down", time.time()))
+        self.flush()
+
+    @property
+    def unsent(self) -> int:
+        """Bytes queued for the client and not sent yet (an output without a queue, the
+        classroom's DirectOutput, has none)."""
+        return int(getattr(self._output, "size", 0))
+
     def shut_down(self) -> None:
         """Says goodbye because the server stops: queue the notice; once it is sent, the
         sender cuts the connection, which ends the reader."""
-        if self.end(ev.LeaveReason.SHUTDOWN):
-            self.deliver(ev.Notice("server shutting down", time.time()))
+        self.say_goodbye()
         self._output.close()
         self.flush()
 

@@ -10,6 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# The most nicknames a welcome or a text/JSON room view lists; the rest are counted ("and 9,950
+# others"): in a room of 10,000 the full list would be ~100 KB for every newcomer. IRC NAMES
+# stays complete (it is sent in pieces).
+SHOWN_USERS = 50
+
 # ---------------------------------------------------------------------------------------------
 # Requests: client -> server
 
@@ -303,10 +308,13 @@ class Greeting:
 
 @dataclass(frozen=True)
 class Welcome:
+    """`users`: at most SHOWN_USERS nicknames of the default room; `more_users`: the others."""
+
     nick: str
     room: str
     users: tuple[str, ...]
     ts: float
+    more_users: int = 0
 
 
 @dataclass(frozen=True)

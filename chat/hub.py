@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Protocol
 
 from chat import events as ev
@@ -32,6 +33,13 @@ DEFAULT_ROOM = "#lobby"
 # rooms a second. Both are options of chat-server.
 DEFAULT_ROOMS_PER_USER = 25
 DEFAULT_MAX_ROOMS = 1000
+# Joins, parts and quits in a room with more members than this are told only to the user who
+# joins or parts, not to everyone: 10,000 users arriving in one room would otherwise be 50
+# million join notices, and as many again when they leave (large IRC networks and streaming
+# chats do the same). Member lists, counts, kicks, topics and modes stay exact. 0: never quiet.
+DEFAULT_QUIET_ROOM_SIZE = 200
+# At most this many nicknames in a welcome (the rest are counted: `Welcome.more_users`).
+WELCOME_USERS = ev.SHOWN_USERS
 
 
 class Member(Protocol):
@@ -182,6 +190,7 @@ class Hub:
         clock: Callable[[], float] = time.time,
         rooms_per_user: int = DEFAULT_ROOMS_PER_USER,
         max_rooms: int = DEFAULT_MAX_ROOMS,
+        quiet_room_size: int = DEFAULT_QUIET_ROOM_SIZE,
         lock_factory: Callable[[], AbstractContextManager[Any]] = threading.Lock,
         dict_factory: Callable[[str], dict[Any, Any]] = _plain_dict,
     ) -> None:
@@ -191,6 +200,8 @@ class Hub:
         self.name = name  # the default room, where text and JSON users land
         self.rooms_per_user = rooms_per_user
         self.max_rooms = max_rooms
+        self.quiet_room_size = quiet_room_size
+        self._hushed = False  # the server is stopping: every room is quiet (hush())
         self._clock = clock
         self._lock = lock_factory()
         self._by_key: dict[str, tuple[str, Member]] = dict_factory("registry")  # key -> holder
@@ -303,6 +314,13 @@ class Hub:
         with self._lock:
             return len(self._rooms)
 
+    def hush(self) -> None:
+        """The server is stopping and everyone is leaving: from now on joins and leaves are
+        told to nobody but the user concerned, as in a quiet room. Telling each of 10,000
+        leaving users about the others would be 50 million events nobody reads."""
+        with self._lock:
+            self._hushed = True
+
     # -- the nickname namespace ----------------------------------------------------------------
 
     def register(self, member: Member, nick: str, userhost: str = "") -> None:
@@ -314,20 +332,20 @@ class Hub:
     def join(self, member: Member, nick: str, userhost: str = "") -> ev.Welcome:
         """Registers `member` as `nick` and puts it in the default room, in one step.
 
-        Raises NickTaken. Everyone in the room, the newcomer included, gets a `Joined` event;
-        the newcomer gets its `Welcome` first.
+        Raises NickTaken. Everyone in the room, the newcomer included, gets a `Joined` event
+        (only the newcomer if the room is quiet: `_told_locked`); the newcomer gets its
+        `Welcome` first.
         """
         with self._lock:
             self._claim_locked(member, nick, userhost)
             state = self._rooms[room_key(self.name)]
             state.members[member] = None
             self._rooms_of[member][room_key(self.name)] = None
-            users = tuple(sorted(self._nicks_in_locked(state), key=nick_key))
-            welcome = ev.Welcome(nick=nick, room=state.name, users=users, ts=self._clock())
+            welcome = self._welcome_locked(nick, state)
             # The welcome goes first, so the newcomer's stream starts with it.
             welcomed = member.deliver(welcome)
             handover = self._publish_locked(
-                state.members,
+                self._told_locked(state, member),
                 lambda i, ts: ev.Joined(
                     i, ts, state.name, nick=nick, count=len(state.members), userhost=userhost
                 ),
@@ -339,7 +357,8 @@ class Hub:
 
     def leave(self, member: Member, reason: str, message: str = "") -> bool:
         """Unregisters `member`, takes it out of every room, and tells each user who shared a
-        room with it why, once; False if it was not registered."""
+        room with it why, once (not those who only share quiet rooms with it: `_told_locked`);
+        False if it was not registered."""
         message = clean_text(message)
         with self._lock:
             nick = self._nick_of.pop(member, None)
@@ -349,9 +368,10 @@ class Hub:
             userhost = self._userhost.pop(member, "")
             keys = list(self._rooms_of.pop(member, {}))
             states = [self._rooms[k] for k in keys]
+            loud = [s for s in states if not self._quiet_locked(s)]  # counted before it leaves
             for state in states:
                 self._remove_locked(state, member)
-            recipients = self._union_locked(states)
+            recipients = self._union_locked(loud)
             rooms = tuple(s.name for s in states)
             handover = self._publish_locked(
                 recipients,
@@ -446,7 +466,7 @@ class Hub:
         userhost = self._userhost.get(member, "")
         name = state.name
         handover = self._publish_locked(
-            state.members,
+            self._told_locked(state, member),
             lambda i, ts: ev.Joined(
                 i, ts, name, nick=nick, count=len(state.members), userhost=userhost
             ),
@@ -457,14 +477,14 @@ class Hub:
 
     def part(self, member: Member, room: str, message: str = "") -> None:
         """Takes `member` out of `room`; everyone there, the parting member included, gets a
-        `Parted`. Raises NoSuchRoom, NotInRoom."""
+        `Parted` (only the parting member if the room is quiet). Raises NoSuchRoom, NotInRoom."""
         message = clean_text(message)
         with self._lock:
             state = self._member_state_locked(member, room)
             nick = self._nick_of[member]
             userhost = self._userhost.get(member, "")
             handover = self._publish_locked(
-                state.members,
+                self._told_locked(state, member),
                 lambda i, ts: ev.Parted(
                     i,
                     ts,
@@ -757,16 +777,36 @@ class Hub:
         if not state.members and not state.permanent:
             del self._rooms[room_key(state.name)]
 
+    def _quiet_locked(self, state: RoomState) -> bool:
+        """Whether joins and leaves in `state` (counting the user who joins or leaves) are told
+        only to that user (DEFAULT_QUIET_ROOM_SIZE, or hush())."""
+        return self._hushed or 0 < self.quiet_room_size < len(state.members)
+
+    def _told_locked(self, state: RoomState, member: Member) -> Iterable[Member]:
+        """Who hears that `member` (in `state` now) joins or leaves it: everyone there, or, in
+        a quiet room, `member` alone (its own join echo and part)."""
+        return (member,) if self._quiet_locked(state) else state.members
+
+    def _welcome_locked(self, nick: str, state: RoomState) -> ev.Welcome:
+        """At most WELCOME_USERS names: the room's longest-present members, sorted (taking them
+        costs the same in a room of 10,000 as in a room of 10); the others are counted."""
+        # keys(), not the dict itself: the classroom's slow-motion dict (chat/classroom.py)
+        # pauses in __iter__ to widen the broadcast's race, and this list is not that race.
+        firsts = islice(state.members.keys(), WELCOME_USERS)
+        shown = [self._nick_of[m] for m in firsts]
+        return ev.Welcome(
+            nick=nick,
+            room=state.name,
+            users=tuple(sorted(shown, key=nick_key)),
+            ts=self._clock(),
+            more_users=len(state.members) - len(shown),
+        )
+
     def _union_locked(self, states: list[RoomState]) -> dict[Member, None]:
         recipients: dict[Member, None] = {}
         for state in states:
             recipients.update(state.members)
         return recipients
-
-    def _nicks_in_locked(self, state: RoomState) -> list[str]:
-        # keys(), not the dict itself: the classroom's slow-motion dict (chat/classroom.py)
-        # pauses in __iter__ to widen the broadcast's race, and this list is not that race.
-        return [self._nick_of[m] for m in state.members.keys()]  # noqa: SIM118
 
     def _users_locked(self, state: RoomState) -> tuple[str, ...]:
         """The room's users, sorted, operators marked "@"."""

@@ -300,6 +300,8 @@ def _render(event: Mapping[str, Any], own_nick: str, now: float) -> Line | None:
     if kind == "welcome":
         users = event.get("users")
         count = len(users) if isinstance(users, list) else 0
+        more = event.get("more_users")  # a large room's welcome lists 50 and counts the rest
+        count += more if isinstance(more, int) else 0
         return dim(
             f"Welcome to {_field(event, 'room')} as {_field(event, 'nick')} ({count} here)."
             " Type /help for commands."

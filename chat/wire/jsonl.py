@@ -258,8 +258,8 @@ def _room_event(event: ev.RoomEvent) -> dict[str, Any]:
 
 def _reply(event: ev.Event) -> dict[str, Any]:
     match event:
-        case ev.Welcome(nick=nick, room=room, users=users, ts=ts):
-            return {
+        case ev.Welcome(nick=nick, room=room, users=users, ts=ts, more_users=more):
+            welcome = {
                 "type": "welcome",
                 "version": VERSION,
                 "nick": nick,
@@ -267,17 +267,21 @@ def _reply(event: ev.Event) -> dict[str, Any]:
                 "users": list(users),
                 "ts": ts,
             }
+            return welcome | ({"more_users": more} if more > 0 else {})
         case ev.RoomView(room=room, users=users, topic=topic, ts=ts):
-            return {
+            # At most SHOWN_USERS users, the rest counted; "operators" is complete.
+            view = {
                 "type": "room",
                 "ts": ts,
                 "room": room,
-                "users": [u.lstrip("@") for u in users],
+                "users": [u.lstrip("@") for u in users[: ev.SHOWN_USERS]],
                 "operators": [u[1:] for u in users if u.startswith("@")],
                 "topic": topic,
                 "secret": event.secret,
                 "key": event.has_key,
             }
+            more = len(users) - ev.SHOWN_USERS
+            return view | ({"more_users": more} if more > 0 else {})
         case ev.TopicReply(room=room, topic=topic, by=by, ts=ts):
             return {"type": "topic", "ts": ts, "room": room, "by": by, "topic": topic}
         case ev.UserList(room=room, users=users, ts=ts):

@@ -236,11 +236,13 @@ def _render(event: ev.Event, recipient: str) -> str:
             return "* Welcome to chat!\n* Password:\n"
         case ev.Greeting(online=online):
             return f"* Welcome to chat! {online} online.\n* Choose a nickname ({NICK_RULE}):\n"
-        case ev.Welcome(nick=nick, users=users):
-            return f"* Hello {nick}. Online: {', '.join(users)}. Type /help for commands.\n"
+        case ev.Welcome(nick=nick, users=users, more_users=more):
+            sample = user_sample(users, more)
+            return f"* Hello {nick}. Online: {sample}. Type /help for commands.\n"
         case ev.RoomView(room=room, users=users, topic=topic):
             about = f" Topic: {topic}" if topic else ""
-            return f"*** Now talking in {room} ({len(users)}): {', '.join(users)}.{about}\n"
+            shown = user_sample(users[: ev.SHOWN_USERS], len(users) - ev.SHOWN_USERS)
+            return f"*** Now talking in {room} ({len(users)}): {shown}.{about}\n"
         case ev.RoomList(rooms=rooms):
             return room_list_lines(rooms, len(rooms))
         case ev.TopicReply(room=room, topic=topic, by=by):
@@ -265,6 +267,14 @@ def _render(event: ev.Event, recipient: str) -> str:
         case ev.Goodbye(reason=reason):
             return f"*** Goodbye ({reason}).\n" if reason else "*** Goodbye.\n"
     raise TypeError(f"no text form for {event!r}")
+
+
+def user_sample(users: tuple[str, ...], more: int) -> str:
+    """`alice, bob` or, with `more` users not listed, `alice, bob, ... and 9,950 others`."""
+    listed = ", ".join(users)
+    if more <= 0:
+        return listed
+    return f"{listed}, ... and {more:,} other{'s' if more > 1 else ''}"
 
 
 # A room listing is cut into lines of this many rooms, so that a server with a thousand rooms

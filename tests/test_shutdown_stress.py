@@ -1,0 +1,132 @@
+"""Shutdown with thousands of real connections: every client reads the goodbye before its EOF,
+and stop() costs about as much per client as with a handful (measured in the same test)."""
+
+from __future__ import annotations
+
+import resource
+import selectors
+import socket
+import time
+from typing import Any
+
+import pytest
+
+CLIENTS = 1500  # two descriptors each (ours and the server's): ~3,000 in all
+SMALL = 20
+GOODBYE = b"*** server shutting down"
+READ_S = 120.0
+# stop() may cost this many times more per client with CLIENTS clients than with SMALL ones:
+# the work per client is the same, and a quadratic cost (every leave told to every remaining
+# member) or a wait per client would be ~CLIENTS/SMALL times more per client.
+PER_CLIENT_FACTOR = 8
+
+# Every server here announces joins and leaves in every room (quiet_room_size=0): the worst case
+# for a shutdown, where each leave would be told to every member still there.
+pytestmark = [pytest.mark.stress, pytest.mark.timeout(120)]
+
+
+def _need_descriptors() -> None:
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2 * CLIENTS + 500:
+        pytest.skip(f"ulimit -n is {soft}; {2 * CLIENTS + 500} descriptors are needed")
+
+
+class Crowd:
+    """`count` registered text clients on one selector, read by this thread."""
+
+    def __init__(self, address: tuple[str, int], count: int) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.socks: list[socket.socket] = []
+        self.data: dict[int, bytes] = {}
+        self.eof: set[int] = set()
+        self.welcomed: set[int] = set()
+        deadline = time.monotonic() + READ_S
+        while len(self.socks) < count:
+            for _ in range(min(64, count - len(self.socks))):  # under the listen backlog
+                sock = socket.create_connection(address)
+                sock.setblocking(False)
+                index = len(self.socks)
+                self.socks.append(sock)
+                self.data[index] = b""
+                self.selector.register(sock, selectors.EVENT_READ, index)
+                sock.send(f"c{index}\n".encode())
+            self.pump(lambda: len(self.welcomed) == len(self.socks), deadline)
+
+    def pump(self, done: Any, deadline: float) -> None:
+        while not done():
+            assert time.monotonic() < deadline, "the clients did not get what they waited for"
+            for key, _ in self.selector.select(0.5):
+                try:
+                    chunk = key.fileobj.recv(1 << 16)  # type: ignore[union-attr]
+                except BlockingIOError:
+                    continue
+                except OSError:  # a reset: the client saw no clean end
+                    chunk = b""
+                if chunk:
+                    index = key.data
+                    if index not in self.welcomed:
+                        self.data[index] += chunk
+                        if b"* Hello " in self.data[index]:
+                            self.welcomed.add(index)
+                            self.data[index] = b""  # from now on only the end matters
+                    else:  # the goodbye is in the last bytes: keep only those
+                        self.data[index] = self.data[index][-64:] + chunk
+                else:
+                    self.eof.add(key.data)
+                    self.selector.unregister(key.fileobj)
+
+    def hang_up(self) -> None:
+        for sock in self.socks:
+            self.selector.unregister(sock)
+            sock.close()
+
+    def close(self) -> None:
+        for sock in self.socks:
+            sock.close()
+        self.selector.close()
+
+
+def _timed_stop(server: Any) -> float:
+    started = time.monotonic()
+    server.stop()
+    return time.monotonic() - started
+
+
+def test_stop_with_thousands_says_goodbye_to_everyone_at_the_cost_per_client_of_a_few(
+    make_server: Any,
+) -> None:
+    _need_descriptors()
+    small_server = make_server(quiet_room_size=0)
+    small = Crowd(small_server.address, SMALL)
+    small_s = _timed_stop(small_server)
+    small.pump(lambda: len(small.eof) == SMALL, time.monotonic() + READ_S)
+    small.close()
+    server = make_server(max_clients=CLIENTS + SMALL, quiet_room_size=0)
+    crowd = Crowd(server.address, CLIENTS)
+    big_s = _timed_stop(server)
+    crowd.pump(lambda: len(crowd.eof) == CLIENTS, time.monotonic() + READ_S)
+    missed = [i for i in range(CLIENTS) if GOODBYE not in crowd.data[i]]
+    crowd.close()
+    assert not missed, f"{len(missed)} of {CLIENTS} clients got no goodbye before EOF"
+    per_client_small, per_client_big = small_s / SMALL, big_s / CLIENTS
+    assert per_client_big <= PER_CLIENT_FACTOR * per_client_small, (
+        f"stop() took {big_s:.2f} s for {CLIENTS} clients, {small_s:.3f} s for {SMALL}"
+    )
+
+
+def test_stop_while_thousands_hang_up_at_that_moment(make_server: Any) -> None:
+    _need_descriptors()
+    small_server = make_server(quiet_room_size=0)
+    small = Crowd(small_server.address, SMALL)
+    small.hang_up()
+    small_s = _timed_stop(small_server)
+    small.close()
+    server = make_server(max_clients=CLIENTS + SMALL, quiet_room_size=0)
+    crowd = Crowd(server.address, CLIENTS)
+    crowd.hang_up()
+    big_s = _timed_stop(server)
+    crowd.close()
+    assert len(server.hub) == 0
+    assert big_s / CLIENTS <= PER_CLIENT_FACTOR * small_s / SMALL, (
+        f"stop() took {big_s:.2f} s for {CLIENTS} clients hanging up, {small_s:.3f} s for {SMALL}"
+    )
