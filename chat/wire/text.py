@@ -58,15 +58,16 @@ def parse(line: str, registered: bool) -> ev.Request:
     names and keys: one holding a control or bidi character is refused by its rule instead of
     silently becoming another room (a nickname is cleaned, then checked).
     """
-    line = line.replace("\t", " ")
+    said = line  # a message is cleaned as sent (clean_text turns its tabs into spaces itself)
+    line = line.replace("\t", " ")  # a tab separates a command's words like a space
     if not registered:
-        return ev.Hello(clean_text(line).strip())
+        return ev.Hello(clean_text(said).strip())
     if not line.strip():
         return ev.Nothing()
     if line.startswith("//"):
-        return ev.Say(clean_text(line[1:]))
+        return ev.Say(clean_text(said[1:]))
     if not line.startswith("/"):
-        return ev.Say(clean_text(line))
+        return ev.Say(clean_text(said))
     name, _, rest = line[1:].partition(" ")
     name = name.lower()
     rest = rest.strip(" ")
