@@ -249,6 +249,10 @@ class DirectOutput:
     def wait_room(self, nbytes: int, timeout: float) -> bool:
         return True
 
+    @property
+    def size(self) -> int:
+        return 0  # nothing ever waits: there is no queue
+
     def _send_blocking(self, data: bytes) -> bool:
         """Sends all of `data`, waiting as long as it takes (up to the timeout); False if the
         client did not take it in time."""

@@ -207,7 +207,7 @@ class Connection:
     def unsent(self) -> int:
         """Bytes queued for the client and not sent yet (an output without a queue, the
         classroom's DirectOutput, has none)."""
-        return int(getattr(self._output, "size", 0))
+        return self._output.size
 
     def shut_down(self) -> None:
         """Says goodbye because the server stops: queue the notice; once it is sent, the
