@@ -290,10 +290,6 @@ class Hub:
                 return None
             return state.name, (state.key if asker in state.members else ""), state.secret
 
-    def is_in(self, member: Member, room: str) -> bool:
-        with self._lock:
-            return room_key(room) in self._rooms_of.get(member, {})
-
     def list_rooms(self, asker: Member) -> ev.RoomList:
         """The rooms with their member counts; secret ones only to their members."""
         with self._lock:

@@ -22,7 +22,7 @@ from chat.protocol import (
     Line,
     LineTooLong,
     ProtocolError,
-    decode_text,
+    clean_text,
     nick_error,
     room_key,
 )
@@ -158,17 +158,19 @@ class TextJsonDialect:
         if line.too_long:
             self._reply_error(LineTooLong(self.max_line_bytes))
             return None
-        text = decode_text(line.data)
-        if self.nick is None and self._codec is text_wire and json_wire.looks_like_json(text):
-            self._codec = json_wire
-        if not self._password_ok and self._codec is text_wire:
-            self._check_password(text.strip())
-            return None
+        # The codec cleans what the user says, but keeps room names and keys as sent, for their
+        # rules to refuse (chat/wire/text.py). Only the first lines (the mode check, the
+        # password) need the whole line clean, so a registered user's line is decoded once.
+        raw = line.data.decode("utf-8", errors="replace")
+        if self.nick is None or not self._password_ok:
+            text = clean_text(raw)
+            if self.nick is None and self._codec is text_wire and json_wire.looks_like_json(text):
+                self._codec = json_wire
+            if not self._password_ok and self._codec is text_wire:
+                self._check_password(text.strip())
+                return None
         if not self._flood_allows():
             return None
-        # The codec cleans what the user says, but keeps room names and keys as sent, for their
-        # rules to refuse (chat/wire/text.py); the password and mode check above use clean text.
-        raw = line.data.decode("utf-8", errors="replace")
         try:
             return self._codec.parse(raw, registered=self.nick is not None)
         except ProtocolError as error:
