@@ -13,9 +13,10 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from chat.config import ServerConfig
+from chat.config import ServerConfig, default_history_path
 from chat.protocol import room_error
 from chat.server import ChatServer, ListenError
+from chat.store import StoreError
 
 EXIT_USAGE = 2
 
@@ -212,6 +213,44 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log detail",
     )
+    # -- history (#11, docs/history.md) --
+    history = parser.add_argument_group("history (docs/history.md)")
+    history.add_argument(
+        "--history-db",
+        default=default_history_path(),
+        metavar="PATH",
+        help="SQLite file keeping messages, topics and rooms across restarts (:memory: keeps"
+        " them until exit)",
+    )
+    history.add_argument(
+        "--no-history", action="store_true", help="keep no history at all (nothing is written)"
+    )
+    history.add_argument(
+        "--history-replay",
+        type=_count_or_off,
+        default=defaults.history_replay,
+        metavar="N",
+        help="messages replayed to a user joining a room (0: none)",
+    )
+    history.add_argument(
+        "--history-days",
+        type=_seconds_or_off,
+        default=None,
+        metavar="DAYS",
+        help="delete messages older than this many days (0: keep them)",
+    )
+    history.add_argument(
+        "--history-max",
+        type=_count_or_off,
+        default=0,
+        metavar="N",
+        help="keep at most N messages per room (0: all)",
+    )
+    history.add_argument(
+        "--history-private",
+        action="store_true",
+        help="store private messages too (by default they are never written anywhere)",
+    )
     demos = parser.add_argument_group("classroom demos (docs/classroom.md), never for real users")
     demos.add_argument(
         "--unsafe-registry",
@@ -296,6 +335,11 @@ def _serve(args: argparse.Namespace) -> int:
         idle_timeout_s=args.idle_timeout,
         password=args.password,
         server_name=args.server_name,
+        history_db=None if args.no_history else args.history_db,
+        history_replay=args.history_replay,
+        history_days=args.history_days,
+        history_max=args.history_max,
+        history_private=args.history_private,
     )
     demo_flags = (args.unsafe_registry, args.lock_while_sending, args.one_at_a_time)
     if any(demo_flags) or args.pool is not None:
@@ -317,10 +361,11 @@ def _serve(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start()
-    except ListenError as error:
+    except (ListenError, StoreError) as error:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        sys.stderr.write(f"chat-server: {error.message}\n")
+        message = error.message if isinstance(error, ListenError) else str(error)
+        sys.stderr.write(f"chat-server: {message}\n")
         return EXIT_USAGE
     if hasattr(signal, "SIGUSR1"):
         logging.getLogger("chat").info(

@@ -31,6 +31,16 @@ def no_thread_left_behind() -> Iterator[None]:
     assert not extra, f"threads left behind: {extra}"
 
 
+@pytest.fixture(autouse=True)
+def no_real_state_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """chat-server keeps history in the user's state directory by default (#11): the
+    chat-server processes a test starts use a fresh temporary one instead (ServerConfig keeps
+    none by default)."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture
 def fast_switching() -> Iterator[None]:
     """Makes the interpreter switch threads as often as it can, so races get every chance."""
