@@ -497,6 +497,8 @@ class Hub:
                         state.recent = deque(maxlen=self.replay)
                 elif state.key and key != state.key:
                     raise BadRoomKey(state.name)
+                elif not state.ops and state.creator and nick_key(state.creator) == nick_key(nick):
+                    state.ops.add(member)  # its creator, back in a room with no operator (#11)
                 handover = self._enter_locked(member, nick, state)
                 joined = True
         handover.complete()

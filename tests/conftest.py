@@ -14,7 +14,7 @@ from chat.config import ServerConfig
 from chat.server import ChatServer
 
 # ChatServer's parts (everything else given to make_server is a ServerConfig field).
-_PARTS = ("hub", "runner", "output", "audit")
+_PARTS = ("hub", "runner", "output", "audit", "store")
 
 
 @pytest.fixture(autouse=True)
