@@ -16,6 +16,7 @@ writer has not caught up yet.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import queue
@@ -23,7 +24,6 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -54,6 +54,8 @@ START_BUSY_S = 1.0
 # Reader connections: users asking for history at the same moment share these; more would
 # only compete for the same disk.
 READERS = 4
+# Rows per INSERT statement within a batch's transaction (see _write).
+INSERT_SLICE = 200
 # Retention by age is applied this often by the writer (and once at start).
 RETENTION_EVERY_S = 60.0
 
@@ -88,7 +90,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
-def _row(event: HistoryEvent) -> tuple[Any, ...]:
+def _row(event: HistoryEvent, target: str | None = None) -> tuple[Any, ...]:
     if isinstance(event, ev.PrivateMessage):
         kind = _PRIVATE_ACTION if event.action else _PRIVATE_NOTICE if event.notice else _PRIVATE
         recipient = event.recipient
@@ -97,7 +99,7 @@ def _row(event: HistoryEvent) -> tuple[Any, ...]:
         recipient = ""
     return (
         event.id,
-        target_of(event),
+        target_of(event) if target is None else target,
         event.ts,
         kind,
         event.room,
@@ -109,6 +111,11 @@ def _row(event: HistoryEvent) -> tuple[Any, ...]:
 
 
 _COLUMNS = "id, ts, kind, room, sender, recipient, userhost, text"
+_BULK_INSERT = (
+    "INSERT OR REPLACE INTO events SELECT "
+    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(9))
+    + " FROM json_each(?)"
+)
 
 
 def _event(row: tuple[Any, ...]) -> HistoryEvent:
@@ -157,8 +164,9 @@ def _explain(path: str, error: BaseException) -> str:
 class SqliteStore:
     """The default HistoryStore (chat/store/__init__.py), on the standard library's sqlite3.
 
-    Thread safety: `_lock` (a leaf lock) guards `_queue` (what the writer has yet to take),
-    `_unwritten` (target -> events offered and not yet committed, oldest first, for readers),
+    Thread safety: `_lock` (a leaf lock) guards `_queue` (what the writer has yet to take: a
+    list it swaps for an empty one in one step), `_unwritten` (target -> events offered and not
+    yet committed, oldest first, for readers; the writer trims each list with one `del`),
     `_queued` (their count), the counters and `_stopping`. `offer_event` and `offer_room` run
     under the hub lock and only append under `_lock`; `_wake` (a Condition on `_lock`) wakes
     the writer. The writer thread alone uses the writer connection; readers take a connection
@@ -191,8 +199,9 @@ class SqliteStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._queue: deque[HistoryEvent | RoomRecord] = deque()
-        self._unwritten: dict[str, deque[HistoryEvent]] = {}
+        self._queue: list[tuple[str, HistoryEvent] | RoomRecord] = []
+        self._unwritten: dict[str, list[HistoryEvent]] = {}
+        self._bulk_json = True  # one INSERT ... FROM json_each(?) per batch (else executemany)
         self._queued = 0
         self._stopping = False
         self._deadline: float | None = None  # stop(): give up writing after this
@@ -304,6 +313,10 @@ class SqliteStore:
             )
         row = db.execute("SELECT max(id) FROM events").fetchone()
         self._last_id = int(row[0] or 0)
+        try:
+            db.execute("SELECT json_extract('[1]', '$[0]')").fetchone()
+        except sqlite3.OperationalError:  # an SQLite built without JSON: a row at a time
+            self._bulk_json = False
         self._rooms = [
             RoomRecord(name, topic, by, topic_ts, key, bool(secret), creator, created)
             for name, topic, by, topic_ts, key, secret, creator, created in db.execute(
@@ -333,8 +346,13 @@ class SqliteStore:
             if self._stopping or self._queued >= self._queue_events:
                 self._dropped += 1
                 return False
-            self._queue.append(event)
-            self._unwritten.setdefault(target_of(event), deque()).append(event)
+            target = target_of(event)
+            self._queue.append((target, event))
+            pending = self._unwritten.get(target)
+            if pending is None:
+                self._unwritten[target] = [event]
+            else:
+                pending.append(event)
             self._queued += 1
             if self._queued == 1:
                 self._wake.notify()
@@ -460,7 +478,11 @@ class SqliteStore:
                     self._queued = 0
                     log.warning("history: stop deadline: %d queued event(s) not written", left)
                     break
-                batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH))]
+                if len(self._queue) <= MAX_BATCH:  # take it all, in one step
+                    batch, self._queue = self._queue, []
+                else:
+                    batch = self._queue[:MAX_BATCH]
+                    del self._queue[:MAX_BATCH]
                 drops_to_tell = self._dropped if not self._drop_told and self._dropped else 0
                 if drops_to_tell:
                     self._drop_told = True
@@ -471,19 +493,30 @@ class SqliteStore:
                     drops_to_tell,
                     self._queue_events,
                 )
-            events = [item for item in batch if not isinstance(item, RoomRecord)]
-            error = self._write(db, batch)
+            # Everything but the commit itself is done outside the lock: offers (under the hub
+            # lock) never wait for more than a few dict operations.
+            counts: dict[str, int] = {}
+            rows: list[tuple[Any, ...]] = []
+            records: list[RoomRecord] = []
+            for item in batch:
+                if isinstance(item, RoomRecord):
+                    records.append(item)
+                else:
+                    target, event = item
+                    counts[target] = counts.get(target, 0) + 1
+                    rows.append(_row(event, target))
+            error = self._write(db, rows, records)
             with self._lock:
-                for event in events:
-                    pending = self._unwritten[target_of(event)]
-                    pending.popleft()
+                for target, count in counts.items():
+                    pending = self._unwritten[target]
+                    del pending[:count]  # the oldest of its list are this batch's
                     if not pending:
-                        del self._unwritten[target_of(event)]
+                        del self._unwritten[target]
                 self._queued -= len(batch)
                 if error is None:
-                    self._written += len(events)
+                    self._written += len(rows)
                 else:
-                    self._failed += len(events)
+                    self._failed += len(rows)
                 tell_failure = error is not None and not self._failure_told
                 if tell_failure:
                     self._failure_told = True
@@ -493,18 +526,23 @@ class SqliteStore:
                     " further failures are only counted",
                     self.description,
                     error,
-                    len(events),
+                    len(rows),
                 )
             if error is None:
-                for event in events:
-                    target = target_of(event)
-                    inserted[target] = inserted.get(target, 0) + 1
+                for target, count in counts.items():
+                    inserted[target] = inserted.get(target, 0) + count
                 next_retention = self._apply_retention(db, inserted, next_retention)
         self._close_connections()
 
-    def _write(self, db: sqlite3.Connection, batch: list[HistoryEvent | RoomRecord]) -> str | None:
-        """One transaction for the whole batch; the error's text if it failed (rolled back)."""
-        events = [_row(item) for item in batch if not isinstance(item, RoomRecord)]
+    def _write(
+        self, db: sqlite3.Connection, events: list[tuple[Any, ...]], records: list[RoomRecord]
+    ) -> str | None:
+        """One transaction for the whole batch; the error's text if it failed (rolled back).
+
+        The rows go in as one JSON array through `json_each`: one statement for the batch
+        instead of one per row, so the writer holds the interpreter (which the reader and
+        sender threads need) for a `json.dumps` instead of a Python loop of bindings.
+        """
         rooms = [
             (
                 room_key(r.name),
@@ -517,12 +555,17 @@ class SqliteStore:
                 r.creator,
                 r.created_ts,
             )
-            for r in batch
-            if isinstance(r, RoomRecord)
+            for r in records
         ]
         try:
             db.execute("BEGIN")
-            db.executemany("INSERT OR REPLACE INTO events VALUES (?,?,?,?,?,?,?,?,?)", events)
+            if self._bulk_json:
+                # In slices: json.dumps holds the interpreter while it runs, and the sender
+                # thread (which every delivery waits for) must not wait behind a whole batch.
+                for start in range(0, len(events), INSERT_SLICE):
+                    db.execute(_BULK_INSERT, (json.dumps(events[start : start + INSERT_SLICE]),))
+            else:
+                db.executemany("INSERT OR REPLACE INTO events VALUES (?,?,?,?,?,?,?,?,?)", events)
             db.executemany("INSERT OR REPLACE INTO rooms VALUES (?,?,?,?,?,?,?,?,?)", rooms)
             db.execute("COMMIT")
         except sqlite3.Error as error:
