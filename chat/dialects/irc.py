@@ -546,8 +546,9 @@ class IrcDialect:
     # -- history (#11): IRCv3 draft/chathistory --------------------------------------------------
 
     def _offered_caps(self) -> tuple[str, ...]:
+        """What CAP LS offers: the capabilities of history, when the server keeps it."""
         if self._hub.store is None:
-            return irc.CAPS
+            return ()
         return tuple(sorted((*irc.CAPS, irc.CHATHISTORY_CAP)))
 
     def _irc_chathistory(self, params: tuple[str, ...]) -> None:

@@ -312,7 +312,7 @@ def _reply(event: ev.Event, me: str, server: str) -> bytes:
 
 # -- history (#11): IRCv3 batch, server-time, message-tags, draft/chathistory -----------------
 
-# The capabilities this server offers (CAP LS); draft/chathistory only when it keeps history.
+# The capabilities this server offers (CAP LS) when it keeps history (none otherwise).
 CAPS = ("batch", "message-tags", "server-time")
 CHATHISTORY_CAP = "draft/chathistory"
 
