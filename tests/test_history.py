@@ -176,6 +176,32 @@ def test_a_read_only_file_refuses_to_start(tmp_path):
         SqliteStore(str(path)).start()
 
 
+def test_retention_by_count_and_by_age(tmp_path):
+    store = SqliteStore(str(tmp_path / "keep.sqlite3"), max_per_target=10)
+    store.start()
+    try:
+        for i in range(1, 36):
+            store.offer_event(_msg(i))
+            store.offer_event(_msg(100 + i, "#b"))
+        wait_until(lambda: store.stats().written == 70)
+        wait_until(lambda: len(store.history(HistoryQuery("#a", limit=100))) == 10)
+        assert _ids(store.history(HistoryQuery("#a", limit=100))) == list(range(26, 36))
+        assert len(store.history(HistoryQuery("#b", limit=100))) == 10
+    finally:
+        store.stop(1.0)
+    now = 1000.0 + 3 * 86400  # a clock three days after the messages
+    old = SqliteStore(str(tmp_path / "old.sqlite3"), retention_days=2, clock=lambda: now)
+    old.start()
+    try:
+        old.offer_event(_msg(1))  # sent three days ago: deleted once written
+        old.offer_event(_msg(2, ts=now - 3600))  # an hour ago: kept
+        wait_until(lambda: old.stats().written == 2)
+        wait_until(lambda: len(old.history(HistoryQuery("#a"))) == 1)
+        assert _ids(old.history(HistoryQuery("#a"))) == [2]
+    finally:
+        old.stop(1.0)
+
+
 def _run_server(*args: str, timeout: float = 15) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "chat", "--port", "0", *args],
