@@ -202,6 +202,11 @@ class Hub:
     hub lock, then outbox lock; never the reverse). Members whose outbox is full are collected
     and dropped after the lock is released, because dropping one is I/O.
 
+    History (#11): the lock also guards `_dormant` (empty rooms history keeps) and each room's
+    `recent` replay buffer. `store.offer_event` / `offer_room` are called under the lock and
+    never block (an append to the writer's queue, chat/store); `store.history` is called
+    without it, in the asking reader's thread (`history()`), and may wait for the disk.
+
     `lock_factory` and `dict_factory` exist for the classroom (chat/classroom.py), which runs
     this very code without its lock and with dicts that widen the race windows:
     `dict_factory(role)` makes the two nickname dicts (role "registry") and the default room's

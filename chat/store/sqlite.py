@@ -381,7 +381,11 @@ class SqliteStore:
         limit = max(0, min(query.limit, MAX_HISTORY_LIMIT))
         if limit == 0:
             return []
-        db = self._take_reader()
+        try:
+            db = self._take_reader()
+        except (queue.Empty, sqlite3.Error) as error:  # every reader busy for 30 s, or no file
+            log.warning("history: no reader for %s: %r", self.description, error)
+            return []
         try:
             rows = self._query(db, query, limit)
         except sqlite3.Error as error:
@@ -404,9 +408,14 @@ class SqliteStore:
                 self._reader_count += 1
         if not make:
             return self._readers.get(timeout=30.0)  # another reader is querying: its turn next
-        db = self._connect(5.0)
-        if not self._memory:
-            db.execute("PRAGMA query_only = 1")
+        try:
+            db = self._connect(5.0)
+            if not self._memory:
+                db.execute("PRAGMA query_only = 1")
+        except sqlite3.Error:
+            with self._lock:
+                self._reader_count -= 1
+            raise
         with self._lock:
             self._all_readers.append(db)
         return db
