@@ -152,7 +152,7 @@ def _history_request(words: list[str]) -> ev.ShowHistory:
 
 
 def clock_time(ts: float, now: float) -> str:
-    """"09:58" for a time on the day of `now` (local time), else "2026-11-29 09:58"."""
+    """The time as HH:MM for a moment on the day of `now` (local time), else with its date."""
     then = time.localtime(ts)
     if time.localtime(now)[:3] == then[:3]:
         return time.strftime("%H:%M", then)
