@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,11 @@ def test_unusable_files_refuse_to_start_with_one_clear_line(tmp_path):
         assert "\n" not in str(error)
 
 
+def test_a_full_disk_at_start_refuses_to_start(tmp_path):
+    with pytest.raises(StoreError, match="cannot grow: the disk is full"):
+        SqliteStore(str(tmp_path / "full.sqlite3"), max_page_count=2).start()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only files")
 def test_a_read_only_file_refuses_to_start(tmp_path):
     path = tmp_path / "ro.sqlite3"
@@ -303,6 +309,22 @@ def test_a_room_without_history_replays_nothing(make_server):
     alice.expect("*** Now talking in #quiet")
     alice.send("/history\n")
     assert alice.expect("---") == "--- no history in #quiet ---"
+
+
+def test_text_history_since_a_clock_time(make_server):
+    server = _history_server(make_server, history_replay=0)
+    then = time.localtime(time.time() - 120)  # two minutes ago: before every line below
+    alice = TextPeer(server.address, "alice")
+    for i in range(3):
+        alice.send(f"said {i}\n")
+    alice.send(f"/history since {then.tm_hour:02d}:{then.tm_min:02d}\n")
+    assert alice.expect("--- history of #lobby: 3 messages since ")
+    assert [re.sub(r"^\[[^]]+\] ", "", alice.line()) for _ in range(3)] == [
+        "<alice> said 0",
+        "<alice> said 1",
+        "<alice> said 2",
+    ]
+    assert alice.line() == "--- end of history ---"
 
 
 # -- requests, paging, permissions --------------------------------------------------------------
