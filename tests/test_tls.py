@@ -1,0 +1,356 @@
+"""TLS on the server's ports (#13): real handshakes with certificates from `trustme`.
+
+The server side: text/JSON and IRC over TLS, plaintext and garbage on a TLS port, a stalled
+handshake, close_notify, a certificate the client does not trust, bad files at start and at
+reload. The client side (verification, trust on first use) is in tests/test_tls_client.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chat.config import ServerConfig
+from chat.server import ChatServer
+from chat.tls import TlsConfigError, fingerprint
+from tests.peers import IrcPeer, JsonPeer, Peer, TextPeer, wait_until
+
+trustme = pytest.importorskip("trustme")
+
+
+class Certs:
+    """A CA, and a server certificate for localhost/127.0.0.1 written to PEM files."""
+
+    def __init__(self, directory: Path, name: str = "server") -> None:
+        self.ca = trustme.CA()
+        issued = self.ca.issue_cert("localhost", "127.0.0.1", "::1")
+        self.cert = directory / f"{name}-cert.pem"
+        self.key = directory / f"{name}-key.pem"
+        self.ca_file = directory / f"{name}-ca.pem"
+        self.cert.write_bytes(b"".join(pem.bytes() for pem in issued.cert_chain_pems))
+        issued.private_key_pem.write_to_path(str(self.key))
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        self.ca.configure_trust(context)
+        return context
+
+    def options(self, **more: Any) -> dict[str, Any]:
+        return {"tls_cert": str(self.cert), "tls_key": str(self.key), **more}
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return Certs(tmp_path_factory.mktemp("tls"))
+
+
+def _no_errors(caplog: pytest.LogCaptureFixture) -> None:
+    bad = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert not bad, [r.getMessage() for r in bad]
+
+
+def test_text_json_and_plain_users_talk_across_tls_and_plaintext(make_server, certs):
+    server = make_server(**certs.options(tls_port=0))
+    context = certs.client_context()
+    alice = TextPeer(server.tls_address, "alice", tls=context)
+    assert alice.sock.version() in ("TLSv1.2", "TLSv1.3")
+    bob = TextPeer(server.address, "bob")
+    carol = JsonPeer(server.tls_address, "carol", tls=context)
+    alice.send("hello over TLS\n")
+    assert bob.expect("<alice>") == "<alice> hello over TLS"
+    assert carol.expect_type("message")["text"] == "hello over TLS"
+    bob.send("and back in clear\n")
+    assert alice.expect("<bob>") == "<bob> and back in clear"
+
+
+def test_a_long_reply_and_a_busy_client_over_tls(make_server, certs):
+    """Reads and writes of one TLS connection at once, from its reader and the sender: a user
+    pasting lines while the server fans out to it (and a reply larger than a TLS record)."""
+    server = make_server(**certs.options(tls_port=0, flood_rate=0))
+    context = certs.client_context()
+    alice = JsonPeer(server.tls_address, "alice", tls=context)
+    bob = JsonPeer(server.tls_address, "bob", tls=context)
+    text = "x" * 400
+    alice.send("".join(f'{{"type":"message","text":"{i} {text}"}}\n' for i in range(300)))
+    bob.send("".join(f'{{"type":"message","text":"b{i}"}}\n' for i in range(300)))
+    for reader, writer, expected in (
+        (bob, "alice", [f"{i} {text}" for i in range(300)]),
+        (alice, "bob", [f"b{i}" for i in range(300)]),
+    ):
+        got: list[str] = []
+        while len(got) < len(expected):
+            event = reader.event()
+            if event["type"] == "message" and event["from"] == writer:
+                got.append(event["text"])
+        assert got == expected
+
+
+def test_irc_over_tls(make_server, certs):
+    server = make_server(**certs.options(irc_port=0, irc_tls_port=0))
+    secure = IrcPeer(server.irc_tls_address, "sec", tls=certs.client_context())
+    plain = IrcPeer(server.irc_address, "plain")
+    secure.send_line("JOIN #room")
+    secure.expect_cmd("366")
+    plain.send_line("JOIN #room")
+    plain.expect_cmd("366")
+    secure.send_line("PRIVMSG #room :over TLS")
+    message = plain.expect_cmd("PRIVMSG")
+    assert list(message.params) == ["#room", "over TLS"]
+
+
+def test_irc_library_client_with_ssl(make_server, certs):
+    """jaraco's `irc` library, connecting with its SSL wrapper, end to end."""
+    irc_client = pytest.importorskip("irc.client")
+    irc_connection = pytest.importorskip("irc.connection")
+    import queue
+    import threading
+
+    server = make_server(**certs.options(irc_tls_port=0))
+    context = certs.client_context()
+    reactor = irc_client.Reactor()
+    events: queue.Queue[tuple[str, object]] = queue.Queue()
+
+    def wrap(sock: socket.socket) -> ssl.SSLSocket:
+        return context.wrap_socket(sock, server_hostname="localhost")
+
+    factory = irc_connection.Factory(wrapper=wrap)
+    connection = reactor.server().connect(
+        *server.irc_tls_address, "libbot", connect_factory=factory
+    )
+    connection.add_global_handler(
+        "welcome", lambda c, e: (events.put(("welcome", 1)), c.join("#t"))
+    )
+    connection.add_global_handler("join", lambda c, e: events.put(("join", e.source.nick)))
+    connection.add_global_handler(
+        "pubmsg", lambda c, e: events.put(("pubmsg", (e.source.nick, e.arguments[0])))
+    )
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            reactor.process_once(0.05)
+
+    loop = threading.Thread(target=run, name="irc-lib reactor")
+    loop.start()
+    try:
+        assert events.get(timeout=10) == ("welcome", 1)
+        assert events.get(timeout=10) == ("join", "libbot")
+        peer = IrcPeer(server.irc_tls_address, "peer", tls=context)
+        peer.send_line("JOIN #t")
+        peer.expect_cmd("366")
+        peer.send_line("PRIVMSG #t :hello library")
+        assert events.get(timeout=10) == ("join", "peer")
+        assert events.get(timeout=10) == ("pubmsg", ("peer", "hello library"))
+        connection.privmsg("#t", "hello peer")
+        assert list(peer.expect_cmd("PRIVMSG").params) == ["#t", "hello peer"]
+    finally:
+        stop.set()
+        loop.join(10)
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    "what",
+    [
+        b"alice\r\n",  # a person with nc on the wrong port
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        bytes(range(256)) * 4,  # garbage
+        b"\x16\x03\x01\x00\x05hello",  # a TLS record header, then nonsense
+    ],
+    ids=["plaintext", "http", "garbage", "bad-record"],
+)
+def test_not_tls_on_a_tls_port_is_closed_quietly(make_server, certs, caplog, what):
+    caplog.set_level(logging.DEBUG, logger="chat")
+    server = make_server(**certs.options(tls_port=0))
+    peer = Peer(server.tls_address)
+    peer.send(what)
+    with pytest.raises(EOFError):
+        peer.line(timeout=5)
+    assert peer._buffer[:1] in (b"", b"\x15")  # nothing, or a TLS alert: never a chat line
+    wait_until(lambda: server.client_count == 0)
+    _no_errors(caplog)
+    assert any("handshake failed" in r.getMessage() for r in caplog.records)
+    # The port still works for a real TLS client.
+    TextPeer(server.tls_address, "after", tls=certs.client_context())
+
+
+@pytest.mark.parametrize("register_timeout_s", [0.3, None], ids=["registration", "no-limit"])
+def test_a_stalled_handshake_is_cut_at_the_registration_deadline(
+    make_server, certs, caplog, monkeypatch, register_timeout_s
+):
+    """The handshake is inside the registration deadline; with none, HANDSHAKE_TIMEOUT_S."""
+    caplog.set_level(logging.DEBUG, logger="chat")
+    monkeypatch.setattr("chat.tls.HANDSHAKE_TIMEOUT_S", 0.3)
+    server = make_server(**certs.options(tls_port=0, register_timeout_s=register_timeout_s))
+    started = time.monotonic()
+    stalled = Peer(server.tls_address)
+    half = Peer(server.tls_address)
+    half.send(b"\x16\x03\x01")  # the start of a ClientHello, and nothing more
+    for peer in (stalled, half):
+        with pytest.raises(EOFError):
+            peer.line(timeout=5)
+    # The deadline (0.3 s), and no more than the time it takes to cut: no linger, no flush wait.
+    assert time.monotonic() - started < 0.3 + 0.9
+    wait_until(lambda: server.client_count == 0)
+    _no_errors(caplog)
+
+
+def test_an_untrusted_certificate_is_refused_by_the_client(make_server, certs, caplog):
+    caplog.set_level(logging.DEBUG, logger="chat")
+    server = make_server(**certs.options(tls_port=0))
+    with pytest.raises(ssl.SSLCertVerificationError):
+        Peer(server.tls_address, tls=ssl.create_default_context())  # system CAs only
+    wrong_name = certs.client_context()
+    sock = socket.create_connection(server.tls_address, timeout=5)
+    with pytest.raises(ssl.SSLCertVerificationError, match="match"):
+        wrong_name.wrap_socket(sock, server_hostname="chat.example.org")
+    sock.close()
+    wait_until(lambda: server.client_count == 0)
+    _no_errors(caplog)
+
+
+def test_the_server_says_close_notify_before_it_closes(make_server, certs):
+    server = make_server(**certs.options(tls_port=0))
+    context = certs.client_context()
+    sock = socket.create_connection(server.tls_address, timeout=5)
+    # suppress_ragged_eofs=False: a cut without close_notify would raise SSLEOFError.
+    tls = context.wrap_socket(sock, server_hostname="localhost", suppress_ragged_eofs=False)
+    tls.sendall(b"alice\n/quit\n")
+    received = b""
+    while chunk := tls.recv(65536):
+        received += chunk
+    assert received.endswith(b"*** Goodbye.\n")
+    tls.close()
+
+
+def test_close_notify_at_server_shutdown(certs):
+    server = ChatServer(ServerConfig(host="127.0.0.1", port=0, tls_port=0, **certs.options()))
+    server.start()
+    context = certs.client_context()
+    sock = socket.create_connection(server.tls_address, timeout=5)
+    tls = context.wrap_socket(sock, server_hostname="localhost", suppress_ragged_eofs=False)
+    tls.sendall(b"alice\n")
+    received = tls.recv(65536)
+    while b"joined" not in received:
+        received += tls.recv(65536)
+    import threading
+
+    stopping = threading.Thread(target=server.stop, name="stop")  # we read meanwhile
+    stopping.start()
+    while chunk := tls.recv(65536):
+        received += chunk
+    assert b"server shutting down" in received
+    tls.close()
+    stopping.join(10)
+
+
+def test_tls_only_opens_no_plaintext_port(make_server, certs):
+    server = make_server(**certs.options(tls_port=0, irc_port=0, tls_only=True))
+    with pytest.raises(AssertionError):
+        _ = server.address
+    with pytest.raises(AssertionError):
+        _ = server.irc_address
+    TextPeer(server.tls_address, "alice", tls=certs.client_context())
+
+
+def test_bad_certificate_files_stop_the_start(tmp_path, certs):
+    other = Certs(tmp_path, "other")
+    cases = {
+        "missing": (str(tmp_path / "nope.pem"), str(certs.key), "cannot read --tls-cert"),
+        "unreadable key": (str(certs.cert), str(tmp_path), "cannot read --tls-key"),
+        "mismatch": (str(certs.cert), str(other.key), "is not the key of"),
+        "not a cert": (str(certs.key), str(certs.key), "cannot be used"),
+    }
+    for cert, key, message in cases.values():
+        server = ChatServer(ServerConfig(port=0, tls_port=0, tls_cert=cert, tls_key=key))
+        with pytest.raises(TlsConfigError, match=message):
+            server.start()
+
+
+def test_a_reload_serves_new_clients_the_new_certificate_and_keeps_the_old_ones(
+    make_server, certs, tmp_path
+):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_bytes(certs.cert.read_bytes())
+    key.write_bytes(certs.key.read_bytes())
+    server = make_server(tls_port=0, tls_cert=str(cert), tls_key=str(key))
+    old = TextPeer(server.tls_address, "old", tls=certs.client_context())
+    renewed = Certs(tmp_path, "renewed")
+    key.write_bytes(renewed.key.read_bytes())  # half-written: the pair does not match
+    assert not server.reload_tls()
+    cert.write_bytes(renewed.cert.read_bytes())
+    assert server.reload_tls()
+    assert server.tls is not None
+    assert server.tls.fingerprint == fingerprint(str(renewed.cert))
+    with pytest.raises(ssl.SSLCertVerificationError):
+        Peer(server.tls_address, tls=certs.client_context())
+    new = TextPeer(server.tls_address, "new", tls=renewed.client_context())
+    old.send("still here\n")
+    assert new.expect("<old>") == "<old> still here"
+
+
+def test_chat_server_exits_2_on_a_bad_key_and_reloads_on_sighup(tmp_path, certs):
+    """A real chat-server process: one clear line and exit 2 for a mismatched key; SIGHUP with
+    clients connected reloads the certificate and drops nobody."""
+    import subprocess
+    import sys
+
+    other = Certs(tmp_path, "other")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    base = [sys.executable, "-m", "chat", "--port", "0", "--tls-port", "0"]
+    bad = subprocess.run(
+        [*base, "--tls-cert", str(certs.cert), "--tls-key", str(other.key)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("chat-server: --tls-key ")
+    assert "Traceback" not in bad.stderr
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_bytes(certs.cert.read_bytes())
+    key.write_bytes(certs.key.read_bytes())
+    process = subprocess.Popen(
+        [*base, "--tls-cert", str(cert), "--tls-key", str(key)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stderr is not None
+        lines = []
+
+        def wait_for(text: str) -> str:
+            while True:
+                line = process.stderr.readline()  # type: ignore[union-attr]
+                assert line, f"chat-server ended; it said {lines}"
+                lines.append(line)
+                if text in line:
+                    return line
+
+        assert fingerprint(str(cert)) in wait_for("fingerprint")
+        port = int(wait_for("TLS listening on").rsplit(":", 1)[1])
+        alice = TextPeer(("127.0.0.1", port), "alice", tls=certs.client_context())
+        cert.write_bytes(other.cert.read_bytes())
+        key.write_bytes(other.key.read_bytes())
+        process.send_signal(__import__("signal").SIGHUP)
+        assert fingerprint(str(other.cert)) in wait_for("reloaded")
+        bob = TextPeer(("127.0.0.1", port), "bob", tls=other.client_context())
+        alice.send("after the reload\n")
+        assert bob.expect("<alice>") == "<alice> after the reload"
+        process.terminate()
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
