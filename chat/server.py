@@ -187,7 +187,7 @@ class ChatServer:
         return self._address_of("--irc-tls-port")
 
     def _address_of(self, option: str) -> tuple[str, int]:
-        assert option in self._bound, f"start() with a {option} first"
+        assert option in self._bound, f"start() with {option[2:].replace('-', '_')} first"
         host, port = self._bound[option].getsockname()[:2]
         return host, port
 
