@@ -63,6 +63,9 @@ class Connection:
     `encode()` excepted, see chat/dialects). `_reading` goes from True to False once, written by
     the reader, read by the sender; it is set to False before the output closes. `_gone` becomes
     True once the reader has left the hub (an Event is made only for someone who waits).
+    Over TLS, `_tls` (chat/tls.py, its own leaf lock) is fed by the reader and sealed and
+    drained by the sender, so no OpenSSL object is ever used by two threads at once;
+    `_tls_claimed` belongs to the sender.
 
     Memory: one of these per client, so it has `__slots__` and makes nothing it may not need.
     """
@@ -400,7 +403,7 @@ class Connection:
 
     def _open_tls(self, tls: TlsSession, data: bytes) -> bytes | None:
         """Ciphertext in, plaintext out (None: nothing complete yet; b"": close_notify)."""
-        plaintext, ended, output = tls.feed(data, self.label())
+        plaintext, ended, output = tls.feed(data, self.label)
         if output:  # handshake messages, a KeyUpdate answer: the sender sends them
             self.flush()
         if ended and not plaintext:

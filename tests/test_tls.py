@@ -354,3 +354,76 @@ def test_chat_server_exits_2_on_a_bad_key_and_reloads_on_sighup(tmp_path, certs)
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_chat_load_over_tls_exactly_once(make_server, certs):
+    from loadtool import LoadConfig, run_load
+
+    server = make_server(**certs.options(tls_port=0, flood_rate=0))
+    config = LoadConfig(
+        port=server.tls_address[1],
+        clients=10,
+        messages=20,
+        rate=0,
+        duration=30,
+        tls=True,
+        tls_ca=str(certs.ca_file),
+    )
+    report = run_load(config)
+    assert report.deliveries_received == report.deliveries_expected == 10 * 9 * 20
+    assert report.ok, report.format_text()
+    # Without the CA, the system's authorities do not know trustme's: every bot is refused.
+    refused = run_load(LoadConfig(port=server.tls_address[1], clients=2, messages=1, tls=True))
+    assert refused.joined == 0
+    assert all("CERTIFICATE_VERIFY_FAILED" in why for why in refused.join_failures)
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("protocol", ["text", "json"])
+def test_fan_out_100x100_over_tls_exactly_once(make_server, certs, protocol):
+    """The reader decrypting and the sender encrypting every connection at once, under load:
+    nothing lost, duplicated or reordered."""
+    from loadtool import LoadConfig, run_load
+
+    server = make_server(**certs.options(tls_port=0, flood_rate=0, sendq_bytes=64 * 1024 * 1024))
+    config = LoadConfig(
+        port=server.tls_address[1],
+        clients=100,
+        messages=100,
+        rate=0,
+        duration=150,
+        join_timeout=60,
+        protocol=protocol,
+        tls=True,
+        tls_ca=str(certs.ca_file),
+    )
+    report = run_load(config)
+    assert report.joined == 100
+    assert report.deliveries_received == report.deliveries_expected
+    assert (report.lost, report.duplicated, report.out_of_order) == (0, 0, 0)
+    assert report.ok, report.format_text()
+    assert server.audit.total == 0
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(120)
+def test_tls_fan_out_with_threads_switching_as_often_as_possible(
+    make_server, certs, fast_switching
+):
+    from loadtool import LoadConfig, run_load
+
+    server = make_server(**certs.options(tls_port=0, flood_rate=0, sendq_bytes=16 * 1024 * 1024))
+    config = LoadConfig(
+        port=server.tls_address[1],
+        clients=20,
+        messages=30,
+        rate=0,
+        duration=100,
+        join_timeout=60,
+        tls=True,
+        tls_ca=str(certs.ca_file),
+    )
+    report = run_load(config)
+    assert report.deliveries_received == report.deliveries_expected == 20 * 19 * 30
+    assert report.ok, report.format_text()
