@@ -427,3 +427,117 @@ def test_tls_fan_out_with_threads_switching_as_often_as_possible(
     report = run_load(config)
     assert report.deliveries_received == report.deliveries_expected == 20 * 19 * 30
     assert report.ok, report.format_text()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--tls-port", "0"], "need --tls-cert and --tls-key"),
+        (["--tls-cert", "c.pem", "--tls-port", "0"], "go together"),
+        (["--tls-cert", "c.pem", "--tls-key", "k.pem"], "needs --tls-port or --irc-tls-port"),
+        (["--tls-only"], "--tls-only needs"),
+        (
+            ["--tls-cert", "c", "--tls-key", "k", "--tls-port", "0", "--lock-while-sending"],
+            "not with TLS",
+        ),
+    ],
+)
+def test_tls_options_that_cannot_work_are_one_line_and_exit_2(capsys, argv, message):
+    from chat.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def _s_client(address: tuple[str, int], ca: Path, *options: str) -> Any:
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    return subprocess.Popen(
+        [
+            *("openssl", "s_client", "-connect", "{}:{}".format(*address)),
+            *("-CAfile", str(ca), "-servername", "localhost", *options),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _read_until(client: Any, text: bytes, seen: bytearray, timeout: float = 10) -> None:
+    """Reads s_client's output until `text` appears (s_client takes one command per read of
+    its input, and drops what came with it: the next line waits for it to say it is done)."""
+    import select
+
+    deadline = time.monotonic() + timeout
+    while text not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {text!r} in {bytes(seen)!r}"
+        if select.select([client.stdout], [], [], left)[0]:
+            chunk = os.read(client.stdout.fileno(), 65536)
+            assert chunk, f"s_client ended without {text!r}: {bytes(seen)!r}"
+            seen += chunk
+
+
+def test_a_tls13_key_update_mid_session(make_server, certs):
+    """`K` in s_client sends a KeyUpdate asking for ours: the server reads on with the new
+    keys and answers (OpenSSL does it inside reads and writes; our sender sends what they make).
+    """
+    server = make_server(**certs.options(tls_port=0))
+    listener = TextPeer(server.address, "listener")
+    client = _s_client(server.tls_address, certs.ca_file, "-tls1_3")
+    try:
+        assert client.stdin is not None
+        # (s_client takes a line starting with Q, R, B, k or K as a command.)
+        client.stdin.write(b"neo\nthe first keys\n")
+        client.stdin.flush()
+        assert listener.expect("<neo>") == "<neo> the first keys"
+        seen = bytearray()
+        _read_until(client, b"*** neo joined", seen)
+        client.stdin.write(b"K\n")
+        client.stdin.flush()
+        _read_until(client, b"KEYUPDATE", seen)
+        client.stdin.write(b"the next keys\n")
+        client.stdin.flush()
+        assert listener.expect("<neo>") == "<neo> the next keys"
+        listener.send("and the server writes with its new keys\n")
+        _read_until(client, b"<listener> and the server writes with its new keys", seen)
+        client.stdin.write(b"/quit\n")
+        client.stdin.flush()
+        _read_until(client, b"*** Goodbye.", seen)
+    finally:
+        client.kill()
+        client.wait()
+
+
+def test_tls12_renegotiation_is_refused_and_harms_nobody(make_server, certs, caplog):
+    caplog.set_level(logging.DEBUG, logger="chat")
+    server = make_server(**certs.options(tls_port=0))
+    listener = TextPeer(server.address, "listener")
+    client = _s_client(server.tls_address, certs.ca_file, "-tls1_2")
+    try:
+        assert client.stdin is not None
+        client.stdin.write(b"neo\nhello\n")
+        client.stdin.flush()
+        assert listener.expect("<neo>") == "<neo> hello"
+        seen = bytearray()
+        _read_until(client, b"*** neo joined", seen)
+        client.stdin.write(b"R\n")  # the client asks to renegotiate; the server says no
+        client.stdin.flush()
+        _read_until(client, b"RENEGOTIATING", seen)
+        client.stdin.close()
+        client.wait(10)
+    finally:
+        client.kill()
+        client.wait()
+    wait_until(lambda: server.client_count == 1)
+    _no_errors(caplog)
+    after = TextPeer(server.tls_address, "after", tls=certs.client_context())
+    after.send("the port still works\n")
+    assert listener.expect("<after>") == "<after> the port still works"
