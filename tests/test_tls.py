@@ -93,6 +93,38 @@ def test_a_long_reply_and_a_busy_client_over_tls(make_server, certs):
         assert got == expected
 
 
+def test_a_client_reading_slowly_over_tls_gets_every_byte_in_order(make_server, certs):
+    """Ciphertext the socket does not take at once waits in the sender's buffer, in order, while
+    the sender holds the outbox's claim: a small receive buffer forces partial sends."""
+    server = make_server(**certs.options(tls_port=0, flood_rate=0, sendq_bytes=8 * 1024 * 1024))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(5)
+    sock.connect(server.tls_address)
+    slow = certs.client_context().wrap_socket(sock, server_hostname="localhost")
+    slow.sendall(b"slow\n")
+    received = b""
+    while b"*** slow joined" not in received:
+        received += slow.recv(65536)
+    # And a small send buffer on the server's side of it, so that send() takes part of a batch.
+    (connection,) = list(server._connections)
+    connection.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    writer = TextPeer(server.address, "writer")
+    text = "y" * 300
+    count = 6000
+    writer.send("".join(f"{i} {text}\n" for i in range(count)))  # 1.8 MB, under the SendQ
+    wait_until(lambda: any(c.unsent for c in list(server._connections)))  # it is waiting
+    lines: list[str] = []
+    buffer = received.split(b"*** slow joined", 1)[1]
+    while len(lines) < count:
+        chunk = slow.recv(65536)
+        assert chunk, "closed"
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        lines += [line.decode() for line in complete if line.startswith(b"<writer>")]
+    assert lines == [f"<writer> {i} {text}" for i in range(count)]
+
+
 def test_irc_over_tls(make_server, certs):
     server = make_server(**certs.options(irc_port=0, irc_tls_port=0))
     secure = IrcPeer(server.irc_tls_address, "sec", tls=certs.client_context())
@@ -416,8 +448,8 @@ def test_tls_fan_out_with_threads_switching_as_often_as_possible(
     server = make_server(**certs.options(tls_port=0, flood_rate=0, sendq_bytes=16 * 1024 * 1024))
     config = LoadConfig(
         port=server.tls_address[1],
-        clients=20,
-        messages=30,
+        clients=50,
+        messages=50,
         rate=0,
         duration=100,
         join_timeout=60,
@@ -425,7 +457,7 @@ def test_tls_fan_out_with_threads_switching_as_often_as_possible(
         tls_ca=str(certs.ca_file),
     )
     report = run_load(config)
-    assert report.deliveries_received == report.deliveries_expected == 20 * 19 * 30
+    assert report.deliveries_received == report.deliveries_expected == 50 * 49 * 50
     assert report.ok, report.format_text()
 
 
