@@ -573,3 +573,15 @@ def test_tls12_renegotiation_is_refused_and_harms_nobody(make_server, certs, cap
     after = TextPeer(server.tls_address, "after", tls=certs.client_context())
     after.send("the port still works\n")
     assert listener.expect("<after>") == "<after> the port still works"
+
+
+def test_a_full_server_closes_a_tls_client_without_a_plaintext_line(make_server, certs, caplog):
+    server = make_server(**certs.options(tls_port=0, max_clients=1))
+    context = certs.client_context()
+    first = TextPeer(server.tls_address, "first", tls=context)
+    refused = Peer(server.tls_address)
+    with pytest.raises(EOFError):
+        refused.line()
+    assert refused._buffer == b""  # no "! server full" in clear on a TLS port: just the close
+    assert first.sock.version()
+    assert "refused (server full" in caplog.text
