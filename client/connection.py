@@ -466,6 +466,15 @@ class Connection:
                         return
                 try:
                     link, welcome = self._register_again()
+                except TrustError as exc:
+                    # A certificate that changed (or is not valid) will not get better by
+                    # trying again: say so loudly, once, and stop (as ssh does).
+                    with self._cv:
+                        self._closing = True
+                        status = self._publish_locked(state="disconnected", retry_at=None)
+                    self._notify(Notice(str(exc), error=True))
+                    self._notify(StatusChanged(status))
+                    return
                 except (OSError, ConnectError) as exc:
                     failed = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                     continue

@@ -10,6 +10,7 @@ import os
 import queue
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 
 from client.connection import ConnectError, Connection, Received
 from client.tls import KnownHosts, TlsSettings
-from tests.peers import TextPeer
+from tests.peers import TextPeer, wait_until
 from tests.test_tls import Certs
 
 trustme = pytest.importorskip("trustme")
@@ -177,3 +178,46 @@ def test_chat_client_command_with_tls_ca_and_host_port(make_server, tmp_path):
     )
     assert refused.returncode == 1
     assert "connect once on a terminal" in refused.stderr
+
+
+def test_a_certificate_changed_while_reconnecting_stops_the_client_loudly(tmp_path):
+    from chat.config import ServerConfig
+    from chat.server import ChatServer
+    from client.connection import Notice
+
+    certs, other = Certs(tmp_path), Certs(tmp_path, "other")
+    settings = TlsSettings(known_hosts=tmp_path / "known_hosts")
+    first = ChatServer(
+        ServerConfig(port=0, tls_port=0, tls_cert=str(certs.cert), tls_key=str(certs.key))
+    ).start()
+    port = first.tls_address[1]
+    connection = Connection(
+        "127.0.0.1",
+        port,
+        "bob",
+        tls=TlsSettings(settings.ca_file, settings.known_hosts, lambda s, f: True),
+        backoff_initial_s=0.01,
+        backoff_max_s=0.05,
+    )
+    connection.connect()
+    events: queue.Queue[object] = queue.Queue()
+    connection.start(events.put)
+    first.stop()  # the link drops; the client reconnects to ...
+    second = ChatServer(  # ... a server on the same port with another certificate
+        ServerConfig(port=0, tls_port=port, tls_cert=str(other.cert), tls_key=str(other.key))
+    ).start()
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            assert time.monotonic() < deadline, "never told that the certificate changed"
+            event = events.get(timeout=WAIT_S)
+            if isinstance(event, Notice) and "HAS CHANGED" in event.text:
+                assert event.error
+                break
+        connection._threads[0].join(WAIT_S)  # the session thread stops trying
+        assert not connection._threads[0].is_alive()
+        assert connection.status.state == "disconnected"
+        wait_until(lambda: second.client_count == 0)  # the refused connection is closed
+    finally:
+        connection.close()
+        second.stop()
