@@ -60,7 +60,9 @@ def server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     # server an encryption per handshake and the client bytes it never uses.
     context.num_tickets = 0
     try:
-        context.load_cert_chain(cert_file, key_file)
+        # A password callback that refuses: OpenSSL would otherwise ask for an encrypted key's
+        # pass phrase on the terminal, and the server (or its reload on SIGHUP) would hang.
+        context.load_cert_chain(cert_file, key_file, password=_no_pass_phrase)
     except ssl.SSLError as error:
         reason = error.reason or str(error)
         if "KEY_VALUES_MISMATCH" in reason.upper():
@@ -71,6 +73,10 @@ def server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     except ValueError as error:  # e.g. an encrypted key (no password can be given)
         raise TlsConfigError(f"--tls-key {key_file} cannot be used ({error})") from error
     return context
+
+
+def _no_pass_phrase() -> str:
+    raise ValueError("the key is encrypted: give chat-server an unencrypted key")
 
 
 def fingerprint(cert_file: str) -> str:

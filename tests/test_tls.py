@@ -295,7 +295,20 @@ def test_tls_only_opens_no_plaintext_port(make_server, certs):
 
 def test_bad_certificate_files_stop_the_start(tmp_path, certs):
     other = Certs(tmp_path, "other")
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(certs.key.read_bytes(), password=None)
+    encrypted = tmp_path / "encrypted-key.pem"
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
     cases = {
+        # (never a pass phrase prompt on the terminal, which would hang the start or a reload)
+        "encrypted key": (str(certs.cert), str(encrypted), "the key is encrypted"),
         "missing": (str(tmp_path / "nope.pem"), str(certs.key), "cannot read --tls-cert"),
         "unreadable key": (str(certs.cert), str(tmp_path), "cannot read --tls-key"),
         "mismatch": (str(certs.cert), str(other.key), "is not the key of"),
