@@ -1,6 +1,7 @@
 """TLS: the server's certificate (loaded, checked, reloaded) and one connection's TLS state.
 
-Imported only when a TLS port is configured: the plaintext default path does not load `ssl`.
+A ChatServer imports this (and `ssl`) only when a TLS port is configured; chat-server imports
+it for its error type.
 
 A TLS connection is read by its reader thread and written by the sender thread, and an OpenSSL
 connection object must never be used by two threads at once. So the socket is never wrapped in
