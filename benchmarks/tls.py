@@ -84,6 +84,8 @@ class Server:
         return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
 
     def stop(self) -> None:
+        if self.log.closed:
+            return
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -116,8 +118,9 @@ def load(server: Server, tls: bool, cert: Path, clients: int, messages: int) -> 
     return report
 
 
-def idle(server: Server, tls: bool, cert: Path, count: int) -> float:
-    """Server RSS per greeted idle connection, in KiB."""
+def idle(server: Server, tls: bool, cert: Path, count: int) -> dict[str, float]:
+    """Server RSS per greeted idle connection, in KiB; then how long SIGTERM takes to stop the
+    server with all of them connected (every goodbye, over TLS every close_notify)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < count + 100:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, count + 1000), hard))
@@ -135,7 +138,10 @@ def idle(server: Server, tls: bool, cert: Path, count: int) -> float:
         greeted = sum(1 for sock in socks if sock.recv(4096).startswith(b"* Welcome"))
         assert greeted == count, f"{greeted} of {count} greeted"
         time.sleep(0.5)  # the last threads settle before RSS is read
-        return (server.rss_kib() - base) / count
+        kib = (server.rss_kib() - base) / count
+        started = time.monotonic()
+        server.stop()
+        return {"kib": kib, "shutdown_s": time.monotonic() - started}
     finally:
         for sock in socks:
             sock.close()
@@ -162,7 +168,7 @@ def main() -> int:
                 for name, run in (
                     (f"fan-out {fan[0]}x{fan[1]}", lambda s, t=tls: load(s, t, cert, *fan)),
                     (f"handshakes {handshakes}", lambda s, t=tls: load(s, t, cert, handshakes, 0)),
-                    (f"idle {idle_count}", lambda s, t=tls: {"kib": idle(s, t, cert, idle_count)}),
+                    (f"idle {idle_count}", lambda s, t=tls: idle(s, t, cert, idle_count)),
                 ):
                     server = Server(cert, key)
                     try:
@@ -209,8 +215,10 @@ def summarize(
             "server_cpu_ms_per_client": med([r["server_cpu_s"] * 1e3 / handshakes for r in runs]),
             "joined": min(r["joined"] for r in runs),
         }
+        runs = rows[f"idle {idle_count} {mode}"]
         memory[mode] = {
-            "kib_per_idle_connection": med([r["kib"] for r in rows[f"idle {idle_count} {mode}"]])
+            "kib_per_idle_connection": med([r["kib"] for r in runs]),
+            "sigterm_to_exit_s": med([r["shutdown_s"] for r in runs]),
         }
     fan_out["tls_over_plain"] = (
         fan_out["tls"]["deliveries_per_s"] / fan_out["plain"]["deliveries_per_s"]
