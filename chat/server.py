@@ -82,7 +82,9 @@ class ChatServer:
     admits connections; the runner gives each connection's reader a thread; one sender thread
     sends to every client (chat/sender.py). `stop()` may be called from any thread, any number
     of times, also at once from two: `_stop_lock` makes the second wait for the first.
-    `audit` has its own leaf lock; any thread may record into it.
+    `audit` has its own leaf lock; any thread may record into it. With TLS ports, `tls`
+    (chat/tls.py ServerTls) holds the certificate: `reload_tls()` (the main thread, on SIGHUP)
+    swaps its context by one assignment, the accept thread reads it for each new connection.
     """
 
     def __init__(

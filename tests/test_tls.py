@@ -606,7 +606,7 @@ def test_a_full_server_closes_a_tls_client_without_a_plaintext_line(make_server,
 
 @pytest.mark.stress
 @pytest.mark.timeout(120)
-def test_the_tls_benchmark_smoke_run(tmp_path):
+def test_the_tls_benchmark_smoke_run():
     """benchmarks/tls.py --quick: the openssl-made certificate, both ports, every measurement;
     the TLS fan-out exactly once. Writes nothing (the committed results stay as they are)."""
     import json
