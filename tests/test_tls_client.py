@@ -5,6 +5,7 @@ Real servers with certificates from `trustme`; the client's own trust logic (cli
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import queue
@@ -221,3 +222,16 @@ def test_a_certificate_changed_while_reconnecting_stops_the_client_loudly(tmp_pa
     finally:
         connection.close()
         second.stop()
+
+
+def test_host_port_forms() -> None:
+    from client.__main__ import _split_host
+
+    assert _split_host("chat.example.org") == ("chat.example.org", None)
+    assert _split_host("chat.example.org:8889") == ("chat.example.org", 8889)
+    assert _split_host("192.168.1.10:8889") == ("192.168.1.10", 8889)
+    assert _split_host("[::1]:8889") == ("::1", 8889)
+    assert _split_host("[::1]") == ("::1", None)
+    assert _split_host("::1") == ("::1", None)  # a bare IPv6 address has no port
+    with pytest.raises(argparse.ArgumentTypeError):
+        _split_host("host:http")
