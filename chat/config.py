@@ -67,6 +67,13 @@ class ServerConfig:
     irc_ping_s: float = 90.0
     irc_timeout_s: float = 150.0
     server_name: str = "threadroom"
+    # TLS (docs/tls.md): the certificate chain and key files (PEM), and the ports that speak
+    # TLS; tls_only: the plaintext ports (port, irc_port) are not opened at all.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_port: int | None = None
+    irc_tls_port: int | None = None
+    tls_only: bool = False
     # -- history (#11, docs/history.md) --
     # Where messages and rooms are kept: a SQLite file, ":memory:", or None: no history. None
     # by default here, so tests and embedders never write to the user's state directory;
