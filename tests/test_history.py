@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,37 @@ def test_the_store_answers_with_what_is_not_written_yet_and_keeps_it_across_rest
         assert again.latest(["#a", "#none"], 2) == {"#a": [_msg(99), _msg(100)]}
     finally:
         again.stop(2.0)
+
+
+def test_an_event_committed_while_a_reader_reads_is_not_lost(tmp_path):
+    """The interleaving that lost a message once: the reader reads the file, the writer
+    commits and forgets the event, the reader looks at the queue. Forced with events."""
+    path = tmp_path / "race.sqlite3"
+    queried = threading.Event()
+
+    class PausingStore(SqliteStore):
+        def _query(self, db: Any, query: HistoryQuery, limit: int) -> list[Any]:
+            rows = super()._query(db, query, limit)  # the file, before the commit
+            queried.set()
+            wait_until(lambda: self.stats().written == 1)  # committed and forgotten meanwhile
+            return rows
+
+    store = PausingStore(str(path))
+    store.start()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the writer waits (for at most START_BUSY_S)
+    answers: list[list[Any]] = []
+    try:
+        store.offer_event(_msg(1))
+        reader = threading.Thread(target=lambda: answers.append(store.history(HistoryQuery("#a"))))
+        reader.start()
+        assert queried.wait(5)
+        blocker.execute("COMMIT")  # the writer commits now, while the reader is between reads
+        reader.join(10)
+    finally:
+        blocker.close()
+        store.stop(1.0)
+    assert [_ids(answer) for answer in answers] == [[1]]
 
 
 def test_a_version_1_file_is_migrated(tmp_path):

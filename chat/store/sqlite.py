@@ -170,9 +170,10 @@ class SqliteStore:
     `_queued` (their count), the counters and `_stopping`. `offer_event` and `offer_room` run
     under the hub lock and only append under `_lock`; `_wake` (a Condition on `_lock`) wakes
     the writer. The writer thread alone uses the writer connection; readers take a connection
-    from `_readers` (a pool of at most READERS, each used by one thread at a time), read the
-    database first and `_unwritten` second (a batch committed in between is found in the file,
-    and duplicates by id count once), and never take `_lock` while reading the file. Lock
+    from `_readers` (a pool of at most READERS, each used by one thread at a time), copy their
+    conversation's `_unwritten` events first and read the file second (an event committed and
+    forgotten in between is then in the file; duplicates by id count once), and never hold
+    `_lock` while reading the file. Lock
     order: hub lock -> `_lock`; nothing else is nested.
     """
 
@@ -381,11 +382,16 @@ class SqliteStore:
         limit = max(0, min(query.limit, MAX_HISTORY_LIMIT))
         if limit == 0:
             return []
+        # The unwritten events first, then the file: an event the writer commits and forgets
+        # in between is in the file by the time it is read. (The other order loses it: read
+        # the file, the writer commits and forgets, read the queue: in neither.)
+        with self._lock:
+            pending = list(self._unwritten.get(query.target, ()))
         try:
             db = self._take_reader()
         except (queue.Empty, sqlite3.Error) as error:  # every reader busy for 30 s, or no file
             log.warning("history: no reader for %s: %r", self.description, error)
-            return []
+            return select(pending, query)
         try:
             rows = self._query(db, query, limit)
         except sqlite3.Error as error:
@@ -393,8 +399,6 @@ class SqliteStore:
             rows = []
         finally:
             self._readers.put(db)
-        with self._lock:  # after the file: what was committed meanwhile is in `rows`
-            pending = list(self._unwritten.get(query.target, ()))
         return select([*rows, *pending], query)
 
     def _take_reader(self) -> sqlite3.Connection:
