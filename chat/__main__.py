@@ -69,6 +69,13 @@ def _seconds_or_off(text: str) -> float | None:
     return value or None
 
 
+def _days_or_off(text: str) -> float | None:
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or more days, not {text}")
+    return value or None
+
+
 def _rate(text: str) -> float:
     value = _number(text, float)
     if value < 0:
@@ -260,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     history.add_argument(
         "--history-days",
-        type=_seconds_or_off,
+        type=_days_or_off,
         default=None,
         metavar="DAYS",
         help="delete messages older than this many days (0: keep them)",
