@@ -30,6 +30,10 @@ def _start(path: Path) -> tuple[subprocess.Popen[str], int]:
             "0",
             "--flood-rate",
             "0",
+            # The whole run (~1 MB of JSON) fits the watcher's queue: on a busy machine the
+            # watcher reads slower than the talker floods, and must not be dropped for it.
+            "--sendq-bytes",
+            str(4 * 1024 * 1024),
             "--history-db",
             str(path),
         ],
