@@ -25,6 +25,7 @@ from chat import events as ev
 from chat.outbox import Output
 from chat.protocol import EndlessLine, LineDecoder
 from chat.sender import Sender
+from chat.waker import Waker, new_park
 from chat.wire import EncodeCache
 
 if TYPE_CHECKING:
@@ -73,12 +74,15 @@ class Connection:
         "_lock",
         "_on_exit",
         "_output",
+        "_park",
         "_reading",
         "_reason",
         "_register_deadline",
         "_sender",
         "_sock",
         "_sock_closed",
+        "_sock_cut",
+        "_waker",
         "crashes",
     )
 
@@ -91,6 +95,7 @@ class Connection:
         output: Output,
         register_timeout_s: float | None,
         on_exit: Callable[[Connection], None],
+        waker: Waker | None = None,
     ) -> None:
         sock.setblocking(False)
         self._address = address
@@ -106,12 +111,17 @@ class Connection:
         self._reason: str | None = None
         self._lock = threading.Lock()
         self._sock_closed = False
+        self._sock_cut = False  # shut down both ways (written under _lock)
         self._reading = True  # the reader is in its loop (may be waiting for input)
         self._gone = False
         self._gone_event: threading.Event | None = None
         # Unexpected exceptions this connection's reader survived (a bug, or the unsafe demo);
         # read by the server's audit after the reader has ended.
         self.crashes: list[str] = []
+        # The server's Waker (chat/waker.py): the reader sleeps on `_park` until it has input,
+        # and runs only while it holds one of the waker's run slots. None: it polls by itself.
+        self._waker = waker
+        self._park = new_park() if waker is not None else None
 
     def attach(self, dialect: Dialect) -> None:
         """Gives the connection its dialect; once, before `serve()`."""
@@ -148,9 +158,9 @@ class Connection:
                 return
             if not self._output.offer(piece):
                 self.flush()
-                if not (
-                    self._output.wait_room(len(piece), REPLY_WAIT_S) and self._output.offer(piece)
-                ):
+                with self._outside():  # waits for this client only: let the others run
+                    room = self._output.wait_room(len(piece), REPLY_WAIT_S)
+                if not (room and self._output.offer(piece)):
                     self.drop(ev.LeaveReason.SENDQ_EXCEEDED)
                     return
         self.flush()
@@ -250,7 +260,8 @@ class Connection:
             if self._gone_event is None:
                 self._gone_event = threading.Event()
             event = self._gone_event
-        return event.wait(timeout)
+        with self._outside():  # (called by another reader: it waits for this one to leave)
+            return event.wait(timeout)
 
     # -- doors for the sender thread -----------------------------------------------------------
 
@@ -292,6 +303,10 @@ class Connection:
         dialect, decoder = self._dialect, self._decoder
         assert dialect is not None, "attach() a dialect first"
         assert decoder is not None
+        with self._slot():
+            self._serve(dialect, decoder)
+
+    def _serve(self, dialect: Dialect, decoder: LineDecoder) -> None:
         try:
             if not self.ending:
                 dialect.greet()
@@ -335,7 +350,7 @@ class Connection:
             return self._sock.recv(RECV_BYTES)
         except BlockingIOError:
             pass
-        if _readable(self._sock, wait) or registering:
+        if self._wait_readable(wait) or registering:
             return None  # input (or EOF) to read; or the deadline, checked at the top
         if dialect.on_silence():
             return None
@@ -354,10 +369,14 @@ class Connection:
         if event is not None:
             event.set()
         self._output.close()
-        self.flush()
-        if self._output.wait_drained(FLUSH_TIMEOUT_S):
-            self._cut(both=False)  # a FIN after the last line: the client reads every line
-            self._drain_input()
+        if not self._output.drained:
+            self.flush()
+            with self._outside():
+                self._output.wait_drained(FLUSH_TIMEOUT_S)
+        if self._output.drained:
+            if not self._sock_cut:  # (else the sender cut it both ways: nothing to wait for)
+                self._cut(both=False)  # a FIN after the last line: the client reads every line
+                self._drain_input()
         else:  # the client is not reading: stop waiting for it
             self._output.discard()
             self._cut()
@@ -374,13 +393,31 @@ class Connection:
         deadline = time.monotonic() + LINGER_S
         drained = 0
         with contextlib.suppress(OSError):
-            while drained < LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
-                if not _readable(self._sock, left):
-                    return
-                data = self._sock.recv(RECV_BYTES)
+            while drained < LINGER_BYTES:
+                try:  # first look without waiting: usually the client has hung up already
+                    data = self._sock.recv(RECV_BYTES)
+                except BlockingIOError:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._wait_readable(left):
+                        return
+                    continue
                 if not data:
                     return
                 drained += len(data)
+
+    # -- waiting: through the server's Waker, or alone ----------------------------------------
+
+    def _wait_readable(self, timeout: float | None) -> bool:
+        """The reader sleeps until its socket has input (or EOF), at most `timeout` s."""
+        if self._waker is None or self._park is None:
+            return _readable(self._sock, timeout)
+        return self._waker.wait_readable(self._sock.fileno(), self._park, timeout)
+
+    def _slot(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext() if self._waker is None else self._waker.slot()
+
+    def _outside(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext() if self._waker is None else self._waker.outside()
 
     def _cut(self, both: bool = True) -> None:
         """Shuts the socket down both ways, which wakes a reader waiting for input; with
@@ -388,6 +425,7 @@ class Connection:
         with self._lock:
             if self._sock_closed:
                 return
+            self._sock_cut = self._sock_cut or both
             with contextlib.suppress(OSError):  # already disconnected
                 self._sock.shutdown(socket.SHUT_RDWR if both else socket.SHUT_WR)
 

@@ -34,6 +34,7 @@ from chat.hub import Hub
 from chat.outbox import Outbox, Output
 from chat.runner import Runner, ThreadPerConnection
 from chat.sender import Sender
+from chat.waker import Waker
 
 log = logging.getLogger("chat.server")
 
@@ -43,7 +44,6 @@ log = logging.getLogger("chat.server")
 # not one per client. The README promises an exit within 2 s of Ctrl-C.
 GOODBYE_S = 0.5
 SHUTDOWN_FLUSH_S = 1.0
-GOODBYE_POLL_S = 0.01
 SERVER_FULL = "server full, try again later"
 TOO_MANY = "too many connections from your address"
 # Connections the kernel completes before the accept thread takes them. A burst of clients
@@ -113,6 +113,7 @@ class ChatServer:
         self._listeners: list[tuple[socket.socket, DialectClass]] = []
         self._accept_thread: threading.Thread | None = None
         self._sender = Sender()
+        self._waker = Waker()  # readers sleep here until they have input (chat/waker.py)
         self._wake_r = self._wake_w = -1  # a pipe that wakes the accept loop for stop()
         self._stopping = threading.Event()
         self._stop_lock = threading.Lock()
@@ -138,6 +139,7 @@ class ChatServer:
                 raise ListenError(option, config.host, port, error) from error
         self._wake_r, self._wake_w = os.pipe()
         self._sender.start()
+        self._waker.start()
         self._accept_thread = threading.Thread(target=self._accept_loop, name="accept")
         self._accept_thread.start()
         log.info("listening on %s:%d", *self.address)
@@ -185,23 +187,23 @@ class ChatServer:
         with self._lock:
             connections = list(self._connections)
         log.info("shutting down, %d client(s) connected", len(connections))
-        for connection in connections:
-            connection.say_goodbye()
-        pending = connections
-        while pending and time.monotonic() < start + GOODBYE_S:
-            pending = [c for c in pending if c.unsent]
-            if pending:  # the sender is at work; a client that does not read waits no more
-                time.sleep(GOODBYE_POLL_S)  # polled: no event says "all sent"
-        log.info(
-            "goodbyes sent to %d of %d client(s) in %.2f s",
-            len(connections) - len(pending),
-            len(connections),
-            time.monotonic() - start,
-        )
+        # No reader runs while every connection is told (the readers that this wakes would
+        # compete with this thread and the sender for the interpreter, a few at a time).
+        with self._waker.every_slot():
+            for connection in connections:
+                connection.say_goodbye()
+            if connections:  # the sender says when it has been through them all (no polling)
+                self._sender.wait_idle(max(0.0, start + GOODBYE_S - time.monotonic()))
+            log.info(
+                "goodbyes sent to %d of %d client(s) in %.2f s",
+                sum(1 for c in connections if not c.unsent),
+                len(connections),
+                time.monotonic() - start,
+            )
+            for connection in connections:
+                connection.shut_down()
         # Goodbyes first, then wait for the accept thread: a runner may be serving a client in
         # it (the classroom's one-at-a-time mode) until that client is told to go.
-        for connection in connections:
-            connection.shut_down()
         self._accept_thread.join()
         deadline = start + SHUTDOWN_FLUSH_S
         with self._lock:
@@ -214,6 +216,7 @@ class ChatServer:
             connection.drop("server shutting down")
         self._runner.close()
         self._reap()
+        self._waker.stop()  # no reader sleeps any more
         self._sender.stop()  # every connection has retired: the sender closes their sockets
         os.close(self._wake_r)
         os.close(self._wake_w)
@@ -296,6 +299,7 @@ class ChatServer:
                 output=self._output(sock, config),
                 register_timeout_s=config.register_timeout_s,
                 on_exit=self._on_connection_exit,
+                waker=self._waker,
             )
             connection.attach(dialect(connection, self.hub, config))
             self._connections.add(connection)
@@ -319,7 +323,8 @@ class ChatServer:
             if self._per_address[ip] <= 0:
                 del self._per_address[ip]
             self._finished.append(connection)
-            self._all_gone.notify_all()
+            if not self._connections:  # (not one wake-up of stop() per client)
+                self._all_gone.notify_all()
 
     def _reap(self) -> None:
         """Joins the threads of connections that have ended, so none is ever left behind."""
