@@ -303,8 +303,14 @@ class Connection:
         dialect, decoder = self._dialect, self._decoder
         assert dialect is not None, "attach() a dialect first"
         assert decoder is not None
-        with self._slot():
+        # (no context manager: a generator object per sleeping reader is memory, issue #14)
+        if self._waker is not None:
+            self._waker.take_slot(self._sock.fileno())
+        try:
             self._serve(dialect, decoder)
+        finally:
+            if self._waker is not None:
+                self._waker.give_slot()
 
     def _serve(self, dialect: Dialect, decoder: LineDecoder) -> None:
         try:
@@ -346,15 +352,23 @@ class Connection:
                 raise TimeoutError("registration timed out")
         else:
             wait = dialect.silence_limit()
-        try:
-            return self._sock.recv(RECV_BYTES)
-        except BlockingIOError:
-            pass
+        data = self._try_recv()
+        if data is not None:
+            return data
         if self._wait_readable(wait) or registering:
             return None  # input (or EOF) to read; or the deadline, checked at the top
         if dialect.on_silence():
             return None
         raise TimeoutError("timed out")
+
+    def _try_recv(self) -> bytes | None:
+        """What the socket has now (b"" at EOF), or None if nothing yet. A method of its own so
+        that the BlockingIOError's traceback, and the frame object it makes, dies here instead
+        of staying alive with the caller's frame while the reader sleeps (memory, issue #14)."""
+        try:
+            return self._sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            return None
 
     def _finish(self, dialect: Dialect) -> None:
         self._reading = False  # read by the sender: the reader no longer waits for input
@@ -412,9 +426,6 @@ class Connection:
         if self._waker is None or self._park is None:
             return _readable(self._sock, timeout)
         return self._waker.wait_readable(self._sock.fileno(), self._park, timeout)
-
-    def _slot(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext() if self._waker is None else self._waker.slot()
 
     def _outside(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext() if self._waker is None else self._waker.outside()

@@ -41,7 +41,7 @@ RUN_SLOTS = 8
 class Waker:
     """The waker thread, its epoll, and the run slots.
 
-    A reader holds a run slot while it runs: `slot()` around the reader's whole life, and
+    A reader holds a run slot while it runs: `take_slot()` ... `give_slot()` around its life,
     `outside()` around any wait that could be long (for its client to read, for another
     reader), so that a sleeping reader never holds one. `wait_readable()` gives the slot back
     while asleep and returns holding one.
@@ -86,14 +86,16 @@ class Waker:
 
     # -- for reader threads --------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def slot(self) -> Iterator[None]:
-        """Holds a run slot (waits for one without asking for the interpreter)."""
+    def take_slot(self, fd: int) -> None:
+        """A reader starts: waits for a run slot (without asking for the interpreter), and
+        registers its socket `fd` (disarmed until its first `wait_readable`)."""
         self._slots.get()
-        try:
-            yield
-        finally:
-            self._slots.put(None)
+        if self._epoll is not None:
+            self._epoll.register(fd, select.EPOLLONESHOT)
+
+    def give_slot(self) -> None:
+        """A reader ends (its socket is closed by the sender, which takes it out of epoll)."""
+        self._slots.put(None)
 
     @contextlib.contextmanager
     def every_slot(self) -> Iterator[None]:
@@ -129,11 +131,9 @@ class Waker:
                 return _poll_readable(fd, timeout)
         with self._lock:
             self._sleeping[fd] = park
-        mask = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLONESHOT
-        try:
-            self._epoll.modify(fd, mask)
-        except FileNotFoundError:  # the first wait on this socket
-            self._epoll.register(fd, mask)
+        # (registered by take_slot(), so no exception: its traceback would keep a frame object
+        # alive, per sleeping reader, for as long as it sleeps)
+        self._epoll.modify(fd, select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLONESHOT)
         self._slots.put(None)
         if park.acquire(True, -1 if timeout is None else max(0.0, timeout)):
             return True  # the waker took a slot for us
