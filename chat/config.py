@@ -57,6 +57,13 @@ class ServerConfig:
     irc_ping_s: float = 90.0
     irc_timeout_s: float = 150.0
     server_name: str = "threadroom"
+    # TLS (docs/tls.md): the certificate chain and key files (PEM), and the ports that speak
+    # TLS; tls_only: the plaintext ports (port, irc_port) are not opened at all.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_port: int | None = None
+    irc_tls_port: int | None = None
+    tls_only: bool = False
 
     def __post_init__(self) -> None:
         # 0 means "no limit", as on the command line (a socket timeout of 0 would mean
