@@ -155,6 +155,7 @@ def shutdown(count: int, hangup: bool, keep_log: str = "") -> dict[str, float]:
     try:
         crowd.join(count)
         cpu0 = server.cpu_s()
+        reaped = resource.getrusage(resource.RUSAGE_CHILDREN)  # servers before this one
         t0 = time.monotonic()
         if hangup:
             crowd.hang_up()
@@ -164,8 +165,9 @@ def shutdown(count: int, hangup: bool, keep_log: str = "") -> dict[str, float]:
         goodbye_s = time.monotonic() - t0
         server.proc.wait(PHASE_TIMEOUT_S)
         exit_s = time.monotonic() - t0
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the server, now reaped
-        shutdown_cpu = usage.ru_utime + usage.ru_stime - cpu0
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # this server too, now reaped
+        total = usage.ru_utime + usage.ru_stime - reaped.ru_utime - reaped.ru_stime
+        shutdown_cpu = total - cpu0
         if keep_log:
             Path(keep_log).write_text(Path(server.log.name).read_text())
         return {
