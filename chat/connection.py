@@ -59,10 +59,11 @@ class Connection:
     reason recorded wins, and a `shutdown()` never races with the sender's final `close()` of the
     socket: `_lock` (a leaf lock, held for one assignment or one non-blocking system call)
     guards the reason, the closed flag and the "gone" state. The socket is non-blocking: the
-    reader waits for input in poll(); the sender thread alone sends (`send_queued()`) and
-    closes it. The decoder and the dialect's state belong to the reader thread (the dialect's
-    `encode()` excepted, see chat/dialects). `_reading` goes from True to False once, written by
-    the reader, read by the sender; it is set to False before the output closes. `_gone` becomes
+    reader waits for input through the Waker (chat/waker.py); the sender thread alone sends
+    (`send_queued()`) and closes it. The decoder and the dialect's state belong to the reader
+    thread (the dialect's `encode()` excepted, see chat/dialects). `_reading` goes from True to
+    False once, written by the reader, read by the sender; it is set to False before the
+    output closes. `_gone` becomes
     True once the reader has left the hub (an Event is made only for someone who waits).
     Over TLS, `_tls` (chat/tls.py, its own leaf lock) is fed by the reader and sealed and
     drained by the sender, so no OpenSSL object is ever used by two threads at once;
