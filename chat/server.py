@@ -35,6 +35,7 @@ from chat.hub import Hub
 from chat.outbox import Outbox, Output
 from chat.runner import Runner, ThreadPerConnection
 from chat.sender import Sender
+from chat.store import HistoryStore
 from chat.waker import Waker
 
 if TYPE_CHECKING:
@@ -48,6 +49,9 @@ log = logging.getLogger("chat.server")
 # not one per client. The README promises an exit within 2 s of Ctrl-C.
 GOODBYE_S = 0.5
 SHUTDOWN_FLUSH_S = 1.0
+# History (#11): the writer flushes what is queued until this long after stop() began, so the
+# whole stop stays inside the 2 s promised (it usually needs a few milliseconds).
+HISTORY_FLUSH_UNTIL_S = 1.8
 SERVER_FULL = "server full, try again later"
 TOO_MANY = "too many connections from your address"
 # Connections the kernel completes before the accept thread takes them. A burst of clients
@@ -95,10 +99,21 @@ class ChatServer:
         runner: Runner | None = None,
         output: OutputFactory = queued_output,
         audit: Audit | None = None,
+        store: HistoryStore | None = None,
     ) -> None:
         # hub, runner, output and audit are the parts the classroom (chat/classroom.py) and
         # tests swap; a server for real users takes the defaults.
         self.config = config = config or ServerConfig()
+        # -- history (#11): a store from config.history_db unless one is given --
+        if store is None and hub is None and config.history_db is not None:
+            from chat.store.sqlite import SqliteStore  # not imported when history is off
+
+            store = SqliteStore(
+                config.history_db,
+                retention_days=config.history_days,
+                max_per_target=config.history_max,
+            )
+        self.store = store if hub is None else hub.store
         # (`is None`, not `or`: an empty Hub has len() 0 and is falsy.)
         if hub is None:
             hub = Hub(
@@ -106,6 +121,10 @@ class ChatServer:
                 rooms_per_user=config.rooms_per_user,
                 max_rooms=config.max_rooms,
                 quiet_room_size=config.quiet_room_size,
+                store=store,
+                replay=config.history_replay,
+                replay_bytes=max(1024, config.sendq_bytes // 4),
+                store_private=config.history_private,
             )
         self.hub = hub
         self.audit = Audit() if audit is None else audit
@@ -155,6 +174,7 @@ class ChatServer:
             self._bound[option] = listener
             if option in ("--tls-port", "--irc-tls-port"):
                 self._tls_listeners.add(listener)
+        self._start_history()
         self._wake_r, self._wake_w = os.pipe()
         self._sender.start()
         self._waker.start()
@@ -168,7 +188,30 @@ class ChatServer:
         ):
             if option in self._bound:
                 log.info("%s %s:%d", what, *self._address_of(option))
+        if self.store is not None:  # history (#11): where it is kept, said at every start
+            log.info(
+                "history: %s (replay %d, private messages %s)",
+                self.store.description,
+                config.history_replay,
+                "stored" if config.history_private else "not stored",
+            )
         return self
+
+    def _start_history(self) -> None:
+        """Opens the store and restores the hub from it, before any client is accepted;
+        raises StoreError (the listeners closed) if the file cannot be used (#11)."""
+        if self.store is None:
+            return
+        try:
+            self.store.start()
+        except BaseException:
+            for listener, _ in self._listeners:
+                listener.close()
+            self._listeners.clear()
+            self._bound.clear()
+            self._tls_listeners.clear()
+            raise
+        self.hub.restore_history()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -288,6 +331,8 @@ class ChatServer:
         self._runner.close()
         self._reap()
         self._waker.stop()  # no reader sleeps any more
+        if self.store is not None:  # every reader is gone: nothing more is offered (#11)
+            self.store.stop(max(0.1, start + HISTORY_FLUSH_UNTIL_S - time.monotonic()))
         self._sender.stop()  # every connection has retired: the sender closes their sockets
         os.close(self._wake_r)
         os.close(self._wake_w)

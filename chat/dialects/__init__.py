@@ -18,6 +18,7 @@ from chat.hub import (
     BadRoomKey,
     BadRoomName,
     ChatError,
+    HistoryOff,
     Hub,
     Member,
     NickTaken,
@@ -214,4 +215,7 @@ def sentence(error: ChatError) -> ProtocolError:
             )
         case BadKey(problem=problem):
             return ProtocolError("bad_key", problem)
+        case HistoryOff():  # history (#11)
+            what = "private messages" if error.name else "history"
+            return ProtocolError("history_off", f"this server keeps no {what}")
     return ProtocolError("bad_request", str(error))
