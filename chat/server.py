@@ -36,6 +36,7 @@ from chat.outbox import Outbox, Output
 from chat.runner import Runner, ThreadPerConnection
 from chat.sender import Sender
 from chat.store import HistoryStore
+from chat.waker import Waker
 
 if TYPE_CHECKING:
     from chat.tls import ServerTls
@@ -51,7 +52,6 @@ SHUTDOWN_FLUSH_S = 1.0
 # History (#11): the writer flushes what is queued until this long after stop() began, so the
 # whole stop stays inside the 2 s promised (it usually needs a few milliseconds).
 HISTORY_FLUSH_UNTIL_S = 1.8
-GOODBYE_POLL_S = 0.01
 SERVER_FULL = "server full, try again later"
 TOO_MANY = "too many connections from your address"
 # Connections the kernel completes before the accept thread takes them. A burst of clients
@@ -138,6 +138,7 @@ class ChatServer:
         self._listeners: list[tuple[socket.socket, DialectClass]] = []
         self._accept_thread: threading.Thread | None = None
         self._sender = Sender()
+        self._waker = Waker()  # readers sleep here until they have input (chat/waker.py)
         self._wake_r = self._wake_w = -1  # a pipe that wakes the accept loop for stop()
         self._stopping = threading.Event()
         self._stop_lock = threading.Lock()
@@ -176,6 +177,7 @@ class ChatServer:
         self._start_history()
         self._wake_r, self._wake_w = os.pipe()
         self._sender.start()
+        self._waker.start()
         self._accept_thread = threading.Thread(target=self._accept_loop, name="accept")
         self._accept_thread.start()
         for option, what in (
@@ -299,23 +301,23 @@ class ChatServer:
         with self._lock:
             connections = list(self._connections)
         log.info("shutting down, %d client(s) connected", len(connections))
-        for connection in connections:
-            connection.say_goodbye()
-        pending = connections
-        while pending and time.monotonic() < start + GOODBYE_S:
-            pending = [c for c in pending if c.unsent]
-            if pending:  # the sender is at work; a client that does not read waits no more
-                time.sleep(GOODBYE_POLL_S)  # polled: no event says "all sent"
-        log.info(
-            "goodbyes sent to %d of %d client(s) in %.2f s",
-            len(connections) - len(pending),
-            len(connections),
-            time.monotonic() - start,
-        )
+        # No reader runs while every connection is told (the readers that this wakes would
+        # compete with this thread and the sender for the interpreter, a few at a time).
+        with self._waker.every_slot():
+            for connection in connections:
+                connection.say_goodbye()
+            if connections:  # the sender says when it has been through them all (no polling)
+                self._sender.wait_idle(max(0.0, start + GOODBYE_S - time.monotonic()))
+            log.info(
+                "goodbyes sent to %d of %d client(s) in %.2f s",
+                sum(1 for c in connections if not c.unsent),
+                len(connections),
+                time.monotonic() - start,
+            )
+            for connection in connections:
+                connection.shut_down()
         # Goodbyes first, then wait for the accept thread: a runner may be serving a client in
         # it (the classroom's one-at-a-time mode) until that client is told to go.
-        for connection in connections:
-            connection.shut_down()
         self._accept_thread.join()
         deadline = start + SHUTDOWN_FLUSH_S
         with self._lock:
@@ -328,6 +330,7 @@ class ChatServer:
             connection.drop("server shutting down")
         self._runner.close()
         self._reap()
+        self._waker.stop()  # no reader sleeps any more
         if self.store is not None:  # every reader is gone: nothing more is offered (#11)
             self.store.stop(max(0.1, start + HISTORY_FLUSH_UNTIL_S - time.monotonic()))
         self._sender.stop()  # every connection has retired: the sender closes their sockets
@@ -419,6 +422,7 @@ class ChatServer:
                 register_timeout_s=config.register_timeout_s,
                 on_exit=self._on_connection_exit,
                 tls=self.tls.session(config.register_timeout_s) if tls and self.tls else None,
+                waker=self._waker,
             )
             connection.attach(dialect(connection, self.hub, config))
             self._connections.add(connection)
@@ -442,7 +446,8 @@ class ChatServer:
             if self._per_address[ip] <= 0:
                 del self._per_address[ip]
             self._finished.append(connection)
-            self._all_gone.notify_all()
+            if not self._connections:  # (not one wake-up of stop() per client)
+                self._all_gone.notify_all()
 
     def _reap(self) -> None:
         """Joins the threads of connections that have ended, so none is ever left behind."""
