@@ -14,6 +14,7 @@ import threading
 from collections.abc import Sequence
 
 from chat.config import ServerConfig
+from chat.hub import LinkError
 from chat.protocol import room_error
 from chat.server import ChatServer, ListenError
 
@@ -212,6 +213,23 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log detail",
     )
+    # -- cluster (#12, docs/cluster.md) --
+    parser.add_argument(
+        "--cluster",
+        metavar="URL",
+        default=os.environ.get("CHAT_CLUSTER_URL") or None,
+        help="join the chat of every server on this Redis/Valkey: redis://[:PASSWORD@]HOST:PORT/DB "
+        "(rediss:// for TLS); default $CHAT_CLUSTER_URL (keeps a password off the command line)",
+    )
+    parser.add_argument(
+        "--cluster-heartbeat",
+        type=float,
+        default=defaults.cluster_heartbeat_s,
+        metavar="S",
+        help="with --cluster: refresh this server's liveness key every S seconds; a server "
+        "silent for about 4.5 S is gone and its users leave",
+    )
+    # -- end of cluster (#12) --
     demos = parser.add_argument_group("classroom demos (docs/classroom.md), never for real users")
     demos.add_argument(
         "--unsafe-registry",
@@ -296,12 +314,20 @@ def _serve(args: argparse.Namespace) -> int:
         idle_timeout_s=args.idle_timeout,
         password=args.password,
         server_name=args.server_name,
+        cluster_url=args.cluster,  # cluster (#12)
+        cluster_heartbeat_s=args.cluster_heartbeat,
     )
     demo_flags = (args.unsafe_registry, args.lock_while_sending, args.one_at_a_time)
     if any(demo_flags) or args.pool is not None:
         server = _classroom_server(config, args)
     else:
-        server = ChatServer(config)
+        try:
+            server = ChatServer(config)
+        except ModuleNotFoundError as error:  # cluster (#12): --cluster without the extra
+            sys.stderr.write(
+                f"chat-server: --cluster needs {error.name}: pip install 'threadroom[cluster]'\n"
+            )
+            return EXIT_USAGE
     # `kill -USR1 PID` prints every thread's stack: look inside a server that seems stuck.
     if hasattr(signal, "SIGUSR1"):
         faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
@@ -321,6 +347,11 @@ def _serve(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sys.stderr.write(f"chat-server: {error.message}\n")
+        return EXIT_USAGE
+    except LinkError as error:  # cluster (#12): bad URL, wrong password, Redis not there
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sys.stderr.write(f"chat-server: {error}\n")
         return EXIT_USAGE
     if hasattr(signal, "SIGUSR1"):
         logging.getLogger("chat").info(

@@ -10,7 +10,7 @@ next to it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chat.hub import (
     DEFAULT_MAX_ROOMS,
@@ -57,6 +57,14 @@ class ServerConfig:
     irc_ping_s: float = 90.0
     irc_timeout_s: float = 150.0
     server_name: str = "threadroom"
+    # -- cluster (#12, chat/cluster, docs/cluster.md) --
+    # redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for TLS): several servers form one chat.
+    # None: this process alone (chat/cluster and redis are never imported). Not in repr():
+    # it may hold a password, and configs get logged.
+    cluster_url: str | None = field(default=None, repr=False)
+    # A node refreshes its liveness key this often; one silent for ~4.5 of them is gone.
+    cluster_heartbeat_s: float = 2.0
+    # -- end of cluster (#12) --
 
     def __post_init__(self) -> None:
         # 0 means "no limit", as on the command line (a socket timeout of 0 would mean

@@ -94,6 +94,17 @@ class ChatServer:
         # tests swap; a server for real users takes the defaults.
         self.config = config = config or ServerConfig()
         # (`is None`, not `or`: an empty Hub has len() 0 and is falsy.)
+        if hub is None and config.cluster_url:  # cluster (#12): imported only when asked for
+            from chat.cluster import ClusterHub
+
+            hub = ClusterHub(
+                config.cluster_url,
+                config.room,
+                heartbeat_s=config.cluster_heartbeat_s,
+                rooms_per_user=config.rooms_per_user,
+                max_rooms=config.max_rooms,
+                quiet_room_size=config.quiet_room_size,
+            )
         if hub is None:
             hub = Hub(
                 config.room,
@@ -128,6 +139,7 @@ class ChatServer:
         wanted: list[tuple[str, int, DialectClass]] = [("--port", config.port, TextJsonDialect)]
         if config.irc_port is not None:
             wanted.append(("--irc-port", config.irc_port, IrcDialect))
+        self.hub.open()  # a cluster's hub links to Redis first (LinkError); a plain one: no-op
         for option, port, dialect in wanted:
             try:
                 self._listeners.append((_listen(config.host, port), dialect))
@@ -135,6 +147,7 @@ class ChatServer:
                 for listener, _ in self._listeners:
                     listener.close()
                 self._listeners.clear()
+                self.hub.close()
                 raise ListenError(option, config.host, port, error) from error
         self._wake_r, self._wake_w = os.pipe()
         self._sender.start()
@@ -214,6 +227,7 @@ class ChatServer:
             connection.drop("server shutting down")
         self._runner.close()
         self._reap()
+        self.hub.close()  # every reader has left the hub: a cluster's link threads end now
         self._sender.stop()  # every connection has retired: the sender closes their sockets
         os.close(self._wake_r)
         os.close(self._wake_w)

@@ -27,6 +27,7 @@ from chat.hub import (
     NotInRoom,
     NotOperator,
     TooManyRooms,
+    Unavailable,
     UserNotInRoom,
 )
 from chat.protocol import Line, ProtocolError, room_error
@@ -214,4 +215,6 @@ def sentence(error: ChatError) -> ProtocolError:
             )
         case BadKey(problem=problem):
             return ProtocolError("bad_key", problem)
+        case Unavailable(problem=problem):  # cluster (#12): the link to Redis is down
+            return ProtocolError("unavailable", problem)
     return ProtocolError("bad_request", str(error))

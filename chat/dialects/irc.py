@@ -27,6 +27,7 @@ from chat.hub import (
     NotInRoom,
     NotOperator,
     TooManyRooms,
+    Unavailable,
     UserNotInRoom,
 )
 from chat.protocol import Line, clean_text, nick_error, nick_key, room_error, room_key
@@ -622,5 +623,7 @@ class IrcDialect:
                 self._numeric(irc.ERR_TOOMANYCHANNELS, name, "The server has too many channels")
             case BadKey():
                 self._numeric(irc.ERR_INVALIDKEY, name, "Key is not well-formed")
+            case Unavailable(problem=problem):  # cluster (#12): RPL_TRYAGAIN
+                self._numeric(irc.RPL_TRYAGAIN, command, problem)
             case _:
                 log.warning("%s: unexpected %r", self._link.label(), error)
