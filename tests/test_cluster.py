@@ -1,15 +1,28 @@
-"""The cluster (chat/cluster): several servers on one real Valkey are one chat."""
+"""The cluster (chat/cluster): several servers on one real Valkey are one chat.
+
+In-process nodes (two ChatServers on one Valkey) for the chat itself; real `chat-server`
+processes for start-up errors, chat-load over two nodes, and a node killed with SIGKILL.
+"""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.peers import JsonPeer, TextPeer, wait_until
-from tests.valkey import Valkey
+from chat.cluster import redact
+from loadtool import LoadConfig, run_load
+from loadtool.run import _order_disagreements
+from tests.peers import IrcPeer, JsonPeer, TextPeer, wait_until
+from tests.valkey import Node, Valkey, free_port
+
+HEARTBEAT_S = 0.3  # a killed node is gone within ~4.5 heartbeats
 
 
 @pytest.fixture
@@ -20,9 +33,56 @@ def valkey(tmp_path: Path) -> Iterator[Valkey]:
 
 
 @pytest.fixture
-def two_nodes(make_server: Any, valkey: Valkey) -> tuple[Any, Any]:
-    options = {"cluster_url": valkey.url, "cluster_heartbeat_s": 0.3, "flood_rate": 0}
+def two_nodes(valkey: Valkey, make_server: Any) -> tuple[Any, Any]:
+    """Two in-process nodes on one Valkey (valkey first: it is torn down after them)."""
+    options = {
+        "cluster_url": valkey.url,
+        "cluster_heartbeat_s": HEARTBEAT_S,
+        "flood_rate": 0,
+        "irc_port": 0,
+    }
     return make_server(**options), make_server(**options)
+
+
+@pytest.fixture
+def nodes(tmp_path: Path, valkey: Valkey) -> Iterator[list[Node]]:
+    """Real chat-server processes on `valkey`: call `start()` on the list's helper."""
+    started: list[Node] = []
+    yield started
+    for node in started:
+        if node.process.poll() is None:
+            node.stop()
+
+
+# -- pure parts ------------------------------------------------------------------------------
+
+
+def test_credentials_are_redacted_from_urls() -> None:
+    assert redact("redis://:s3cret@db:6379/0") == "redis://:***@db:6379/0"
+    assert redact("rediss://chat:s3cret@db:6380/1") == "rediss://chat:***@db:6380/1"
+    assert redact("redis://db:6379/0") == "redis://db:6379/0"
+
+
+def test_room_order_check_counts_a_receiver_that_disagrees() -> None:
+    from array import array
+
+    # slots 0..3 are four messages; bot 0 and bot 1 saw 0,1,2,3; bot 2 saw 0,2,1,3
+    same = [array("i", [0, 1, 2, 3]), array("i", [0, 1, 2, 3])]
+    assert _order_disagreements([*same, array("i", [0, 1, 2, 3])], 4) == 0
+    assert _order_disagreements([*same, array("i", [0, 2, 1, 3])], 4) == 2  # once per reference
+
+
+def test_the_single_process_default_never_imports_redis() -> None:
+    code = (
+        "import sys, chat.__main__, chat.server, chat.config;"
+        "from chat.server import ChatServer; from chat.config import ServerConfig;"
+        "ChatServer(ServerConfig(port=0));"
+        "assert 'redis' not in sys.modules and 'chat.cluster' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+
+
+# -- one chat over two nodes -----------------------------------------------------------------
 
 
 def test_users_on_two_nodes_talk_in_one_room(two_nodes: tuple[Any, Any]) -> None:
@@ -32,7 +92,72 @@ def test_users_on_two_nodes_talk_in_one_room(two_nodes: tuple[Any, Any]) -> None
     alice.expect("*** bob joined")
     alice.send("hello bob\n")
     assert bob.expect("<alice>") == "<alice> hello bob"
+    bob.send("/msg alice psst\n")
+    assert alice.expect("[private]") == "[private] <bob> psst"
     bob.send("/quit\n")
     alice.expect("*** bob left")
+    alice.close()
+    bob.close()
+
+
+def test_one_nickname_namespace_across_nodes(two_nodes: tuple[Any, Any]) -> None:
+    """Pairs of clients on two nodes ask for one name at the same instant: exactly one wins
+    each time (the stream orders the two claims; every node applies the first)."""
+    a, b = two_nodes
+    for round_ in range(8):
+        nick = f"twin{round_}"
+        barrier = threading.Barrier(2)
+        results: dict[str, str] = {}
+
+        def claim(node: Any, side: str, nick: str = nick, barrier: Any = barrier) -> None:
+            peer = JsonPeer(node.address)
+            barrier.wait(5)
+            peer.send_json({"type": "hello", "version": 1, "nick": nick})
+            event = peer.event()
+            while event["type"] not in ("welcome", "error"):
+                event = peer.event()
+            results[side] = event["type"]
+            barrier.wait(5)  # both answered before either leaves (and frees the name)
+            peer.close()
+
+        threads = [
+            threading.Thread(target=claim, args=(node, side))
+            for node, side in ((a, "a"), (b, "b"))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert sorted(results.values()) == ["error", "welcome"], results
+        wait_until(lambda: not a.hub.nicks() and not b.hub.nicks())
+
+
+def test_rooms_modes_renames_and_kicks_span_nodes(two_nodes: tuple[Any, Any]) -> None:
+    a, b = two_nodes
+    alice = IrcPeer(a.irc_address, "alice")
+    bob = IrcPeer(b.irc_address, "bob")
+    alice.send_line("JOIN #ops")
+    alice.expect_cmd("366")
+    alice.send_line("MODE #ops +k sesame")
+    alice.expect_cmd("MODE")
+    bob.send_line("JOIN #ops")
+    bob.expect_cmd("475")  # the key, checked on bob's node against alice's setting
+    bob.send_line("JOIN #ops sesame")
+    names = bob.expect_cmd("353")
+    assert "@alice" in names.params[-1].split()  # alice's operator status crossed over
+    assert alice.expect_cmd("JOIN").source.startswith("bob!")
+    bob.send_line("NICK alice")
+    bob.expect_cmd("433")  # taken on the other node
+    bob.send_line("NICK robert")
+    assert alice.expect_cmd("NICK").params == ("robert",)
+    alice.send_line("TOPIC #ops :cluster topic")
+    assert bob.expect_cmd("TOPIC").params[-1] == "cluster topic"
+    alice.send_line("KICK #ops robert :test")
+    kick = bob.expect_cmd("KICK")
+    assert kick.params[:2] == ("#ops", "robert")
+    bob.send_line("PRIVMSG #ops :still here?")
+    bob.expect_cmd("404")  # not in the room any more, on its own node too
+    bob.send_line("WHOIS alice")
+    assert bob.expect_cmd("311").params[1] == "alice"
     alice.close()
     bob.close()

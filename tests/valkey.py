@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -125,3 +127,45 @@ class Valkey:
         """Stops and starts it again on the same port: empty (no persistence)."""
         self.stop()
         self.start()
+
+
+class Node:
+    """One real `chat-server --cluster URL` process; its log goes to a file (never a pipe
+    that could fill up and block it)."""
+
+    def __init__(self, workdir: Path, url: str, *args: str, name: str = "node") -> None:
+        self.log_path = workdir / f"{name}-{free_port()}.log"
+        self._log = self.log_path.open("w")
+        env = {**os.environ, "CHAT_CLUSTER_URL": url}  # as a deployment would: off argv
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "chat", "--port", "0", "--flood-rate", "0", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+            env=env,
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while (match := re.search(r"listening on 127\.0\.0\.1:(\d+)", self.log())) is None:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"chat-server did not start:\n{self.log()}")
+            time.sleep(0.02)  # polled: the log file is the only sign
+        self.address = ("127.0.0.1", int(match.group(1)))
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit code (killed if it does not exit in time)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            code = self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait(5)
+        self._log.close()
+        return code
+
+    def kill(self) -> None:
+        self.process.kill()  # SIGKILL: no goodbye, no leave, no cleanup
+        self.process.wait(5)
+        self._log.close()

@@ -241,7 +241,9 @@ class ClusterHub(Hub):
             raise ClusterError(f"bad cluster URL {where}: {error}") from None
         except redis.AuthenticationError as error:
             self._close_clients()
-            raise ClusterError(f"Redis at {where} refused to log us in: {error}") from None
+            raise ClusterError(
+                f"Redis at {where} refused to log us in (wrong or missing password): {error}"
+            ) from None
         except redis.RedisError as error:
             self._close_clients()
             raise ClusterError(f"cannot use Redis at {where}: {error}") from None
