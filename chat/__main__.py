@@ -254,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --lock-while-sending: drop a client whose send blocks this "
         "long (0: wait forever)",
     )
+    demos.add_argument(  # cluster (#12)
+        "--racy-cluster-claims",
+        action="store_true",
+        help="with --cluster: claim nicknames with a separate check, then set, across servers",
+    )
     demos.add_argument(
         "--one-at-a-time", action="store_true", help="serve one client at a time; the others wait"
     )
@@ -316,6 +321,7 @@ def _serve(args: argparse.Namespace) -> int:
         server_name=args.server_name,
         cluster_url=args.cluster,  # cluster (#12)
         cluster_heartbeat_s=args.cluster_heartbeat,
+        cluster_racy_claims=args.racy_cluster_claims,
     )
     demo_flags = (args.unsafe_registry, args.lock_while_sending, args.one_at_a_time)
     if any(demo_flags) or args.pool is not None:

@@ -64,6 +64,8 @@ class ServerConfig:
     cluster_url: str | None = field(default=None, repr=False)
     # A node refreshes its liveness key this often; one silent for ~4.5 of them is gone.
     cluster_heartbeat_s: float = 2.0
+    # The classroom's demo: nicknames claimed with a separate check then set (never for users)
+    cluster_racy_claims: bool = False
     # -- end of cluster (#12) --
 
     def __post_init__(self) -> None:

@@ -101,6 +101,7 @@ class ChatServer:
                 config.cluster_url,
                 config.room,
                 heartbeat_s=config.cluster_heartbeat_s,
+                racy_claims=config.cluster_racy_claims,
                 rooms_per_user=config.rooms_per_user,
                 max_rooms=config.max_rooms,
                 quiet_room_size=config.quiet_room_size,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,7 +108,9 @@ def test_one_nickname_namespace_across_nodes(two_nodes: tuple[Any, Any]) -> None
         barrier = threading.Barrier(2)
         results: dict[str, str] = {}
 
-        def claim(node: Any, side: str, nick: str = nick, barrier: Any = barrier) -> None:
+        def claim(
+            node: Any, side: str, nick: str = nick, barrier: Any = barrier, results: Any = results
+        ) -> None:
             peer = JsonPeer(node.address)
             barrier.wait(5)
             peer.send_json({"type": "hello", "version": 1, "nick": nick})
@@ -121,8 +122,7 @@ def test_one_nickname_namespace_across_nodes(two_nodes: tuple[Any, Any]) -> None
             peer.close()
 
         threads = [
-            threading.Thread(target=claim, args=(node, side))
-            for node, side in ((a, "a"), (b, "b"))
+            threading.Thread(target=claim, args=(node, side)) for node, side in ((a, "a"), (b, "b"))
         ]
         for thread in threads:
             thread.start()
@@ -161,3 +161,106 @@ def test_rooms_modes_renames_and_kicks_span_nodes(two_nodes: tuple[Any, Any]) ->
     assert bob.expect_cmd("311").params[1] == "alice"
     alice.close()
     bob.close()
+
+
+# -- real chat-server processes --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://127.0.0.1:1/0", "bad cluster URL"),
+        ("redis://:wrong-s3cret@127.0.0.1:{port}/0", "refused to log us in"),
+        ("redis://127.0.0.1:{port}/0", "refused to log us in"),  # no password given
+        ("redis://127.0.0.1:{free}/0", "cannot use Redis at"),  # nothing listening there
+    ],
+)
+def test_a_cluster_that_cannot_be_used_is_one_line_and_exit_2(
+    tmp_path: Path, url: str, says: str
+) -> None:
+    guarded = Valkey(tmp_path, password="right-s3cret").start()
+    try:
+        url = url.format(port=guarded.port, free=free_port())
+        done = subprocess.run(
+            [sys.executable, "-m", "chat", "--port", "0", "--cluster", url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        guarded.stop()
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("chat-server: ")
+    assert says in lines[0]
+    assert "s3cret" not in done.stderr  # credentials are never shown
+
+
+def test_chat_load_over_two_node_processes_loses_nothing_in_one_order(
+    tmp_path: Path, valkey: Valkey, nodes: list[Node]
+) -> None:
+    nodes += [Node(tmp_path, valkey.url, name="a"), Node(tmp_path, valkey.url, name="b")]
+    config = LoadConfig(
+        clients=20,
+        messages=20,
+        rate=0,
+        duration=60,
+        servers=(nodes[0].address, nodes[1].address),
+    )
+    report = run_load(config)
+    assert report.ok, report.format_text()
+    assert report.room_order_checked
+    assert report.deliveries_received == 20 * 19 * 20
+    for node in nodes:
+        assert node.stop() == 0
+        assert "Traceback" not in node.log()
+
+
+def test_a_node_killed_with_sigkill_is_noticed_and_its_nicks_freed(
+    tmp_path: Path, valkey: Valkey, nodes: list[Node]
+) -> None:
+    heartbeat = ("--cluster-heartbeat", str(HEARTBEAT_S))
+    nodes += [Node(tmp_path, valkey.url, *heartbeat, name="doomed")]
+    nodes += [Node(tmp_path, valkey.url, *heartbeat, name="survivor")]
+    doomed, survivor = nodes
+    alice = TextPeer(doomed.address, "alice")
+    bob = TextPeer(survivor.address, "bob")
+    alice.expect("*** bob joined")
+    doomed.kill()
+    # Within the heartbeat's bound (4.5 heartbeats; the wait allows several times that).
+    assert bob.expect("*** alice left", timeout=20 * HEARTBEAT_S) == (
+        "*** alice left (their server went away)"
+    )
+    again = TextPeer(survivor.address, "alice")  # the name is free again
+    bob.expect("*** alice joined")
+    again.close()
+    bob.close()
+    alice.close()
+
+
+@pytest.mark.parametrize("racy", [False, True], ids=["atomic-claims", "racy-demo"])
+def test_nick_clash_across_nodes_only_the_racy_demo_gives_one_name_twice(
+    valkey: Valkey, make_server: Any, racy: bool
+) -> None:
+    """chat-load --nick-clash with the twins of each pair on different nodes. The real claim
+    is one entry in the stream, first wins everywhere: never two holders. The classroom's demo
+    (--racy-cluster-claims: check on this node, then claim unconditionally) gives one name to
+    both twins: the check-then-act race again, now between processes."""
+    options = {
+        "cluster_url": valkey.url,
+        "cluster_heartbeat_s": HEARTBEAT_S,
+        "flood_rate": 0,
+        "cluster_racy_claims": racy,
+    }
+    a, b = make_server(**options), make_server(**options)
+    both_won = 0
+    for _attempt in range(3 if racy else 1):  # a race may need more than one try to show
+        config = LoadConfig(
+            clients=40, messages=1, nick_clash=True, duration=30, servers=(a.address, b.address)
+        )
+        both_won += run_load(config).nick_clash_both_won
+        wait_until(lambda: not a.hub.nicks() and not b.hub.nicks())
+        if both_won:
+            break
+    assert (both_won > 0) == racy

@@ -48,7 +48,8 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from chat import events as ev
-from chat.hub import DEFAULT_ROOM, ChatError, Hub, LinkError, Member, Unavailable
+from chat.hub import DEFAULT_ROOM, ChatError, Hub, LinkError, Member, NickTaken, Unavailable
+from chat.protocol import nick_key
 from chat.wire import EncodeCache
 
 log = logging.getLogger("chat.cluster")
@@ -188,6 +189,7 @@ class ClusterHub(Hub):
         *,
         heartbeat_s: float = DEFAULT_HEARTBEAT_S,
         key_prefix: str = KEY_PREFIX,
+        racy_claims: bool = False,
         **hub_options: Any,
     ) -> None:
         self._stamp = threading.local()  # the ts of the entry being applied (the follower's)
@@ -195,6 +197,9 @@ class ClusterHub(Hub):
         self.url = url
         self.node = uuid.uuid4().hex[:12]
         self.heartbeat_s = heartbeat_s
+        # The classroom's demo (docs/classroom.md, "the lock does not cross processes"): a
+        # nickname is checked here (GET), then claimed unconditionally (SET) on every node.
+        self.racy_claims = racy_claims
         self._stream = f"{key_prefix}:events"
         self._counter = f"{key_prefix}:seq"
         self._epoch_key = f"{key_prefix}:epoch"
@@ -247,6 +252,8 @@ class ClusterHub(Hub):
         except redis.RedisError as error:
             self._close_clients()
             raise ClusterError(f"cannot use Redis at {where}: {error}") from None
+        if self.racy_claims:
+            log.warning("cluster DEMO: nicknames are checked, then set: two users may get one")
         start_id = str(newest[0][0]) if newest else "0-0"
         self._threads = [
             threading.Thread(target=self._follow, name="cluster-follow"),
@@ -304,11 +311,22 @@ class ClusterHub(Hub):
     # -- what users ask: appended to the stream, applied by the follower, answered here -------
 
     def register(self, member: Member, nick: str, userhost: str = "") -> None:
-        self._request("register", member, nick, userhost)
+        self._request("register", member, nick, userhost, **self._racy_check(nick))
 
     def join(self, member: Member, nick: str, userhost: str = "") -> ev.Welcome:
-        welcome: ev.Welcome = self._request("join", member, nick, userhost)
+        welcome: ev.Welcome = self._request(
+            "join", member, nick, userhost, **self._racy_check(nick)
+        )
         return welcome
+
+    def _racy_check(self, nick: str) -> dict[str, bool]:
+        """The demo's GET: "is the name free?" asked of this node's replica, a moment before the
+        claim reaches the stream; another node may be asking the same at the same instant."""
+        if not self.racy_claims:
+            return {}
+        if self.holder(nick) is not None:
+            raise NickTaken(nick)
+        return {"racy": True}
 
     def leave(self, member: Member, reason: str, message: str = "") -> bool:
         with self._ids_lock:
@@ -541,8 +559,13 @@ class ClusterHub(Hub):
             error = Unavailable("", CUT_OFF)
         else:
             self._stamp.ts = float(command.get("t", 0)) or None
+            arguments = command.get("a", ())
+            options = command.get("k", {})
+            if options.pop("racy", False):  # the demo's SET: whoever held the name loses it
+                with self._lock:
+                    self._by_key.pop(nick_key(str(arguments[0])), None)
             try:
-                outcome = operation(self, member, *command.get("a", ()), **command.get("k", {}))
+                outcome = operation(self, member, *arguments, **options)
             except ChatError as refused:
                 error = refused
             except Exception as bug:  # a bug must not stop the follower: log it, answer it
