@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.cluster_heartbeat_s,
         metavar="S",
         help="with --cluster: refresh this server's liveness key every S seconds; a server "
-        "silent for about 4.5 S is gone and its users leave",
+        "silent for about 5 S is gone and its users leave",
     )
     # -- end of cluster (#12) --
     demos = parser.add_argument_group("classroom demos (docs/classroom.md), never for real users")

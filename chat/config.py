@@ -62,8 +62,8 @@ class ServerConfig:
     # None: this process alone (chat/cluster and redis are never imported). Not in repr():
     # it may hold a password, and configs get logged.
     cluster_url: str | None = field(default=None, repr=False)
-    # A node refreshes its liveness key this often; one silent for ~4.5 of them is gone.
-    cluster_heartbeat_s: float = 2.0
+    # A node refreshes its liveness key this often; one silent for ~5 of them is gone.
+    cluster_heartbeat_s: float = 1.5
     # The classroom's demo: nicknames claimed with a separate check then set (never for users)
     cluster_racy_claims: bool = False
     # -- end of cluster (#12) --

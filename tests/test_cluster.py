@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from loadtool.run import _order_disagreements
 from tests.peers import IrcPeer, JsonPeer, TextPeer, wait_until
 from tests.valkey import Node, Valkey, free_port
 
-HEARTBEAT_S = 0.3  # a killed node is gone within ~4.5 heartbeats
+HEARTBEAT_S = 0.3  # a killed node is gone within ~5 heartbeats
 
 
 @pytest.fixture
@@ -51,6 +52,14 @@ def nodes(tmp_path: Path, valkey: Valkey) -> Iterator[list[Node]]:
     for node in started:
         if node.process.poll() is None:
             node.stop()
+
+
+def _lines_until(peer: TextPeer, wanted: str) -> list[str]:
+    """Every line up to and including `wanted`."""
+    lines = [peer.line()]
+    while lines[-1] != wanted:
+        lines.append(peer.line())
+    return lines
 
 
 # -- pure parts ------------------------------------------------------------------------------
@@ -228,7 +237,7 @@ def test_a_node_killed_with_sigkill_is_noticed_and_its_nicks_freed(
     bob = TextPeer(survivor.address, "bob")
     alice.expect("*** bob joined")
     doomed.kill()
-    # Within the heartbeat's bound (4.5 heartbeats; the wait allows several times that).
+    # Within the heartbeat's bound (5 heartbeats; the wait allows several times that).
     assert bob.expect("*** alice left", timeout=20 * HEARTBEAT_S) == (
         "*** alice left (their server went away)"
     )
@@ -264,3 +273,104 @@ def test_nick_clash_across_nodes_only_the_racy_demo_gives_one_name_twice(
         if both_won:
             break
     assert (both_won > 0) == racy
+
+
+# -- Redis away: paused (a partition), gone long, restarted empty ------------------------------
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(60)
+def test_redis_paused_for_5_s_loses_nothing_and_frees_no_nick(
+    two_nodes: tuple[Any, Any], valkey: Valkey
+) -> None:
+    """SIGSTOP for 5 s: everyone is told the link is lost; a message sent meanwhile waits (its
+    request retries) and is delivered once Redis is back, once; nobody is declared gone."""
+    a, b = two_nodes
+    alice = TextPeer(a.address, "alice")
+    bob = TextPeer(b.address, "bob")
+    alice.expect("*** bob joined")
+    valkey.pause()
+    try:
+        alice.send("sent during the pause\n")
+        assert (
+            bob.expect("*** cluster link lost", timeout=10) == "*** cluster link lost, reconnecting"
+        )
+        alice.expect("*** cluster link lost", timeout=10)
+        paused_at = time.monotonic()
+        while time.monotonic() - paused_at < 5:
+            with pytest.raises(TimeoutError):  # nothing arrives while Redis is stopped
+                bob.expect("<alice>", timeout=5 - (time.monotonic() - paused_at) + 0.01)
+    finally:
+        valkey.resume()
+    seen: list[str] = []
+    while not {"<alice> sent during the pause", "*** cluster link restored"} <= set(seen):
+        seen.append(bob.line(timeout=10))
+    alice.send("after\n")
+    lines = _lines_until(bob, "<alice> after")
+    assert "<alice> sent during the pause" not in lines  # exactly once
+    assert not any("left" in line for line in lines), lines  # nobody declared gone
+    assert sorted(a.hub.nicks()) == sorted(b.hub.nicks()) == ["alice", "bob"]
+    alice.close()
+    bob.close()
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(60)
+def test_a_message_sent_while_redis_is_away_too_long_is_refused_never_delivered_later(
+    two_nodes: tuple[Any, Any], valkey: Valkey
+) -> None:
+    a, b = two_nodes
+    a.hub.request_timeout_s = b.hub.request_timeout_s = 1.0
+    alice = TextPeer(a.address, "alice")
+    bob = TextPeer(b.address, "bob")
+    alice.expect("*** bob joined")
+    valkey.pause()
+    try:
+        alice.send("lost cause\n")
+        refusal = alice.expect("! ", timeout=10)
+        assert refusal == "! cluster link lost: not sent, try again in a moment"
+    finally:
+        valkey.resume()  # the request's bytes may still be in Redis's socket: it refuses them
+    bob.expect("*** cluster link restored", timeout=10)
+    alice.send("after\n")
+    lines = _lines_until(bob, "<alice> after")
+    assert "<alice> lost cause" not in lines  # told "not sent": it was not, and never will be
+    alice.close()
+    bob.close()
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(60)
+def test_redis_restarted_empty_resynchronises_membership(
+    two_nodes: tuple[Any, Any], valkey: Valkey
+) -> None:
+    """Without persistence a restarted Redis has forgotten the chat: each node notices (the
+    epoch key is gone), tells its users, and re-enters them (nickname, rooms, operator status,
+    key) through the new stream: one chat again, every nick held once, the room's key kept."""
+    a, b = two_nodes
+    alice = IrcPeer(a.irc_address, "alice")
+    bob = IrcPeer(b.irc_address, "bob")
+    alice.send_line("JOIN #ops")
+    alice.expect_cmd("366")
+    alice.send_line("MODE #ops +k sesame")
+    alice.expect_cmd("MODE")
+    bob.send_line("JOIN #ops sesame")
+    bob.expect_cmd("366")
+    alice.expect_cmd("JOIN")
+    valkey.restart()
+    for peer in (alice, bob):
+        notice = peer.expect_cmd("NOTICE", timeout=15)
+        while "without its data" not in notice.params[-1]:
+            notice = peer.expect_cmd("NOTICE", timeout=15)
+    wait_until(lambda: sorted(a.hub.nicks()) == sorted(b.hub.nicks()) == ["alice", "bob"], 15)
+    wait_until(lambda: a.hub.room_names("#ops", None) == b.hub.room_names("#ops", None), 15)
+    assert a.hub.room_names("#ops", None) == ("#ops", ("@alice", "bob"))
+    assert a.hub.room_modes("#ops", None) is not None
+    carol = IrcPeer(b.irc_address, "carol")
+    carol.send_line("JOIN #ops")
+    carol.expect_cmd("475")  # the key survived the restart
+    bob.send_line("PRIVMSG #ops :back")
+    message = alice.expect_cmd("PRIVMSG", timeout=10)
+    assert message.params == ("#ops", "back")
+    for peer in (alice, bob, carol):
+        peer.close()
