@@ -29,6 +29,10 @@ from loadtool import LoadConfig, run_load  # noqa: E402
 from tests.valkey import Node, Valkey  # noqa: E402
 
 RUN_TIMEOUT_S = 120
+# The same options for every setup. A send queue of 4 MiB: flat out, 100 bots x 100 messages
+# is 60 MB of output in well under a second, and with the default 256 KiB a busy machine drops
+# the slowest readers ("send queue exceeded") in any setup, which measures the machine.
+SERVER_OPTIONS = ("--max-clients", "1000", "--sendq-bytes", str(4 * 1024 * 1024))
 
 
 def commandstats(valkey: Valkey) -> dict[str, int]:
@@ -129,7 +133,7 @@ def main() -> int:
             ]
             for name, url, count in setups:
                 nodes = [
-                    Node(work, url, "--max-clients", "1000", name=f"n{i}") for i in range(count)
+                    Node(work, url, *SERVER_OPTIONS, name=f"n{i}") for i in range(count)
                 ]
                 before = commandstats(valkey)
                 try:

@@ -515,6 +515,10 @@ class ClusterHub(Hub):
             for _stream, entries in reply or ():
                 for entry_id, fields in entries:
                     self._apply_entry(entry_id, fields)
+                    # Let the sender (and the readers) have the interpreter between entries: a
+                    # thousand entries applied in one go fill outboxes faster than the one
+                    # sender thread can empty them, and full outboxes drop their clients.
+                    time.sleep(0)
             if not self._caught_up.is_set() and _stream_id(self._last_id) >= self._target:
                 self._caught_up.set()
 
