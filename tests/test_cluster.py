@@ -6,6 +6,7 @@ processes for start-up errors, chat-load over two nodes, and a node killed with 
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -374,3 +375,47 @@ def test_redis_restarted_empty_resynchronises_membership(
     assert message.params == ("#ops", "back")
     for peer in (alice, bob, carol):
         peer.close()
+
+
+def test_a_stopping_node_says_goodbye_for_each_of_its_users(
+    valkey: Valkey, make_server: Any
+) -> None:
+    options = {"cluster_url": valkey.url, "cluster_heartbeat_s": HEARTBEAT_S}
+    a, b = make_server(**options), make_server(**options)
+    alice = TextPeer(a.address, "alice")
+    bob = TextPeer(b.address, "bob")
+    alice.expect("*** bob joined")
+    a.stop()
+    assert bob.expect("*** alice left") == "*** alice left (server shutting down)"
+    assert b.hub.nicks() == ("bob",)
+    alice.close()
+    bob.close()
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(60)
+def test_a_node_paused_past_the_liveness_bound_comes_back_without_its_users(
+    tmp_path: Path, valkey: Valkey, nodes: list[Node]
+) -> None:
+    """SIGSTOP on a chat-server: the others declare it gone; when it resumes it applies its
+    own "node gone" and disconnects its users with a reason (they reconnect)."""
+    heartbeat = ("--cluster-heartbeat", str(HEARTBEAT_S))
+    nodes += [Node(tmp_path, valkey.url, *heartbeat, name="sleepy")]
+    nodes += [Node(tmp_path, valkey.url, *heartbeat, name="awake")]
+    sleepy, awake = nodes
+    alice = TextPeer(sleepy.address, "alice")
+    bob = TextPeer(awake.address, "bob")
+    alice.expect("*** bob joined")
+    sleepy.process.send_signal(signal.SIGSTOP)
+    try:
+        assert bob.expect("*** alice left", timeout=20 * HEARTBEAT_S) == (
+            "*** alice left (their server went away)"
+        )
+    finally:
+        sleepy.process.send_signal(signal.SIGCONT)
+    lines = alice.until_closed(timeout=10)
+    assert "*** this server lost its link to the cluster" in lines
+    again = TextPeer(sleepy.address, "alice")  # it serves again, one chat with the others
+    bob.expect("*** alice joined")
+    again.close()
+    bob.close()

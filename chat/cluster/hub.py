@@ -162,6 +162,20 @@ class RemoteMember:
         return f"RemoteMember({self.id})"
 
 
+def _send_off(member: Member, reason: str) -> None:
+    """Tells a local user why it is disconnected, then disconnects it after that line (a
+    Connection: `end` records the reason, `shut_down` sends what is queued, then closes);
+    `drop()` would discard the line."""
+    member.deliver(ev.Notice(reason, time.time()))
+    end = getattr(member, "end", None)
+    shut_down = getattr(member, "shut_down", None)
+    if end is None or shut_down is None:
+        member.drop(reason)
+        return
+    end(reason)
+    shut_down()
+
+
 def _id_order(member_id: str) -> tuple[str, int]:
     node, _, number = member_id.partition("/")
     return node, int(number or 0)
@@ -613,7 +627,7 @@ class ClusterHub(Hub):
             Hub.leave(self, member, reason)
             self._forget(member, member_id)
             if node == self.node:  # we were declared gone (we were away too long)
-                member.drop(CUT_OFF)
+                _send_off(member, CUT_OFF)
 
     def _state_lost(self) -> None:
         """Redis came back without the chat (restarted without persistence). The replica is
@@ -662,7 +676,7 @@ class ClusterHub(Hub):
                 self._append_until(payload, time.time() + self.request_timeout_s)
             except Unavailable:
                 self._forget(member, member_id)
-                member.drop(RESYNC_FAILED)
+                _send_off(member, RESYNC_FAILED)
 
     def _id_of_items(self) -> list[tuple[str, Member]]:
         with self._ids_lock:
@@ -701,7 +715,7 @@ class ClusterHub(Hub):
             Hub.register(self, member, nick, userhost)
         except ChatError:
             self._forget(member, member_id)
-            member.drop(NICK_LOST)
+            _send_off(member, NICK_LOST)
             return
         for name, op, topic, topic_by, topic_ts, key, secret in rooms:
             try:
