@@ -419,3 +419,50 @@ def test_a_node_paused_past_the_liveness_bound_comes_back_without_its_users(
     bob.expect("*** alice joined")
     again.close()
     bob.close()
+
+
+def test_a_new_node_starts_from_a_snapshot_and_the_stream_is_trimmed(
+    valkey: Valkey, make_server: Any
+) -> None:
+    """Every few entries a snapshot of the replica goes to Redis and the stream is trimmed
+    behind the one before; a node started later loads the latest snapshot and replays only
+    what follows: the same users, rooms, operators, keys and topics as the others."""
+    from chat.cluster import ClusterHub
+
+    def node() -> Any:
+        hub = ClusterHub(valkey.url, "#lobby", heartbeat_s=HEARTBEAT_S)
+        hub.snapshot_every = 20
+        return make_server(hub=hub, irc_port=0, flood_rate=0)
+
+    a, b = node(), node()
+    alice = IrcPeer(a.irc_address, "alice")
+    bob = IrcPeer(b.irc_address, "bob")
+    alice.send_line("JOIN #ops")
+    alice.expect_cmd("366")
+    alice.send_line("MODE #ops +k sesame")
+    alice.send_line("TOPIC #ops :kept in the snapshot")
+    alice.expect_cmd("TOPIC")
+    bob.send_line("JOIN #ops sesame")
+    bob.expect_cmd("366")
+    for i in range(70):  # one entry each: bob sees each before alice sends the next
+        alice.send_line(f"PRIVMSG #ops :line {i}")
+        assert bob.expect_cmd("PRIVMSG").params[-1] == f"line {i}"
+    entries = int(str(valkey.command("XLEN", "threadroom:events")))
+    assert entries < 70  # trimmed: between one and two snapshot intervals are left
+    assert valkey.command("HGET", "threadroom:snapshot", "n") is not None
+    c = node()
+    assert c.hub.applied < 70  # it did not replay the whole chat
+    assert sorted(c.hub.nicks()) == ["alice", "bob"]
+    assert c.hub.room_names("#ops", None) == ("#ops", ("@alice", "bob"))
+    assert c.hub.topic(None, "#ops").topic == "kept in the snapshot"
+    carol = IrcPeer(c.irc_address, "carol")
+    carol.send_line("JOIN #ops")
+    carol.expect_cmd("475")  # the key came with the snapshot
+    carol.send_line("JOIN #ops sesame")
+    carol.expect_cmd("366")
+    while not alice.expect_cmd("JOIN").source.startswith("carol!"):
+        pass  # bob's join came first
+    carol.send_line("PRIVMSG #ops :hello from the new node")
+    assert alice.expect_cmd("PRIVMSG").params[-1] == "hello from the new node"
+    for peer in (alice, bob, carol):
+        peer.close()

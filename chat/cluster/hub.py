@@ -48,7 +48,16 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from chat import events as ev
-from chat.hub import DEFAULT_ROOM, ChatError, Hub, LinkError, Member, NickTaken, Unavailable
+from chat.hub import (
+    DEFAULT_ROOM,
+    ChatError,
+    Hub,
+    LinkError,
+    Member,
+    NickTaken,
+    RoomState,
+    Unavailable,
+)
 from chat.protocol import nick_key, room_key
 from chat.wire import EncodeCache
 
@@ -98,6 +107,20 @@ if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV
 end
 local n = redis.call('INCR', KEYS[2])
 return redis.call('XADD', KEYS[1], '*', 'n', n, 'c', ARGV[1])
+"""
+
+# Every SNAPSHOT_EVERY entries each node offers Redis a snapshot of its replica (the first
+# one wins; they are all the same), and the stream is trimmed to the snapshot before it: a new
+# node loads the latest snapshot and replays only what follows it, and the stream holds between
+# one and two intervals of entries. KEYS: snapshot hash, stream; ARGV: number, entry id, state.
+SNAPSHOT_EVERY = 10_000
+_SAVE_SNAPSHOT = """
+local have = tonumber(redis.call('HGET', KEYS[1], 'n') or '0')
+if have >= tonumber(ARGV[1]) then return 0 end
+local previous = redis.call('HGET', KEYS[1], 'id')
+redis.call('HSET', KEYS[1], 'n', ARGV[1], 'id', ARGV[2], 'state', ARGV[3])
+if previous then redis.call('XTRIM', KEYS[2], 'MINID', previous) end
+return 1
 """
 
 # What a request may do to the replica: the Hub's own operations, applied on every node.
@@ -222,6 +245,8 @@ class ClusterHub(Hub):
         self._stream = f"{key_prefix}:events"
         self._counter = f"{key_prefix}:seq"
         self._epoch_key = f"{key_prefix}:epoch"
+        self._snapshot_key = f"{key_prefix}:snapshot"
+        self.snapshot_every = SNAPSHOT_EVERY  # tests make it small
         self._node_prefix = f"{key_prefix}:node:"
         self._ids_lock = threading.Lock()
         self._id_of: dict[Member, str] = {}
@@ -238,6 +263,7 @@ class ClusterHub(Hub):
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._append: Any = None  # the registered numbering script (open())
+        self._save_script: Any = None  # the snapshot script (open())
         self._redis: redis.Redis | None = None
         self._reader: redis.Redis | None = None
         self._beater: redis.Redis | None = None
@@ -258,6 +284,11 @@ class ClusterHub(Hub):
             self._append = self._redis.register_script(_APPEND)
             self._redis.set(self._epoch_key, uuid.uuid4().hex, nx=True)
             self._epoch = str(self._redis.get(self._epoch_key))
+            self._save_script = self._redis.register_script(_SAVE_SNAPSHOT)
+            snapshot: Any = self._redis.hgetall(self._snapshot_key)
+            if snapshot:
+                self._restore(json.loads(snapshot["state"]))
+                self._last_id, self._last_n = snapshot["id"], int(snapshot["n"])
             newest: Any = self._redis.xrevrange(self._stream, count=1)
             self._beat()
         except ValueError as error:  # from_url: not a redis:// URL
@@ -278,7 +309,7 @@ class ClusterHub(Hub):
             threading.Thread(target=self._follow, name="cluster-follow"),
             threading.Thread(target=self._heartbeat, name="cluster-heartbeat"),
         ]
-        if start_id == "0-0":
+        if _stream_id(start_id) <= _stream_id(self._last_id):
             self._caught_up.set()
         self._target = _stream_id(start_id)
         for thread in self._threads:
@@ -528,7 +559,13 @@ class ClusterHub(Hub):
                 continue
             for _stream, entries in reply or ():
                 for entry_id, fields in entries:
-                    self._apply_entry(entry_id, fields)
+                    try:
+                        applied = self._apply_entry(entry_id, fields)
+                    except Exception:  # a bug must not stop the follower: log it, go on
+                        log.exception("cluster: entry %s could not be applied", entry_id)
+                        applied = True
+                    if not applied:
+                        break  # reloaded from a snapshot: read on from there
                     # Let the sender (and the readers) have the interpreter between entries: a
                     # thousand entries applied in one go fill outboxes faster than the one
                     # sender thread can empty them, and full outboxes drop their clients.
@@ -536,7 +573,8 @@ class ClusterHub(Hub):
             if not self._caught_up.is_set() and _stream_id(self._last_id) >= self._target:
                 self._caught_up.set()
 
-    def _apply_entry(self, entry_id: str, fields: dict[str, str]) -> None:
+    def _apply_entry(self, entry_id: str, fields: dict[str, str]) -> bool:
+        """Applies one entry; False if the replica was reloaded instead (a gap)."""
         number = int(fields.get("n", 0))
         if number <= self._last_n:
             # The counter went back: Redis lost its data and started again.
@@ -548,6 +586,11 @@ class ClusterHub(Hub):
             lost = number - self._last_n - 1
             log.error("cluster: %d event(s) could not be recovered (the stream was trimmed)", lost)
             self.announce(f"{lost} chat event(s) could not be recovered from the cluster")
+            try:
+                self._reload()
+            except redis.RedisError as error:
+                self._mark_down(error)
+            return False
         self._last_n = number
         self._last_id = entry_id
         self.applied += 1
@@ -555,7 +598,13 @@ class ClusterHub(Hub):
             command = json.loads(fields["c"])
         except (KeyError, ValueError):
             log.error("cluster: unreadable entry %s", entry_id)
-            return
+            return True
+        self._apply_command(command)
+        if self.snapshot_every and number % self.snapshot_every == 0:
+            self._save_snapshot(entry_id, number)
+        return True
+
+    def _apply_command(self, command: dict[str, Any]) -> None:
         token = command.get("r", "")
         if token in self._tokens:
             return  # a retry of a request that got through before
@@ -628,6 +677,99 @@ class ClusterHub(Hub):
             self._forget(member, member_id)
             if node == self.node:  # we were declared gone (we were away too long)
                 _send_off(member, CUT_OFF)
+
+    # -- snapshots: a new node starts from one; the stream is trimmed behind them -------------
+
+    def _save_snapshot(self, entry_id: str, number: int) -> None:
+        """Offers Redis the replica as it is after entry `number` (every node reaches the same
+        state there; the first to offer it wins) and trims the stream behind the one before."""
+        assert self._reader is not None
+        try:
+            if int(self._reader.hget(self._snapshot_key, "n") or 0) >= number:
+                return  # another node was first
+            state = json.dumps(self._snapshot_state(), separators=(",", ":"))
+            self._save_script(
+                keys=[self._snapshot_key, self._stream],
+                args=[number, entry_id, state],
+                client=self._reader,
+            )
+        except redis.RedisError as error:
+            log.warning("cluster: snapshot at %s not saved: %s", entry_id, error)
+        except Exception:  # a bug: the next snapshot may do better; the chat goes on
+            log.exception("cluster: snapshot at %s not saved", entry_id)
+
+    def _snapshot_state(self) -> dict[str, Any]:
+        with self._lock, self._ids_lock:  # lock order: hub lock, then the leaf
+            id_of = {member: member_id for member_id, member in self._members.items()}
+            members = [
+                [id_of[m], nick, self._userhost.get(m, ""), list(self._rooms_of.get(m, ()))]
+                for m, nick in self._nick_of.items()
+            ]
+            rooms = [
+                [
+                    s.name,
+                    s.permanent,
+                    [id_of[m] for m in s.members],
+                    [id_of[m] for m in s.ops],
+                    s.topic,
+                    s.topic_by,
+                    s.topic_ts,
+                    s.key,
+                    s.secret,
+                ]
+                for s in self._rooms.values()
+            ]
+            return {"members": members, "rooms": rooms, "next_id": self._next_id}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Replaces the replica by a snapshot (every member in it is another node's, or one
+        of ours about to be declared gone: `_reload`)."""
+        members: dict[str, Member] = {}
+        with self._lock:
+            self._by_key.clear()
+            self._nick_of.clear()
+            self._userhost.clear()
+            self._rooms_of.clear()
+            for member_id, nick, userhost, keys in state["members"]:
+                member = members[member_id] = RemoteMember(member_id)
+                self._by_key[nick_key(nick)] = (nick, member)
+                self._nick_of[member] = nick
+                self._userhost[member] = userhost
+                self._rooms_of[member] = dict.fromkeys(keys)
+            self._rooms.clear()
+            for name, permanent, ids, ops, topic, topic_by, topic_ts, key, secret in state["rooms"]:
+                self._rooms[room_key(name)] = RoomState(
+                    name,
+                    permanent=permanent,
+                    members=dict.fromkeys(members[i] for i in ids),
+                    ops={members[i] for i in ops},
+                    topic=topic,
+                    topic_by=topic_by,
+                    topic_ts=topic_ts,
+                    key=key,
+                    secret=secret,
+                )
+            self._next_id = int(state["next_id"])
+        with self._ids_lock:
+            self._members.update(members)
+
+    def _reload(self) -> None:
+        """Entries this node had not read were trimmed away: its replica cannot be trusted.
+        Its users are disconnected with a reason, the replica is loaded from the latest
+        snapshot, and "node gone" is appended for this node, so that its old users leave
+        everywhere (they were still in the others' replicas); they reconnect."""
+        assert self._reader is not None
+        with self._ids_lock:
+            mine = [(i, m) for i, m in self._members.items() if i.startswith(self.node + "/")]
+            self._members.clear()
+            self._id_of.clear()
+        for _member_id, member in mine:
+            _send_off(member, CUT_OFF)
+        snapshot: Any = self._reader.hgetall(self._snapshot_key)
+        if snapshot:
+            self._restore(json.loads(snapshot["state"]))
+            self._last_id, self._last_n = snapshot["id"], int(snapshot["n"])
+        self._append_gone(self.node)
 
     def _state_lost(self) -> None:
         """Redis came back without the chat (restarted without persistence). The replica is
