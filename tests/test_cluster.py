@@ -466,3 +466,15 @@ def test_a_new_node_starts_from_a_snapshot_and_the_stream_is_trimmed(
     assert alice.expect_cmd("PRIVMSG").params[-1] == "hello from the new node"
     for peer in (alice, bob, carol):
         peer.close()
+
+
+def test_the_password_never_reaches_the_log(tmp_path: Path) -> None:
+    guarded = Valkey(tmp_path, password="never-logged-s3cret").start()
+    try:
+        node = Node(tmp_path, guarded.url, name="guarded")  # the URL comes from the environment
+        assert node.stop() == 0
+    finally:
+        guarded.stop()
+    log = node.log()
+    assert "linked to redis://:***@127.0.0.1:" in log
+    assert "s3cret" not in log
