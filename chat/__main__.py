@@ -9,6 +9,7 @@ import logging.handlers
 import os
 import queue
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Sequence
@@ -229,6 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --cluster: refresh this server's liveness key every S seconds; a server "
         "silent for about 5 S is gone and its users leave",
     )
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="with --cluster: start N server processes on this one port (SO_REUSEPORT), one "
+        "chat through the cluster, so one command uses every core",
+    )
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     # -- end of cluster (#12) --
     demos = parser.add_argument_group("classroom demos (docs/classroom.md), never for real users")
     demos.add_argument(
@@ -274,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.workers > 1:  # cluster (#12): this process only starts and watches the workers
+        return _run_workers(args, list(sys.argv[1:] if argv is None else argv))
     listener = _log_through_a_queue(args.log_level)
     try:
         return _serve(args)
@@ -322,6 +334,7 @@ def _serve(args: argparse.Namespace) -> int:
         cluster_url=args.cluster,  # cluster (#12)
         cluster_heartbeat_s=args.cluster_heartbeat,
         cluster_racy_claims=args.racy_cluster_claims,
+        reuse_port=args.reuse_port,
     )
     demo_flags = (args.unsafe_registry, args.lock_while_sending, args.one_at_a_time)
     if any(demo_flags) or args.pool is not None:
@@ -366,6 +379,43 @@ def _serve(args: argparse.Namespace) -> int:
     stop_requested.wait()
     server.stop()
     return 0
+
+
+def _run_workers(args: argparse.Namespace, argv: list[str]) -> int:
+    """`--workers N`: N `chat-server` processes with the same options on one port (each with
+    --reuse-port), one chat through the cluster. SIGINT/SIGTERM are passed on; the exit code
+    is the worst of theirs. A worker that cannot start (exit 2) stops the others."""
+    if not args.cluster:
+        sys.stderr.write("chat-server: --workers needs --cluster (or CHAT_CLUSTER_URL)\n")
+        return EXIT_USAGE
+    if args.port == 0:
+        sys.stderr.write("chat-server: --workers needs a --port other than 0 (one port for all)\n")
+        return EXIT_USAGE
+    own: list[str] = []
+    skip = False
+    for word in argv:  # the workers get every option but --workers
+        if skip:
+            skip = False
+        elif word == "--workers":
+            skip = True
+        elif not word.startswith("--workers="):
+            own.append(word)
+    command = [sys.executable, "-m", "chat", *own, "--reuse-port"]
+    workers = [subprocess.Popen(command) for _ in range(args.workers)]
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        stop_requested.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, request_stop)
+    while not stop_requested.is_set() and all(w.poll() is None for w in workers):
+        stop_requested.wait(0.2)  # polled: a child's exit has no event to wait on here
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+    codes = [worker.wait() for worker in workers]
+    return max(codes, key=abs)
 
 
 def _classroom_server(config: ServerConfig, args: argparse.Namespace) -> ChatServer:

@@ -66,6 +66,8 @@ class ServerConfig:
     cluster_heartbeat_s: float = 1.5
     # The classroom's demo: nicknames claimed with a separate check then set (never for users)
     cluster_racy_claims: bool = False
+    # --workers: several processes listen on one port (SO_REUSEPORT); the kernel spreads clients
+    reuse_port: bool = False
     # -- end of cluster (#12) --
 
     def __post_init__(self) -> None:

@@ -143,7 +143,8 @@ class ChatServer:
         self.hub.open()  # a cluster's hub links to Redis first (LinkError); a plain one: no-op
         for option, port, dialect in wanted:
             try:
-                self._listeners.append((_listen(config.host, port), dialect))
+                listener = _listen(config.host, port, reuse_port=config.reuse_port)
+                self._listeners.append((listener, dialect))
             except OSError as error:
                 for listener, _ in self._listeners:
                     listener.close()
@@ -344,11 +345,13 @@ class ChatServer:
             self._runner.reap(connection)
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:  # cluster (#12) --workers: N processes share the port, the kernel spreads
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         listener.bind((host, port))
         listener.listen(LISTEN_BACKLOG)
     except OSError:

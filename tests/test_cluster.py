@@ -6,6 +6,8 @@ processes for start-up errors, chat-load over two nodes, and a node killed with 
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -478,3 +480,36 @@ def test_the_password_never_reaches_the_log(tmp_path: Path) -> None:
     log = node.log()
     assert "linked to redis://:***@127.0.0.1:" in log
     assert "s3cret" not in log
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(60)
+def test_workers_share_one_port_and_are_one_chat(tmp_path: Path, valkey: Valkey) -> None:
+    """`--workers 2`: two processes on one port (SO_REUSEPORT), one chat through Valkey; the
+    kernel spreads the clients; SIGTERM stops both (exit 0)."""
+    port = free_port()
+    log_path = tmp_path / "workers.log"
+    with log_path.open("w") as log_file:
+        parent = subprocess.Popen(
+            [sys.executable, "-m", "chat", "--port", str(port), "--workers", "2"],
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            env={**os.environ, "CHAT_CLUSTER_URL": valkey.url},
+        )
+    try:
+        wait_until(lambda: log_path.read_text().count("listening on") == 2, timeout=20)
+        peers = [TextPeer(("127.0.0.1", port), f"user{i}") for i in range(12)]
+        pids = set(re.findall(r" pid (\d+):", log_path.read_text()))
+        assert len(pids) == 2  # two worker processes
+        peers[0].send("/users\n")
+        online = peers[0].expect("*** Online (")
+        assert online.startswith("*** Online (12)"), online
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(20) == 0
+        for peer in peers:
+            peer.close()
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(10)
+    assert "Traceback" not in log_path.read_text()
