@@ -342,6 +342,11 @@ class Hub:
     def close(self) -> None:
         """Unlinks it and joins any thread `open()` started."""
 
+    def barrier(self) -> None:
+        """Returns once everything the chat did before the call has been delivered here (a
+        ping is a delivery barrier). One process: at once; a cluster node waits until it has
+        applied the stream as far as it went when asked."""
+
     # -- the nickname namespace ----------------------------------------------------------------
 
     def register(self, member: Member, nick: str, userhost: str = "") -> None:

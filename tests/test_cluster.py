@@ -513,3 +513,25 @@ def test_workers_share_one_port_and_are_one_chat(tmp_path: Path, valkey: Valkey)
             parent.kill()
             parent.wait(10)
     assert "Traceback" not in log_path.read_text()
+
+
+def test_a_ping_is_a_delivery_barrier_across_nodes(two_nodes: tuple[Any, Any]) -> None:
+    """A pong comes after every event any node published before the ping, not only this
+    node's own: bob's node is held up (its hub lock taken here) while alice's message is in
+    the stream; bob's pong waits for it."""
+    a, b = two_nodes
+    alice = JsonPeer(a.address, "alice")
+    bob = JsonPeer(b.address, "bob")
+    alice.expect_type("join")  # bob's
+    with b.hub._lock:  # bob's node cannot apply anything now
+        alice.send_json({"type": "message", "text": "before the ping"})
+        alice.sync()  # applied on alice's node: it is in the stream
+        bob.send_json({"type": "ping", "token": "after"})
+        with pytest.raises(TimeoutError):
+            bob.expect_type("pong", timeout=0.3)  # not while the message is not delivered
+    events = [bob.event()]
+    while events[-1]["type"] != "pong":
+        events.append(bob.event())
+    assert [e["type"] for e in events] == ["message", "pong"]
+    alice.close()
+    bob.close()

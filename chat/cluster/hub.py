@@ -256,10 +256,14 @@ class ClusterHub(Hub):
         self._link_up = True
         self._numbers = itertools.count(1)
         self._tokens: OrderedDict[str, None] = OrderedDict()  # applied request tokens
-        self._last_id = "0-0"
+        self._last_id = "0-0"  # the newest entry read (set before it is applied)
+        self._done_id = "0-0"  # the newest entry applied
         self._last_n = 0
         self._epoch = ""
         self._caught_up = threading.Event()
+        # Notified by the follower after each batch it applied (barrier() waits on it); its
+        # lock is a leaf, held for a comparison.
+        self._applied_cond = threading.Condition()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._append: Any = None  # the registered numbering script (open())
@@ -289,6 +293,7 @@ class ClusterHub(Hub):
             if snapshot:
                 self._restore(json.loads(snapshot["state"]))
                 self._last_id, self._last_n = snapshot["id"], int(snapshot["n"])
+                self._done_id = self._last_id
             newest: Any = self._redis.xrevrange(self._stream, count=1)
             self._beat()
         except ValueError as error:  # from_url: not a redis:// URL
@@ -325,6 +330,8 @@ class ClusterHub(Hub):
         """Stops and joins the follower and heartbeat; forgets the other nodes' users (this
         node has left the cluster; its own users left through the stream, one by one)."""
         self._stopping.set()
+        with self._applied_cond:
+            self._applied_cond.notify_all()  # a barrier waiting for the follower returns
         for thread in self._threads:
             thread.join()
         self._threads = []
@@ -440,6 +447,32 @@ class ClusterHub(Hub):
         action: bool = False,
     ) -> None:
         self._request("whisper", member, to, text, echo=echo, notice=notice, action=action)
+
+    # -- barriers: a ping (and text's /users) answers after what the cluster did before -------
+
+    def barrier(self) -> None:
+        """Waits (at most a request's deadline) until the follower has applied the stream up to
+        its newest entry as of now: then every event any node published before the ping has
+        been handed to this node's users. Without it a ping would only cover this node's own
+        requests. Redis away: returns at once (the link-lost notice has said so)."""
+        if self._redis is None:
+            return
+        try:
+            newest: Any = self._redis.xrevrange(self._stream, count=1)
+        except redis.RedisError:
+            return
+        if not newest:
+            return
+        target = _stream_id(str(newest[0][0]))
+        with self._applied_cond:
+            self._applied_cond.wait_for(
+                lambda: _stream_id(self._done_id) >= target or self._stopping.is_set(),
+                self.request_timeout_s,
+            )
+
+    def users(self) -> ev.UserList:
+        self.barrier()  # text's `/users` is its delivery barrier
+        return super().users()
 
     def _member_id(self, member: Member, *, claim: bool = False) -> str:
         with self._ids_lock:
@@ -566,12 +599,16 @@ class ClusterHub(Hub):
                         applied = True
                     if not applied:
                         break  # reloaded from a snapshot: read on from there
+                    self._done_id = entry_id  # barrier() waits for this, not for _last_id
                     # Let the sender (and the readers) have the interpreter between entries: a
                     # thousand entries applied in one go fill outboxes faster than the one
                     # sender thread can empty them, and full outboxes drop their clients.
                     time.sleep(0)
             if not self._caught_up.is_set() and _stream_id(self._last_id) >= self._target:
                 self._caught_up.set()
+            if reply:
+                with self._applied_cond:
+                    self._applied_cond.notify_all()
 
     def _apply_entry(self, entry_id: str, fields: dict[str, str]) -> bool:
         """Applies one entry; False if the replica was reloaded instead (a gap)."""
@@ -769,6 +806,7 @@ class ClusterHub(Hub):
         if snapshot:
             self._restore(json.loads(snapshot["state"]))
             self._last_id, self._last_n = snapshot["id"], int(snapshot["n"])
+            self._done_id = self._last_id
         self._append_gone(self.node)
 
     def _state_lost(self) -> None:
@@ -798,7 +836,7 @@ class ClusterHub(Hub):
             ]:
                 del self._members[member_id]
         self._tokens.clear()
-        self._last_id = "0-0"
+        self._last_id = self._done_id = "0-0"
         self._last_n = 0
         assert self._reader is not None
         self._reader.set(self._epoch_key, uuid.uuid4().hex, nx=True)

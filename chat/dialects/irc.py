@@ -292,6 +292,7 @@ class IrcDialect:
         if not params or not params[0]:
             self._numeric(irc.ERR_NOORIGIN, "No origin specified")
             return
+        self._hub.barrier()  # cluster (#12): PONG after what other nodes did before the PING
         self._send(irc.format_line(self._server, "PONG", self._server, params[0]))
 
     def _irc_pong(self, params: tuple[str, ...]) -> None:
