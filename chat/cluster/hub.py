@@ -21,9 +21,12 @@ entry to its replica with the very same `Hub` code. So:
   was told the truth, and a retry that did get through twice is applied once (tokens are
   remembered).
 
-Node liveness: each node refreshes a key with a TTL (`SET ... PX`); when a node's key is missing
-on two checks a heartbeat apart (kill -9), any node appends "node gone", and every node applies
+Node liveness: each node refreshes a key with a TTL (`SET ... PX`); when a node's key has stayed
+missing for a whole TTL more (kill -9), any node appends "node gone", and every node applies
 it: that node's users leave ("their server went away") and their nicknames are free.
+
+Snapshots: every SNAPSHOT_EVERY entries the replica is offered to Redis and the stream is
+trimmed behind the snapshot before; a new node loads the latest and replays what follows.
 
 Remote users are `RemoteMember`s in the replica: deliveries to them cost nothing (their own
 node delivers to them). docs/cluster.md has the failure behaviour and the figures.
@@ -216,11 +219,14 @@ class ClusterHub(Hub):
     changes it (it applies the stream). A reader thread asking for a change appends a request
     to Redis and waits on a `Future` that the follower resolves when it applies that request;
     no Redis call is ever made with the hub lock held. `_ids_lock` (a leaf: nothing is called
-    under it) guards `_id_of`/`_members` (local member <-> cluster-wide id; id -> member,
-    local or remote), `_waiting` (token -> Future), `_link_up` and `_unsent`. Two threads of
-    our own: the follower (XREAD, apply) and the heartbeat (liveness key, node-gone checks,
-    leaves to resend); both are joined in `close()`. Queries (who, users, rooms) read the
-    local replica, which is at most one stream read behind.
+    under it; it may be taken inside the hub lock, never the reverse) guards `_id_of`/`_members`
+    (local member <-> cluster-wide id; id -> member, local or remote), `_waiting` (token ->
+    Future), `_link_up` and `_unsent`. `_applied_cond` (a leaf) wakes `barrier()` callers after
+    each batch. The follower alone touches `_last_id`, `_done_id`, `_last_n`, `_tokens` and
+    `_epoch` (barrier() only reads `_done_id`, one str). Two threads of our own: the follower
+    (XREAD, apply, snapshots) and the heartbeat (liveness key, node-gone checks, leaves to
+    resend); both are joined in `close()`. Queries (who, rooms) read the local replica, which
+    is at most one stream read behind; a ping waits until it is not (`barrier()`).
     """
 
     def __init__(
@@ -271,6 +277,7 @@ class ClusterHub(Hub):
         self._redis: redis.Redis | None = None
         self._reader: redis.Redis | None = None
         self._beater: redis.Redis | None = None
+        self._reader_id: int | None = None
         self.applied = 0  # entries applied (benchmarks, tests)
 
     # -- lifecycle (ChatServer.start() calls open(); stop() calls close() after the readers) ---
@@ -295,6 +302,7 @@ class ClusterHub(Hub):
                 self._last_id, self._last_n = snapshot["id"], int(snapshot["n"])
                 self._done_id = self._last_id
             newest: Any = self._redis.xrevrange(self._stream, count=1)
+            self._reader_id = self._reader.client_id()  # to wake its XREAD at close()
             self._beat()
         except ValueError as error:  # from_url: not a redis:// URL
             self._close_clients()
@@ -332,6 +340,9 @@ class ClusterHub(Hub):
         self._stopping.set()
         with self._applied_cond:
             self._applied_cond.notify_all()  # a barrier waiting for the follower returns
+        if self._redis is not None and self._reader_id is not None:
+            with contextlib.suppress(redis.RedisError):  # else XREAD returns within its block
+                self._redis.client_unblock(self._reader_id)
         for thread in self._threads:
             thread.join()
         self._threads = []
