@@ -673,8 +673,15 @@ class ClusterHub(Hub):
         with self._ids_lock:
             member = self._members.get(member_id)
             future = self._waiting.get(command.get("r", ""))
-            if member is None and op in _CLAIMS and not member_id.startswith(self.node + "/"):
+            orphan = member is None and member_id.startswith(self.node + "/")
+            if member is None and op in _CLAIMS:
+                # Another node's user; or one of ours whose connection this node has already
+                # let go (a claim still in flight when the replica was reloaded): every node
+                # applies it alike, and this node then takes it out again with a leave.
                 member = self._members[member_id] = RemoteMember(member_id)
+                if orphan:
+                    payload, _token = self._payload("leave", member_id, (CUT_OFF, ""), {})
+                    self._unsent.append(payload)  # the heartbeat appends it
         operation = _OPERATIONS.get(op)
         outcome: Any = None
         error: BaseException | None = None
