@@ -535,3 +535,14 @@ def test_a_ping_is_a_delivery_barrier_across_nodes(two_nodes: tuple[Any, Any]) -
     assert [e["type"] for e in events] == ["message", "pong"]
     alice.close()
     bob.close()
+
+
+def test_chat_load_servers_option_is_checked() -> None:
+    from loadtool.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["--servers", "127.0.0.1:8888,[::1]:8889"])
+    assert args.servers == (("127.0.0.1", 8888), ("::1", 8889))
+    for bad in ("127.0.0.1", "host:0", "host:port", ":8888"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--servers", bad])
