@@ -71,6 +71,13 @@ def _rate(text: str) -> float:
     return value
 
 
+def _heartbeat(text: str) -> float:  # cluster (#12)
+    value = _number(text, float)
+    if not 0.05 <= value <= 60:
+        raise argparse.ArgumentTypeError(f"a heartbeat is 0.05 to 60 seconds, not {text}")
+    return value
+
+
 def _room(text: str) -> str:
     problem = room_error(text)
     if problem is not None:
@@ -224,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--cluster-heartbeat",
-        type=float,
+        type=_heartbeat,
         default=defaults.cluster_heartbeat_s,
         metavar="S",
         help="with --cluster: refresh this server's liveness key every S seconds; a server "
