@@ -546,3 +546,25 @@ def test_chat_load_servers_option_is_checked() -> None:
     for bad in ("127.0.0.1", "host:0", "host:port", ":8888"):
         with pytest.raises(SystemExit):
             parser.parse_args(["--servers", bad])
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(60)
+def test_a_node_stops_promptly_while_redis_is_away(
+    two_nodes: tuple[Any, Any], valkey: Valkey
+) -> None:
+    """Redis paused, a reader waiting for the cluster's answer: stop() answers it ("the server
+    is stopping") and does not wait out the request's 10 s deadline."""
+    a, _b = two_nodes
+    alice = TextPeer(a.address, "alice")
+    valkey.pause()
+    try:
+        alice.send("into the void\\n")
+        alice.expect("*** cluster link lost", timeout=10)
+        started = time.monotonic()
+        a.stop()
+        took = time.monotonic() - started
+    finally:
+        valkey.resume()
+    assert took < a.hub.request_timeout_s / 2, took  # a broken variant takes the full 10 s
+    alice.close()

@@ -43,7 +43,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -97,6 +97,7 @@ NICK_LOST = "your nickname was claimed by someone else while the cluster was reb
 RESYNC_FAILED = "the cluster could not be rebuilt in time: reconnect"
 LINK_LOST = "cluster link lost, reconnecting"
 LINK_BACK = "cluster link restored"
+STOPPING = "the server is stopping"
 NOT_SENT = "cluster link lost: not sent, try again in a moment"
 LINK_SLOW = "cluster link slow: sent, but not confirmed yet"
 
@@ -200,6 +201,12 @@ def _send_off(member: Member, reason: str) -> None:
         return
     end(reason)
     shut_down()
+
+
+def _answer_all(waiting: Iterable[Future[Any]], problem: str) -> None:
+    for future in waiting:
+        with contextlib.suppress(InvalidStateError):  # the follower was first
+            future.set_exception(Unavailable("", problem))
 
 
 def _id_order(member_id: str) -> tuple[str, int]:
@@ -340,13 +347,13 @@ class ClusterHub(Hub):
         self._stopping.set()
         with self._applied_cond:
             self._applied_cond.notify_all()  # a barrier waiting for the follower returns
-        if self._redis is not None and self._reader_id is not None:
+        if self._redis is not None and self._reader_id is not None and self._link_up:
             with contextlib.suppress(redis.RedisError):  # else XREAD returns within its block
                 self._redis.client_unblock(self._reader_id)
         for thread in self._threads:
             thread.join()
         self._threads = []
-        if self._redis is not None:
+        if self._redis is not None and self._link_up:
             with contextlib.suppress(redis.RedisError):  # else its key expires
                 self._redis.delete(self._node_prefix + self.node)
         self._close_clients()
@@ -356,12 +363,19 @@ class ClusterHub(Hub):
             self._id_of.clear()
             waiting = list(self._waiting.values())
             self._waiting.clear()
-        for future in waiting:
-            if not future.done():
-                future.set_exception(Unavailable("", "the server is stopping"))
+        _answer_all(waiting, STOPPING)
         self.hush()
         for _member_id, member in everyone:
             Hub.leave(self, member, ev.LeaveReason.SHUTDOWN)
+
+    def hush(self) -> None:
+        """The server is stopping: as Hub.hush(), and every reader still waiting for an answer
+        from the cluster is answered now (a Redis that is away must not hold up the stop:
+        chat-server exits within 2 s of Ctrl-C); appends are no longer retried."""
+        super().hush()
+        with self._ids_lock:
+            waiting = list(self._waiting.values())
+        _answer_all(waiting, STOPPING)
 
     def _client(self, timeout: float) -> redis.Redis:
         return redis.Redis.from_url(
@@ -401,6 +415,10 @@ class ClusterHub(Hub):
             member_id = self._id_of.get(member)
         if member_id is None:
             return False
+        if self._hushed and not self._link_up:
+            # Stopping while Redis is away: no waiting for it. This node's liveness key
+            # expires, and the other nodes say "their server went away" for each user.
+            return True
         payload, token = self._payload("leave", member_id, (reason, message), {})
         try:
             # While the server stops, a leave is appended but not waited for, and Redis is
@@ -706,10 +724,11 @@ class ClusterHub(Hub):
             if op == "leave" or (op in _CLAIMS and error is not None):
                 self._forget(member, member_id)
         if future is not None:
-            if error is None:
-                future.set_result(outcome)
-            else:
-                future.set_exception(error)
+            with contextlib.suppress(InvalidStateError):  # hush() may have answered it
+                if error is None:
+                    future.set_result(outcome)
+                else:
+                    future.set_exception(error)
 
     def _forget(self, member: Member, member_id: str) -> None:
         with self._ids_lock:
