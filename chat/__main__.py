@@ -18,6 +18,7 @@ from chat.config import ServerConfig
 from chat.hub import LinkError
 from chat.protocol import room_error
 from chat.server import ChatServer, ListenError
+from chat.tls import TlsConfigError
 
 EXIT_USAGE = 2
 
@@ -214,6 +215,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="disconnect clients silent for this many seconds (0 or None: "
         "never; TCP keepalive still finds dead peers)",
     )
+    tls = parser.add_argument_group("TLS (docs/tls.md)")
+    tls.add_argument("--tls-cert", metavar="FILE", help="certificate chain (PEM) for the TLS ports")
+    tls.add_argument("--tls-key", metavar="FILE", help="its private key (PEM, not encrypted)")
+    tls.add_argument(
+        "--tls-port",
+        type=_port,
+        default=None,
+        help="also listen for text/JSON clients over TLS on this port (e.g. 8889)",
+    )
+    tls.add_argument(
+        "--irc-tls-port",
+        type=_port,
+        default=None,
+        help="also listen for IRC clients over TLS on this port (6697 is the convention)",
+    )
+    tls.add_argument(
+        "--tls-only",
+        action="store_true",
+        help="open only the TLS ports (--port and --irc-port stay closed)",
+    )
     parser.add_argument(
         "--log-level",
         default="INFO",
@@ -289,8 +310,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_tls(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """TLS options that cannot work together: one clear line, exit 2."""
+    tls_ports = args.tls_port is not None or args.irc_tls_port is not None
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    if tls_ports and args.tls_cert is None:
+        parser.error("--tls-port and --irc-tls-port need --tls-cert and --tls-key")
+    if args.tls_cert is not None and not tls_ports:
+        parser.error("--tls-cert needs --tls-port or --irc-tls-port")
+    if args.tls_only and not tls_ports:
+        parser.error("--tls-only needs --tls-port or --irc-tls-port")
+    if tls_ports and args.lock_while_sending:
+        parser.error("--lock-while-sending sends on the raw socket: not with TLS")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_tls(parser, args)
     if args.workers > 1:  # cluster (#12): this process only starts and watches the workers
         return _run_workers(args, list(sys.argv[1:] if argv is None else argv))
     listener = _log_through_a_queue(args.log_level)
@@ -342,6 +380,11 @@ def _serve(args: argparse.Namespace) -> int:
         cluster_heartbeat_s=args.cluster_heartbeat,
         cluster_racy_claims=args.racy_cluster_claims,
         reuse_port=args.reuse_port,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_port=args.tls_port,
+        irc_tls_port=args.irc_tls_port,
+        tls_only=args.tls_only,
     )
     demo_flags = (args.unsafe_registry, args.lock_while_sending, args.one_at_a_time)
     if any(demo_flags) or args.pool is not None:
@@ -359,17 +402,26 @@ def _serve(args: argparse.Namespace) -> int:
         faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     _raise_file_limit(args.max_clients)
     stop_requested = threading.Event()
+    reload_requested = threading.Event()  # SIGHUP: the certificate is read again
+    woken = threading.Event()  # either of them: the main thread looks
 
     def request_stop(signum: int, _frame: object) -> None:
         logging.getLogger("chat").info("%s received", signal.Signals(signum).name)
         stop_requested.set()
+        woken.set()
+
+    def request_reload(_signum: int, _frame: object) -> None:
+        reload_requested.set()
+        woken.set()
 
     # Before start(): a Ctrl-C right after "listening on" must stop the server, not raise
     # KeyboardInterrupt in the main thread while the accept thread keeps the process alive.
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if hasattr(signal, "SIGHUP") and config.tls_cert is not None:
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, request_reload)
     try:
         server.start()
-    except ListenError as error:
+    except (ListenError, TlsConfigError) as error:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sys.stderr.write(f"chat-server: {error.message}\n")
@@ -383,7 +435,13 @@ def _serve(args: argparse.Namespace) -> int:
         logging.getLogger("chat").info(
             "pid %d: `kill -USR1 %d` prints every thread's stack", os.getpid(), os.getpid()
         )
-    stop_requested.wait()
+    while not stop_requested.is_set():
+        woken.wait()
+        woken.clear()  # before looking: a signal from now on wakes us again
+        if reload_requested.is_set() and not stop_requested.is_set():
+            reload_requested.clear()
+            logging.getLogger("chat").info("SIGHUP received: reloading the TLS certificate")
+            server.reload_tls()
     server.stop()
     return 0
 

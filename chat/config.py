@@ -57,6 +57,13 @@ class ServerConfig:
     irc_ping_s: float = 90.0
     irc_timeout_s: float = 150.0
     server_name: str = "threadroom"
+    # TLS (docs/tls.md): the certificate chain and key files (PEM), and the ports that speak
+    # TLS; tls_only: the plaintext ports (port, irc_port) are not opened at all.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_port: int | None = None
+    irc_tls_port: int | None = None
+    tls_only: bool = False
     # -- cluster (#12, chat/cluster, docs/cluster.md) --
     # redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for TLS): several servers form one chat.
     # None: this process alone (chat/cluster and redis are never imported). Not in repr():

@@ -3,7 +3,9 @@
 A connection knows bytes, not meaning: it reads, splits lines and hands them to its dialect
 (chat/dialects), and queues what the dialect or the hub gives it for the sender thread
 (chat/sender.py). It never parses a line or calls the hub itself, so the same connection
-carries text, JSON and IRC clients, and TLS (later) wraps the socket here and nowhere else.
+carries text, JSON and IRC clients. TLS is here and nowhere else: a TLS connection keeps the
+same socket and threads and runs its bytes through a `TlsSession` (chat/tls.py) on the way in
+(the reader) and out (the sender).
 
 Other threads reach a connection through non-blocking doors: `deliver()` then `flush()` (queue
 output, have it sent), `drop()` / `shut_down()` (ask it to go), and the sender's
@@ -29,6 +31,7 @@ from chat.wire import EncodeCache
 
 if TYPE_CHECKING:
     from chat.dialects import Dialect
+    from chat.tls import TlsSession
 
 log = logging.getLogger("chat.connection")
 
@@ -60,6 +63,9 @@ class Connection:
     `encode()` excepted, see chat/dialects). `_reading` goes from True to False once, written by
     the reader, read by the sender; it is set to False before the output closes. `_gone` becomes
     True once the reader has left the hub (an Event is made only for someone who waits).
+    Over TLS, `_tls` (chat/tls.py, its own leaf lock) is fed by the reader and sealed and
+    drained by the sender, so no OpenSSL object is ever used by two threads at once;
+    `_tls_claimed` belongs to the sender.
 
     Memory: one of these per client, so it has `__slots__` and makes nothing it may not need.
     """
@@ -79,6 +85,8 @@ class Connection:
         "_sender",
         "_sock",
         "_sock_closed",
+        "_tls",
+        "_tls_claimed",
         "crashes",
     )
 
@@ -91,6 +99,7 @@ class Connection:
         output: Output,
         register_timeout_s: float | None,
         on_exit: Callable[[Connection], None],
+        tls: TlsSession | None = None,
     ) -> None:
         sock.setblocking(False)
         self._address = address
@@ -112,6 +121,11 @@ class Connection:
         # Unexpected exceptions this connection's reader survived (a bug, or the unsafe demo);
         # read by the server's audit after the reader has ended.
         self.crashes: list[str] = []
+        # TLS (chat/tls.py): None for plaintext. `_tls_claimed` belongs to the sender thread:
+        # it holds the outbox's claim until the ciphertext of the claimed bytes is all sent, so
+        # "drained" still means "every byte is on its way to the client".
+        self._tls = tls
+        self._tls_claimed = False
 
     def attach(self, dialect: Dialect) -> None:
         """Gives the connection its dialect; once, before `serve()`."""
@@ -257,6 +271,8 @@ class Connection:
     def send_queued(self) -> bool:
         """Sends what is queued, as much as the socket takes now; True if the socket is full
         and the rest waits for it to drain. Only the sender thread calls this."""
+        if self._tls is not None:
+            return self._send_queued_tls(self._tls)
         data = self._output.claim()
         if data is not None:
             try:
@@ -277,6 +293,45 @@ class Connection:
         if self._output.drained and self._reading:
             self._cut()
         return False
+
+    def _send_queued_tls(self, tls: TlsSession) -> bool:
+        """`send_queued()` through TLS: encrypt what is claimed, send the ciphertext (and what
+        the reader's TLS work left to send: handshake messages, a KeyUpdate answer)."""
+        while True:
+            if not self._tls_claimed and tls.established:
+                data = self._output.claim()
+                if data is not None:
+                    tls.seal(data)
+                    self._tls_claimed = True
+            wire = tls.outgoing()
+            if wire:
+                try:
+                    sent = self._sock.send(wire)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    tls.discard()
+                    self._release_tls_claim()
+                    self.drop(ev.LeaveReason.CONNECTION_LOST)
+                    return False
+                if tls.sent(sent):
+                    return True
+            if not self._tls_claimed:
+                break
+            self._release_tls_claim()  # and look again: more may have come meanwhile
+        if self._output.drained and self._reading and tls.established:
+            # As in send_queued(): the goodbye is out; TLS says so before the cut.
+            tls.close_notify()
+            with contextlib.suppress(OSError):
+                self._sock.send(tls.outgoing())
+            tls.discard()  # sent, or never will be: the socket is cut now
+            self._cut()
+        return False
+
+    def _release_tls_claim(self) -> None:
+        if self._tls_claimed:
+            self._tls_claimed = False
+            self._output.release()
 
     def close_socket(self) -> None:
         """The sender thread's last act for this connection, after the reader retired it."""
@@ -324,22 +379,36 @@ class Connection:
         time nor complete but useless lines move it (a "slowloris" cannot hold a slot).
         """
         registering = not dialect.registered and self._register_deadline is not None
+        deadline = self._register_deadline
+        if self._tls is not None and not self._tls.established:  # TLS first, in that time
+            registering, deadline = True, self._tls.deadline
         if registering:
-            assert self._register_deadline is not None
-            wait: float | None = self._register_deadline - time.monotonic()
+            assert deadline is not None
+            wait: float | None = deadline - time.monotonic()
             if wait is not None and wait <= 0:
                 raise TimeoutError("registration timed out")
         else:
             wait = dialect.silence_limit()
         try:
-            return self._sock.recv(RECV_BYTES)
+            data = self._sock.recv(RECV_BYTES)
         except BlockingIOError:
             pass
+        else:
+            return data if self._tls is None or not data else self._open_tls(self._tls, data)
         if _readable(self._sock, wait) or registering:
             return None  # input (or EOF) to read; or the deadline, checked at the top
         if dialect.on_silence():
             return None
         raise TimeoutError("timed out")
+
+    def _open_tls(self, tls: TlsSession, data: bytes) -> bytes | None:
+        """Ciphertext in, plaintext out (None: nothing complete yet; b"": close_notify)."""
+        plaintext, ended, output = tls.feed(data, self.label)
+        if output:  # handshake messages, a KeyUpdate answer: the sender sends them
+            self.flush()
+        if ended and not plaintext:
+            return b""
+        return plaintext or None
 
     def _finish(self, dialect: Dialect) -> None:
         self._reading = False  # read by the sender: the reader no longer waits for input
@@ -355,7 +424,15 @@ class Connection:
             event.set()
         self._output.close()
         self.flush()
-        if self._output.wait_drained(FLUSH_TIMEOUT_S):
+        tls = self._tls
+        if tls is not None and not tls.established:  # no TLS, no words: nothing can be said
+            self._output.discard()
+            self._cut()
+        elif self._output.wait_drained(FLUSH_TIMEOUT_S):
+            if tls is not None:  # close_notify after the last line, then the FIN
+                tls.close_notify()
+                self.flush()
+                tls.wait_sent(FLUSH_TIMEOUT_S)
             self._cut(both=False)  # a FIN after the last line: the client reads every line
             self._drain_input()
         else:  # the client is not reading: stop waiting for it

@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from chat.audit import Audit
 from chat.config import ServerConfig
@@ -34,6 +35,9 @@ from chat.hub import Hub
 from chat.outbox import Outbox, Output
 from chat.runner import Runner, ThreadPerConnection
 from chat.sender import Sender
+
+if TYPE_CHECKING:
+    from chat.tls import ServerTls
 
 log = logging.getLogger("chat.server")
 
@@ -78,7 +82,9 @@ class ChatServer:
     admits connections; the runner gives each connection's reader a thread; one sender thread
     sends to every client (chat/sender.py). `stop()` may be called from any thread, any number
     of times, also at once from two: `_stop_lock` makes the second wait for the first.
-    `audit` has its own leaf lock; any thread may record into it.
+    `audit` has its own leaf lock; any thread may record into it. With TLS ports, `tls`
+    (chat/tls.py ServerTls) holds the certificate: `reload_tls()` (the main thread, on SIGHUP)
+    swaps its context by one assignment, the accept thread reads it for each new connection.
     """
 
     def __init__(
@@ -129,6 +135,11 @@ class ChatServer:
         self._stopping = threading.Event()
         self._stop_lock = threading.Lock()
         self._stopped = False
+        # TLS (chat/tls.py): the certificate, which listeners speak TLS, and each option's
+        # listener (for the address properties).
+        self.tls: ServerTls | None = None
+        self._tls_listeners: set[socket.socket] = set()
+        self._bound: dict[str, socket.socket] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -137,42 +148,101 @@ class ChatServer:
         if self._listeners:
             raise RuntimeError("a ChatServer starts once")
         config = self.config
-        wanted: list[tuple[str, int, DialectClass]] = [("--port", config.port, TextJsonDialect)]
-        if config.irc_port is not None:
-            wanted.append(("--irc-port", config.irc_port, IrcDialect))
+        wanted: list[tuple[str, int, DialectClass]] = []
+        if not config.tls_only:
+            wanted.append(("--port", config.port, TextJsonDialect))
+            if config.irc_port is not None:
+                wanted.append(("--irc-port", config.irc_port, IrcDialect))
+        wanted += self._load_tls()
         self.hub.open()  # a cluster's hub links to Redis first (LinkError); a plain one: no-op
         for option, port, dialect in wanted:
             try:
                 listener = _listen(config.host, port, reuse_port=config.reuse_port)
-                self._listeners.append((listener, dialect))
             except OSError as error:
                 for listener, _ in self._listeners:
                     listener.close()
                 self._listeners.clear()
                 self.hub.close()
                 raise ListenError(option, config.host, port, error) from error
+            self._listeners.append((listener, dialect))
+            self._bound[option] = listener
+            if option in ("--tls-port", "--irc-tls-port"):
+                self._tls_listeners.add(listener)
         self._wake_r, self._wake_w = os.pipe()
         self._sender.start()
         self._accept_thread = threading.Thread(target=self._accept_loop, name="accept")
         self._accept_thread.start()
-        log.info("listening on %s:%d", *self.address)
-        if config.irc_port is not None:
-            log.info("IRC listening on %s:%d", *self.irc_address)
+        for option, what in (
+            ("--port", "listening on"),
+            ("--irc-port", "IRC listening on"),
+            ("--tls-port", "TLS listening on"),
+            ("--irc-tls-port", "IRC over TLS listening on"),
+        ):
+            if option in self._bound:
+                log.info("%s %s:%d", what, *self._address_of(option))
         return self
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound (host, port); with port=0 this is where the OS put us."""
-        assert self._listeners, "start() first"
-        host, port = self._listeners[0][0].getsockname()[:2]
-        return host, port
+        return self._address_of("--port")
 
     @property
     def irc_address(self) -> tuple[str, int]:
         """The bound (host, port) of the IRC listener; start() with irc_port first."""
-        assert len(self._listeners) > 1, "start() with irc_port first"
-        host, port = self._listeners[1][0].getsockname()[:2]
+        return self._address_of("--irc-port")
+
+    @property
+    def tls_address(self) -> tuple[str, int]:
+        """The bound (host, port) of the TLS text/JSON listener (tls_port)."""
+        return self._address_of("--tls-port")
+
+    @property
+    def irc_tls_address(self) -> tuple[str, int]:
+        """The bound (host, port) of the IRC-over-TLS listener (irc_tls_port)."""
+        return self._address_of("--irc-tls-port")
+
+    def _address_of(self, option: str) -> tuple[str, int]:
+        assert option in self._bound, f"start() with {option[2:].replace('-', '_')} first"
+        host, port = self._bound[option].getsockname()[:2]
         return host, port
+
+    # -- TLS -----------------------------------------------------------------------------------
+
+    def _load_tls(self) -> list[tuple[str, int, DialectClass]]:
+        """Loads the certificate if a TLS port is asked for (raises TlsConfigError); returns
+        the TLS listeners wanted. `ssl` is imported only then."""
+        config = self.config
+        wanted: list[tuple[str, int, DialectClass]] = []
+        if config.tls_port is not None:
+            wanted.append(("--tls-port", config.tls_port, TextJsonDialect))
+        if config.irc_tls_port is not None:
+            wanted.append(("--irc-tls-port", config.irc_tls_port, IrcDialect))
+        if wanted:
+            from chat.tls import ServerTls, TlsConfigError
+
+            if config.tls_cert is None or config.tls_key is None:
+                raise TlsConfigError("a TLS port needs --tls-cert and --tls-key")
+            self.tls = ServerTls(config.tls_cert, config.tls_key)
+            log.info("TLS certificate SHA-256 fingerprint %s", self.tls.fingerprint)
+        return wanted
+
+    def reload_tls(self) -> bool:
+        """Loads the certificate and key again (SIGHUP): new connections get the new one,
+        connected clients keep theirs. A file that cannot be used is logged and the old
+        certificate stays. Returns whether the new one is in use."""
+        if self.tls is None:
+            return False
+        from chat.tls import TlsConfigError
+
+        try:
+            fingerprint = self.tls.reload()
+        except (TlsConfigError, OSError, ValueError) as error:
+            message = getattr(error, "message", str(error))
+            log.error("TLS certificate not reloaded, the old one stays: %s", message)
+            return False
+        log.info("TLS certificate reloaded, SHA-256 fingerprint %s", fingerprint)
+        return True
 
     def stop(self) -> None:
         """Tells every client goodbye, flushes for at most SHUTDOWN_FLUSH_S, joins every thread.
@@ -287,13 +357,19 @@ class ChatServer:
         except OSError as error:  # e.g. EMFILE: log and keep serving the others
             log.warning("accept failed: %s", error)
             return
-        refusal = self._admit(sock, address, dialect)
+        tls = listener in self._tls_listeners
+        refusal = self._admit(sock, address, dialect, tls)
         if refusal is not None:
             log.warning("%s:%d refused (%s)", address[0], address[1], refusal)
-            _refuse(sock, dialect.refusal(refusal))
+            # A TLS client cannot read a plaintext line: it only sees the connection close.
+            _refuse(sock, b"" if tls else dialect.refusal(refusal))
 
     def _admit(
-        self, sock: socket.socket, address: tuple[str, int], dialect: DialectClass
+        self,
+        sock: socket.socket,
+        address: tuple[str, int],
+        dialect: DialectClass,
+        tls: bool = False,
     ) -> str | None:
         """Makes a connection speaking `dialect` for `sock` and starts it, or says why not."""
         config = self.config
@@ -312,6 +388,7 @@ class ChatServer:
                 output=self._output(sock, config),
                 register_timeout_s=config.register_timeout_s,
                 on_exit=self._on_connection_exit,
+                tls=self.tls.session(config.register_timeout_s) if tls and self.tls else None,
             )
             connection.attach(dialect(connection, self.hub, config))
             self._connections.add(connection)
@@ -374,7 +451,8 @@ def _refuse(sock: socket.socket, line: bytes) -> None:
     """Sends one error line without ever blocking the accept loop, then closes."""
     try:
         sock.setblocking(False)
-        sock.send(line)
+        if line:
+            sock.send(line)
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass

@@ -13,6 +13,7 @@ from client.wire import NICK_RULE
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8888
+DEFAULT_TLS_PORT = 8889  # docs/tls.md: the port a classroom gives --tls-port
 
 
 def _seconds(text: str) -> float:
@@ -41,9 +42,27 @@ def _parser() -> argparse.ArgumentParser:
         description="Join the chat. With stdin not a terminal, send each input line and exit.",
     )
     parser.add_argument("nick", help=f"your nickname ({NICK_RULE})")
-    parser.add_argument("--host", default=DEFAULT_HOST, help=f"server (default {DEFAULT_HOST})")
     parser.add_argument(
-        "--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"server, or server:port ([::1]:port) (default {DEFAULT_HOST})",
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=None,
+        help=f"port (default {DEFAULT_PORT}, with --tls {DEFAULT_TLS_PORT})",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="connect with TLS: the system's trusted authorities, else trust on first use"
+        " (you are shown the certificate's fingerprint and asked; docs/tls.md)",
+    )
+    parser.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        help="with --tls: trust only certificates signed by this CA (PEM); implies --tls",
     )
     parser.add_argument(
         "--password",
@@ -107,12 +126,53 @@ def _ask_nick(reason: str) -> str | None:
         return None
 
 
+def _split_host(text: str) -> tuple[str, int | None]:
+    """`host`, `host:port`, `[v6]:port` or a bare IPv6 address -> (host, port or None)."""
+    if text.startswith("[") and "]" in text:
+        host, _, rest = text[1:].partition("]")
+        return host, _port(rest[1:]) if rest.startswith(":") else None
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, _port(port)
+    return text, None
+
+
+def _ask_trust(server: str, fingerprint: str) -> bool:
+    """Trust on first use, on the terminal: show the fingerprint, ask."""
+    from prompt_toolkit import prompt
+
+    _progress.erase()
+    sys.stderr.write(
+        f"chat-client: the certificate of {server} is not signed by an authority this system"
+        f" trusts.\n  SHA-256 fingerprint: {fingerprint}\n  Compare it with the one the"
+        " server's owner gives you (chat-server logs it when it starts).\n"
+    )
+    try:
+        answer = prompt("Trust this certificate from now on? [y/N] ")
+    except (EOFError, KeyboardInterrupt):
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
 def main(argv: list[str] | None = None) -> int:
     """The `chat-client` console script; returns the exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    try:
+        host, port = _split_host(args.host)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"argument --host: {exc}")
+    if port is not None and args.port is not None and port != args.port:
+        parser.error(f"two ports: --host {args.host} and --port {args.port}")
+    tls = None
+    if args.tls or args.tls_ca:
+        from client.tls import TlsSettings
+
+        tls = TlsSettings(ca_file=args.tls_ca, ask=_ask_trust if interactive else None)
+    port = port or args.port or (DEFAULT_TLS_PORT if tls else DEFAULT_PORT)
     connection = Connection(
-        args.host, args.port, args.nick, password=args.password, greeting_timeout_s=args.timeout
+        host, port, args.nick, password=args.password, greeting_timeout_s=args.timeout, tls=tls
     )
     try:
         try:

@@ -34,9 +34,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from client.state import Status
+from client.tls import TlsSettings, TrustError
 from client.wire import (
     NICK_MAX_CHARS,
     PROTOCOL_VERSION,
@@ -166,10 +167,21 @@ def alternate_nicks(nick: str) -> Iterator[str]:
         yield nick[: NICK_MAX_CHARS - len(suffix)] + suffix
 
 
+class Stream(Protocol):
+    """What the connection needs of its link: a socket, or a TLS stream (client/tls.py)."""
+
+    def recv(self, size: int, /) -> bytes: ...
+    def sendall(self, data: bytes, /) -> None: ...
+    def settimeout(self, timeout: float | None, /) -> None: ...
+    def setsockopt(self, level: int, option: int, value: int, /) -> None: ...
+    def shutdown(self, how: int, /) -> None: ...
+    def close(self) -> None: ...
+
+
 class _Link:
     """One open, registered TCP connection and the bytes read past the welcome."""
 
-    def __init__(self, sock: socket.socket, buffer: LineBuffer, pending: list[bytes]) -> None:
+    def __init__(self, sock: Stream, buffer: LineBuffer, pending: list[bytes]) -> None:
         self.sock = sock
         self.buffer = buffer
         self.pending = pending
@@ -191,6 +203,8 @@ class Connection:
         send_burst_lines: lines we may send at once.
         password: the server's password (`--password`), sent in every `hello`.
         rng: random source of the jitter.
+        tls: speak TLS, trusting certificates as these settings say (client/tls.py); None:
+            plaintext.
     """
 
     def __init__(
@@ -208,6 +222,7 @@ class Connection:
         send_burst_lines: float = SEND_BURST_LINES,
         password: str | None = None,
         rng: random.Random | None = None,
+        tls: TlsSettings | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -229,8 +244,8 @@ class Connection:
         self._unconfirmed: deque[tuple[int, ProtocolMessage]] = deque()
         self._seq = 0
         self._confirmed_seq = 0
-        self._sock: socket.socket | None = None  # the registered socket the writer may use
-        self._writing: socket.socket | None = None  # the socket the writer is in sendall() on
+        self._sock: Stream | None = None  # the registered socket the writer may use
+        self._writing: Stream | None = None  # the socket the writer is in sendall() on
         self._closing = False  # quit or close asked for: no more reconnecting
         self._stopped = False  # close(): every thread should end now
         self._first_link: _Link | None = None
@@ -242,6 +257,7 @@ class Connection:
         self._users_asked = 0
         self._users_by_who = 0
         self._threads: list[threading.Thread] = []
+        self._tls = tls
 
     # --- reading the state ------------------------------------------------------------------
 
@@ -283,7 +299,7 @@ class Connection:
         while True:
             try:
                 link, reply = self._open_and_hello(nick)
-            except NoGreeting as exc:
+            except (NoGreeting, TrustError) as exc:
                 raise ConnectError(str(exc)) from exc
             except OSError as exc:
                 reason = exc.strerror or str(exc) or type(exc).__name__
@@ -317,7 +333,12 @@ class Connection:
             NoGreeting: the server accepted the connection but did not welcome us in time.
             OSError: connecting or reading failed, or the server closed without a reply.
         """
-        sock = socket.create_connection((self.host, self.port), timeout=self._connect_timeout_s)
+        sock: Stream
+        if self._tls is not None:  # asks about an unknown certificate only in connect()
+            ask = self._tls.ask if self._first_link is None else None
+            sock = self._tls.connect(self.host, self.port, self._connect_timeout_s, ask)
+        else:
+            sock = socket.create_connection((self.host, self.port), self._connect_timeout_s)
         address = self._status.address
         if self._progress is not None:
             self._progress(f"connected to {address}, waiting for the server's greeting…")
@@ -445,6 +466,15 @@ class Connection:
                         return
                 try:
                     link, welcome = self._register_again()
+                except TrustError as exc:
+                    # A certificate that changed (or is not valid) will not get better by
+                    # trying again: say so loudly, once, and stop (as ssh does).
+                    with self._cv:
+                        self._closing = True
+                        status = self._publish_locked(state="disconnected", retry_at=None)
+                    self._notify(Notice(str(exc), error=True))
+                    self._notify(StatusChanged(status))
+                    return
                 except (OSError, ConnectError) as exc:
                     failed = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                     continue
@@ -508,7 +538,7 @@ class Connection:
             self._drop(sock)
         return reason
 
-    def _drop(self, sock: socket.socket) -> None:
+    def _drop(self, sock: Stream) -> None:
         """Forget a broken socket: requeue unconfirmed lines, wait out the writer, close it."""
         with self._cv:
             if self._sock is sock:
@@ -729,7 +759,7 @@ def _frees(event: ProtocolMessage, nick: str) -> bool:
     return False
 
 
-def _shutdown(sock: socket.socket) -> None:
+def _shutdown(sock: Stream) -> None:
     """Shut a socket down both ways, waking any thread blocked on it; ignore if already gone."""
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)

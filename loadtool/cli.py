@@ -116,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="bots join in pairs asking for the same nickname; the loser takes "
         "its own name. Two winners of one name is a race in the server",
     )
+    parser.add_argument(
+        "--tls", action="store_true", help="connect with TLS (to the server's --tls-port)"
+    )
+    parser.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        help="with --tls: verify the server against this CA (PEM; a self-signed certificate is"
+        " its own CA); default: the system's trusted authorities. Implies --tls",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
@@ -134,6 +143,8 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
         join_timeout=min(args.join_timeout, args.duration),
         protocol=args.protocol,
         nick_clash=args.nick_clash,
+        tls=args.tls or args.tls_ca is not None,
+        tls_ca=args.tls_ca,
         servers=args.servers,
     )
     progress = None

@@ -11,6 +11,7 @@ import errno
 import math
 import selectors
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -102,6 +103,10 @@ class LoadConfig:
     # Deliveries that arrived but are not verified yet may hold this many bytes; past it, reading
     # waits for verifying (so memory stays bounded and the server feels the back-pressure).
     max_unverified_bytes: int = MAX_UNVERIFIED_BYTES
+    # TLS (docs/tls.md): verify the server against tls_ca (a PEM file), or the system's
+    # authorities without it. Each bot runs its TLS over memory buffers in this one thread.
+    tls: bool = False
+    tls_ca: str | None = None
     # Several servers of one cluster (chat/cluster): bot i connects to servers[i % len]; with
     # two or more, the run also checks that every bot saw the room in one order.
     servers: tuple[tuple[str, int], ...] = ()
@@ -145,6 +150,7 @@ class _Bot:
         self.name = name  # embedded in its messages; stable even if the nick is not
         self.slow = slow
         self.first_nick = first_nick
+        self.host = ""  # the server it connects to (--servers: one of several)
         self.nick: str | None = None
         self.sock: socket.socket | None = None
         self.connecting = False
@@ -167,6 +173,11 @@ class _Bot:
         self.flood_limited = False
         self.kicked = False
         self.reset = False
+        # TLS: the bot's TLS state over two memory buffers; hello waits for the handshake.
+        self.tls: ssl.SSLObject | None = None
+        self.tls_in = self.tls_out = ssl.MemoryBIO()
+        self.handshaking = False
+        self.plain_pending = bytearray()
 
     @property
     def alive(self) -> bool:
@@ -237,6 +248,9 @@ class _Run:
         # checks "every bot done?" only then, not on every wake-up (100s of bots, 10,000s of
         # wake-ups a second).
         self.progressed = True
+        self.tls_context: ssl.SSLContext | None = None
+        if config.tls:
+            self.tls_context = ssl.create_default_context(cafile=config.tls_ca)
 
     # -- socket plumbing -----------------------------------------------------------------------
 
@@ -253,6 +267,7 @@ class _Run:
         bot.connecting = True
         servers = self.config.servers
         address = servers[bot.index % len(servers)] if servers else None
+        bot.host = address[0] if address else self.config.host  # its TLS checks this name
         code = sock.connect_ex(address or (self.config.host, self.config.port))
         if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
             self.fail(bot, f"cannot connect: {errno.errorcode.get(code, code)}")
@@ -270,7 +285,65 @@ class _Run:
         self.selector.modify(bot.sock, selectors.EVENT_READ, bot)
         # A slow bot stops reading from here on (flush() never asks to read for it): the
         # server's queue for it fills up.
+        if self.tls_context is not None:
+            bot.tls_in, bot.tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            bot.tls = self.tls_context.wrap_bio(
+                bot.tls_in, bot.tls_out, server_hostname=bot.host
+            )
+            bot.handshaking = True
+            self.handshake(bot)
         self.hello(bot, bot.first_nick)
+
+    def handshake(self, bot: _Bot) -> None:
+        """Moves the bot's TLS handshake on; once done, what waited is sent."""
+        assert bot.tls is not None
+        try:
+            bot.tls.do_handshake()
+            done = True
+        except ssl.SSLWantReadError:
+            done = False
+        except ssl.SSLError as error:
+            self.fail(bot, f"TLS: {error.reason or error}")
+            return
+        bot.outbuf += bot.tls_out.read()
+        if done:
+            bot.handshaking = False
+            if bot.plain_pending:
+                bot.tls.write(bytes(bot.plain_pending))
+                bot.plain_pending.clear()
+                bot.outbuf += bot.tls_out.read()
+        self.flush(bot)
+
+    def open_tls(self, bot: _Bot, data: bytes) -> bytes | None:
+        """Ciphertext in, plaintext out; None: nothing complete yet, or the bot is gone."""
+        assert bot.tls is not None
+        bot.tls_in.write(data)
+        if bot.handshaking:
+            self.handshake(bot)
+            if bot.handshaking or not bot.alive:
+                return None
+        chunks = []
+        ended = False
+        try:
+            while chunk := bot.tls.read(RECV_BYTES):
+                chunks.append(chunk)
+            ended = True
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLZeroReturnError:
+            ended = True
+        except ssl.SSLError as error:
+            bot.gone = bot.gone or f"TLS: {error.reason or error}"
+            self.lost_connection(bot)
+            return None
+        if bot.tls_out.pending:  # e.g. a KeyUpdate answer
+            bot.outbuf += bot.tls_out.read()
+            self.flush(bot)
+        plaintext = b"".join(chunks)
+        if ended and not plaintext:
+            self.lost_connection(bot)
+            return None
+        return plaintext or None
 
     def hello(self, bot: _Bot, nick: str) -> None:
         bot.hellos += 1
@@ -279,6 +352,12 @@ class _Run:
     def write(self, bot: _Bot, data: bytes) -> None:
         if not bot.alive:
             return
+        if bot.tls is not None:
+            if bot.handshaking:
+                bot.plain_pending += data
+                return
+            bot.tls.write(data)
+            data = bot.tls_out.read()
         bot.outbuf += data
         self.flush(bot)
 
@@ -294,7 +373,7 @@ class _Run:
             return
         del bot.outbuf[:sent]
         want = selectors.EVENT_WRITE if bot.outbuf else 0
-        if not bot.slow:
+        if not bot.slow or bot.handshaking:
             want |= selectors.EVENT_READ
         key = self.selector.get_map().get(bot.sock)
         if key is None:
@@ -347,6 +426,11 @@ class _Run:
         if not data:
             self.lost_connection(bot)
             return
+        if bot.tls is not None:
+            plaintext = self.open_tls(bot, data)
+            if plaintext is None:
+                return
+            data = plaintext
         data = bot.inbuf + data
         end = data.rfind(b"\n") + 1
         bot.inbuf = data[end:]

@@ -23,8 +23,12 @@ def wait_until(condition: Callable[[], bool], timeout: float = TIMEOUT_S) -> Non
 class Peer:
     """A raw line-oriented client on a real socket; every read is bounded by a timeout."""
 
-    def __init__(self, address: tuple[str, int], timeout: float = TIMEOUT_S) -> None:
+    def __init__(
+        self, address: tuple[str, int], timeout: float = TIMEOUT_S, tls: Any = None
+    ) -> None:
         self.sock = socket.create_connection(address, timeout=timeout)
+        if tls is not None:  # an ssl.SSLContext: speak TLS to a --tls-port (tests/test_tls.py)
+            self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
         self.timeout = timeout
         self._buffer = b""
         self.eof = False
