@@ -287,9 +287,7 @@ class _Run:
         # server's queue for it fills up.
         if self.tls_context is not None:
             bot.tls_in, bot.tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
-            bot.tls = self.tls_context.wrap_bio(
-                bot.tls_in, bot.tls_out, server_hostname=bot.host
-            )
+            bot.tls = self.tls_context.wrap_bio(bot.tls_in, bot.tls_out, server_hostname=bot.host)
             bot.handshaking = True
             self.handshake(bot)
         self.hello(bot, bot.first_nick)
