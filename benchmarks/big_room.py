@@ -155,6 +155,7 @@ def shutdown(count: int, hangup: bool, keep_log: str = "") -> dict[str, float]:
     try:
         crowd.join(count)
         cpu0 = server.cpu_s()
+        reaped = resource.getrusage(resource.RUSAGE_CHILDREN)  # servers before this one
         t0 = time.monotonic()
         if hangup:
             crowd.hang_up()
@@ -164,12 +165,16 @@ def shutdown(count: int, hangup: bool, keep_log: str = "") -> dict[str, float]:
         goodbye_s = time.monotonic() - t0
         server.proc.wait(PHASE_TIMEOUT_S)
         exit_s = time.monotonic() - t0
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # this server too, now reaped
+        total = usage.ru_utime + usage.ru_stime - reaped.ru_utime - reaped.ru_stime
+        shutdown_cpu = total - cpu0
         if keep_log:
             Path(keep_log).write_text(Path(server.log.name).read_text())
         return {
             "all_eof_s": goodbye_s,
             "exit_s": exit_s,
             "cpu_before_signal": cpu0,
+            "shutdown_cpu": shutdown_cpu,
             "goodbyes": len(crowd.goodbye_before_eof),
             "clients": count,
         }
@@ -214,6 +219,7 @@ def main() -> int:
         how = "all hanging up at the signal" if args.hangup else "idle, registered"
         print(
             f"SIGTERM with {args.shutdown} clients ({how}): exit after {result['exit_s']:.2f} s"
+            f" (server CPU {result['shutdown_cpu']:.2f} s)"
             + (
                 ""
                 if args.hangup

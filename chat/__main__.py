@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import logging
 import logging.handlers
 import os
 import queue
+import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Sequence
 
-from chat.config import ServerConfig
+from chat.config import ServerConfig, default_history_path
 from chat.hub import LinkError
 from chat.protocol import room_error
 from chat.server import ChatServer, ListenError
+from chat.store import StoreError
 from chat.tls import TlsConfigError
 
 EXIT_USAGE = 2
+# The main thread checks for a stop at least this often while it waits (see _wait_for).
+WAKE_CHECK_S = 1.0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,6 +68,13 @@ def _seconds_or_off(text: str) -> float | None:
     value = _number(text, float)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 (off) or more seconds, not {text}")
+    return value or None
+
+
+def _days_or_off(text: str) -> float | None:
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or more days, not {text}")
     return value or None
 
 
@@ -268,6 +281,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     # -- end of cluster (#12) --
+    # -- history (#11, docs/history.md) --
+    history = parser.add_argument_group("history (docs/history.md)")
+    history.add_argument(
+        "--history-db",
+        default=default_history_path(),
+        metavar="PATH",
+        help="SQLite file keeping messages, topics and rooms across restarts (:memory: keeps"
+        " them until exit)",
+    )
+    history.add_argument(
+        "--no-history", action="store_true", help="keep no history at all (nothing is written)"
+    )
+    history.add_argument(
+        "--history-replay",
+        type=_count_or_off,
+        default=defaults.history_replay,
+        metavar="N",
+        help="messages replayed to a user joining a room (0: none)",
+    )
+    history.add_argument(
+        "--history-days",
+        type=_days_or_off,
+        default=None,
+        metavar="DAYS",
+        help="delete messages older than this many days (0: keep them)",
+    )
+    history.add_argument(
+        "--history-max",
+        type=_count_or_off,
+        default=0,
+        metavar="N",
+        help="keep at most N messages per room (0: all)",
+    )
+    history.add_argument(
+        "--history-private",
+        action="store_true",
+        help="store private messages too (by default they are never written anywhere)",
+    )
     demos = parser.add_argument_group("classroom demos (docs/classroom.md), never for real users")
     demos.add_argument(
         "--unsafe-registry",
@@ -385,6 +436,11 @@ def _serve(args: argparse.Namespace) -> int:
         tls_port=args.tls_port,
         irc_tls_port=args.irc_tls_port,
         tls_only=args.tls_only,
+        history_db=None if args.no_history else args.history_db,
+        history_replay=args.history_replay,
+        history_days=args.history_days,
+        history_max=args.history_max,
+        history_private=args.history_private,
     )
     demo_flags = (args.unsafe_registry, args.lock_while_sending, args.one_at_a_time)
     if any(demo_flags) or args.pool is not None:
@@ -421,10 +477,11 @@ def _serve(args: argparse.Namespace) -> int:
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, request_reload)
     try:
         server.start()
-    except (ListenError, TlsConfigError) as error:
+    except (ListenError, TlsConfigError, StoreError) as error:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        sys.stderr.write(f"chat-server: {error.message}\n")
+        message = error.message if isinstance(error, ListenError) else str(error)
+        sys.stderr.write(f"chat-server: {message}\n")
         return EXIT_USAGE
     except LinkError as error:  # cluster (#12): bad URL, wrong password, Redis not there
         for sig, handler in previous.items():
@@ -436,7 +493,7 @@ def _serve(args: argparse.Namespace) -> int:
             "pid %d: `kill -USR1 %d` prints every thread's stack", os.getpid(), os.getpid()
         )
     while not stop_requested.is_set():
-        woken.wait()
+        _wait_for(woken)
         woken.clear()  # before looking: a signal from now on wakes us again
         if reload_requested.is_set() and not stop_requested.is_set():
             reload_requested.clear()
@@ -481,6 +538,29 @@ def _run_workers(args: argparse.Namespace, argv: list[str]) -> int:
             worker.send_signal(signal.SIGTERM)
     codes = [worker.wait() for worker in workers]
     return max(codes, key=abs)
+
+
+def _wait_for(woken: threading.Event) -> None:
+    """Sleeps in select() on a socket that every signal writes a byte to (set_wakeup_fd), until
+    a handler has set `woken`. Not in `woken.wait()`: a SIGTERM that arrived
+    right after start-up could leave the main thread asleep in that lock wait with its Python
+    handler never run (1 run in 10 or so hung for ever, in main before #11 too; found by
+    tests/test_history.py). A byte on the socket always wakes select(), and the handler runs as
+    soon as the main thread runs Python code again."""
+    wake_r, wake_w = socket.socketpair()
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+    previous = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+    try:
+        while not woken.is_set():
+            select.select([wake_r], [], [], WAKE_CHECK_S)
+            with contextlib.suppress(BlockingIOError):
+                while wake_r.recv(4096):
+                    pass
+    finally:
+        signal.set_wakeup_fd(previous)
+        wake_r.close()
+        wake_w.close()
 
 
 def _classroom_server(config: ServerConfig, args: argparse.Namespace) -> ChatServer:

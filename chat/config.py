@@ -10,6 +10,7 @@ next to it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from chat.hub import (
@@ -25,6 +26,15 @@ DEFAULT_PORT = 8888
 DEFAULT_MAX_CLIENTS = 500
 # Enough for a family behind one NAT; a script opening hundreds of sockets is stopped.
 DEFAULT_MAX_PER_ADDRESS = 20
+
+
+def default_history_path() -> str:
+    """chat-server's history file: $XDG_STATE_HOME/threadroom/history.sqlite3 (XDG's default
+    for XDG_STATE_HOME is ~/.local/state)."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(state, "threadroom", "history.sqlite3")
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,15 @@ class ServerConfig:
     tls_port: int | None = None
     irc_tls_port: int | None = None
     tls_only: bool = False
+    # -- history (#11, docs/history.md) --
+    # Where messages and rooms are kept: a SQLite file, ":memory:", or None: no history. None
+    # by default here, so tests and embedders never write to the user's state directory;
+    # chat-server's --history-db defaults to default_history_path() instead.
+    history_db: str | None = None
+    history_replay: int = 50  # messages replayed to a user joining a room (0: none)
+    history_days: float | None = None  # delete messages older than this (None: keep)
+    history_max: int | None = None  # keep at most this many messages per room (None: all)
+    history_private: bool = False  # store private messages too (off: never written anywhere)
     # -- cluster (#12, chat/cluster, docs/cluster.md) --
     # redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for TLS): several servers form one chat.
     # None: this process alone (chat/cluster and redis are never imported). Not in repr():
@@ -86,3 +105,7 @@ class ServerConfig:
             object.__setattr__(self, "idle_timeout_s", None)
         if not self.password:
             object.__setattr__(self, "password", None)
+        if not self.history_days:
+            object.__setattr__(self, "history_days", None)
+        if not self.history_max:
+            object.__setattr__(self, "history_max", None)

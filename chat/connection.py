@@ -27,6 +27,7 @@ from chat import events as ev
 from chat.outbox import Output
 from chat.protocol import EndlessLine, LineDecoder
 from chat.sender import Sender
+from chat.waker import Waker, new_park
 from chat.wire import EncodeCache
 
 if TYPE_CHECKING:
@@ -58,10 +59,11 @@ class Connection:
     reason recorded wins, and a `shutdown()` never races with the sender's final `close()` of the
     socket: `_lock` (a leaf lock, held for one assignment or one non-blocking system call)
     guards the reason, the closed flag and the "gone" state. The socket is non-blocking: the
-    reader waits for input in poll(); the sender thread alone sends (`send_queued()`) and
-    closes it. The decoder and the dialect's state belong to the reader thread (the dialect's
-    `encode()` excepted, see chat/dialects). `_reading` goes from True to False once, written by
-    the reader, read by the sender; it is set to False before the output closes. `_gone` becomes
+    reader waits for input through the Waker (chat/waker.py); the sender thread alone sends
+    (`send_queued()`) and closes it. The decoder and the dialect's state belong to the reader
+    thread (the dialect's `encode()` excepted, see chat/dialects). `_reading` goes from True to
+    False once, written by the reader, read by the sender; it is set to False before the
+    output closes. `_gone` becomes
     True once the reader has left the hub (an Event is made only for someone who waits).
     Over TLS, `_tls` (chat/tls.py, its own leaf lock) is fed by the reader and sealed and
     drained by the sender, so no OpenSSL object is ever used by two threads at once;
@@ -79,14 +81,17 @@ class Connection:
         "_lock",
         "_on_exit",
         "_output",
+        "_park",
         "_reading",
         "_reason",
         "_register_deadline",
         "_sender",
         "_sock",
         "_sock_closed",
+        "_sock_cut",
         "_tls",
         "_tls_claimed",
+        "_waker",
         "crashes",
     )
 
@@ -100,6 +105,7 @@ class Connection:
         register_timeout_s: float | None,
         on_exit: Callable[[Connection], None],
         tls: TlsSession | None = None,
+        waker: Waker | None = None,
     ) -> None:
         sock.setblocking(False)
         self._address = address
@@ -115,6 +121,7 @@ class Connection:
         self._reason: str | None = None
         self._lock = threading.Lock()
         self._sock_closed = False
+        self._sock_cut = False  # shut down both ways (written under _lock)
         self._reading = True  # the reader is in its loop (may be waiting for input)
         self._gone = False
         self._gone_event: threading.Event | None = None
@@ -126,6 +133,10 @@ class Connection:
         # "drained" still means "every byte is on its way to the client".
         self._tls = tls
         self._tls_claimed = False
+        # The server's Waker (chat/waker.py): the reader sleeps on `_park` until it has input,
+        # and runs only while it holds one of the waker's run slots. None: it polls by itself.
+        self._waker = waker
+        self._park = new_park() if waker is not None else None
 
     def attach(self, dialect: Dialect) -> None:
         """Gives the connection its dialect; once, before `serve()`."""
@@ -162,9 +173,9 @@ class Connection:
                 return
             if not self._output.offer(piece):
                 self.flush()
-                if not (
-                    self._output.wait_room(len(piece), REPLY_WAIT_S) and self._output.offer(piece)
-                ):
+                with self._outside():  # waits for this client only: let the others run
+                    room = self._output.wait_room(len(piece), REPLY_WAIT_S)
+                if not (room and self._output.offer(piece)):
                     self.drop(ev.LeaveReason.SENDQ_EXCEEDED)
                     return
         self.flush()
@@ -264,7 +275,8 @@ class Connection:
             if self._gone_event is None:
                 self._gone_event = threading.Event()
             event = self._gone_event
-        return event.wait(timeout)
+        with self._outside():  # (called by another reader: it waits for this one to leave)
+            return event.wait(timeout)
 
     # -- doors for the sender thread -----------------------------------------------------------
 
@@ -347,6 +359,16 @@ class Connection:
         dialect, decoder = self._dialect, self._decoder
         assert dialect is not None, "attach() a dialect first"
         assert decoder is not None
+        # (no context manager: a generator object per sleeping reader is memory, issue #14)
+        if self._waker is not None:
+            self._waker.take_slot(self._sock.fileno())
+        try:
+            self._serve(dialect, decoder)
+        finally:
+            if self._waker is not None:
+                self._waker.give_slot()
+
+    def _serve(self, dialect: Dialect, decoder: LineDecoder) -> None:
         try:
             if not self.ending:
                 dialect.greet()
@@ -389,17 +411,23 @@ class Connection:
                 raise TimeoutError("registration timed out")
         else:
             wait = dialect.silence_limit()
-        try:
-            data = self._sock.recv(RECV_BYTES)
-        except BlockingIOError:
-            pass
-        else:
+        data = self._try_recv()
+        if data is not None:
             return data if self._tls is None or not data else self._open_tls(self._tls, data)
-        if _readable(self._sock, wait) or registering:
+        if self._wait_readable(wait) or registering:
             return None  # input (or EOF) to read; or the deadline, checked at the top
         if dialect.on_silence():
             return None
         raise TimeoutError("timed out")
+
+    def _try_recv(self) -> bytes | None:
+        """What the socket has now (b"" at EOF), or None if nothing yet. A method of its own so
+        that the BlockingIOError's traceback, and the frame object it makes, dies here instead
+        of staying alive with the caller's frame while the reader sleeps (memory, issue #14)."""
+        try:
+            return self._sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            return None
 
     def _open_tls(self, tls: TlsSession, data: bytes) -> bytes | None:
         """Ciphertext in, plaintext out (None: nothing complete yet; b"": close_notify)."""
@@ -423,24 +451,34 @@ class Connection:
         if event is not None:
             event.set()
         self._output.close()
-        self.flush()
         tls = self._tls
         if tls is not None and not tls.established:  # no TLS, no words: nothing can be said
             self._output.discard()
             self._cut()
-        elif self._output.wait_drained(FLUSH_TIMEOUT_S):
+        elif self._drained_in_time():
             if tls is not None:  # close_notify after the last line, then the FIN
                 tls.close_notify()
                 self.flush()
-                tls.wait_sent(FLUSH_TIMEOUT_S)
-            self._cut(both=False)  # a FIN after the last line: the client reads every line
-            self._drain_input()
+                with self._outside():
+                    tls.wait_sent(FLUSH_TIMEOUT_S)
+            if not self._sock_cut:  # (else the sender cut it both ways: nothing to wait for)
+                self._cut(both=False)  # a FIN after the last line: the client reads every line
+                self._drain_input()
         else:  # the client is not reading: stop waiting for it
             self._output.discard()
             self._cut()
         self._sender.retire(self)  # the sender closes the socket, after any send in flight
         log.info("%s disconnected (%s)", self.label(), reason)
         self._on_exit(self)
+
+    def _drained_in_time(self) -> bool:
+        """Waits (without a run slot) at most FLUSH_TIMEOUT_S for the sender to send what is
+        still queued; whether all of it went."""
+        if self._output.drained:
+            return True
+        self.flush()
+        with self._outside():
+            return self._output.wait_drained(FLUSH_TIMEOUT_S)
 
     def _drain_input(self) -> None:
         """Discards what the client still sends until it hangs up too (bounded: LINGER_*).
@@ -451,13 +489,28 @@ class Connection:
         deadline = time.monotonic() + LINGER_S
         drained = 0
         with contextlib.suppress(OSError):
-            while drained < LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
-                if not _readable(self._sock, left):
-                    return
-                data = self._sock.recv(RECV_BYTES)
+            while drained < LINGER_BYTES:
+                try:  # first look without waiting: usually the client has hung up already
+                    data = self._sock.recv(RECV_BYTES)
+                except BlockingIOError:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._wait_readable(left):
+                        return
+                    continue
                 if not data:
                     return
                 drained += len(data)
+
+    # -- waiting: through the server's Waker, or alone ----------------------------------------
+
+    def _wait_readable(self, timeout: float | None) -> bool:
+        """The reader sleeps until its socket has input (or EOF), at most `timeout` s."""
+        if self._waker is None or self._park is None:
+            return _readable(self._sock, timeout)
+        return self._waker.wait_readable(self._sock.fileno(), self._park, timeout)
+
+    def _outside(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext() if self._waker is None else self._waker.outside()
 
     def _cut(self, both: bool = True) -> None:
         """Shuts the socket down both ways, which wakes a reader waiting for input; with
@@ -465,6 +518,7 @@ class Connection:
         with self._lock:
             if self._sock_closed:
                 return
+            self._sock_cut = self._sock_cut or both
             with contextlib.suppress(OSError):  # already disconnected
                 self._sock.shutdown(socket.SHUT_RDWR if both else socket.SHUT_WR)
 

@@ -129,6 +129,25 @@ class Nothing:
     """A line that asks for nothing (an empty line)."""
 
 
+# -- history (#11): a block of its own -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShowHistory:
+    """Stored messages of a room (`room` None: the current one) or, with `with_nick`, of the
+    private conversation with that user. Bounds are exclusive event ids; `since` is a Unix
+    time (the text form `/history since HH:MM` is made one by the dialect, `since_hm`);
+    `limit` None: the server's default."""
+
+    room: str | None = None
+    limit: int | None = None
+    before: int | None = None
+    after: int | None = None
+    since: float | None = None
+    since_hm: tuple[int, int] | None = None
+    with_nick: str | None = None
+
+
 Request = (
     Hello
     | Say
@@ -147,6 +166,7 @@ Request = (
     | SetTopic
     | KickUser
     | SetRoomMode
+    | ShowHistory
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -398,6 +418,20 @@ class Goodbye:
     ts: float
 
 
+@dataclass(frozen=True)
+class History:
+    """Stored messages sent to one client, oldest first: the replay when it joins a room
+    (`replay`), or the answer to a history request. `target` is the room's name or, for a
+    private conversation, the other user's nickname. `more`: older messages may exist (the
+    answer is as long as asked)."""
+
+    target: str
+    events: tuple[RoomEvent, ...]
+    ts: float
+    replay: bool = False
+    more: bool = False
+
+
 # Message, Action, PrivateMessage, Joined, Parted, Kicked, TopicChanged, ModeChanged, Left and
 # Renamed are RoomEvents.
 Event = (
@@ -414,4 +448,5 @@ Event = (
     | Error
     | Pong
     | Goodbye
+    | History
 )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -25,6 +26,14 @@ from typing import Any, Protocol
 
 from chat import events as ev
 from chat.protocol import clean_text, clean_topic, key_error, nick_key, room_error, room_key
+from chat.store import (
+    MAX_HISTORY_LIMIT,
+    HistoryEvent,
+    HistoryQuery,
+    HistoryStore,
+    RoomRecord,
+    conversation_key,
+)
 from chat.wire import EncodeCache
 
 DEFAULT_ROOM = "#lobby"
@@ -40,6 +49,12 @@ DEFAULT_MAX_ROOMS = 1000
 DEFAULT_QUIET_ROOM_SIZE = 200
 # At most this many nicknames in a welcome (the rest are counted: `Welcome.more_users`).
 WELCOME_USERS = ev.SHOWN_USERS
+# History (#11): messages replayed to a user joining a room, from the room's in-memory tail.
+DEFAULT_REPLAY = 50
+# A replay is delivered under the lock with the join, so it must fit in the newcomer's send
+# queue with room to spare: at most this many bytes (estimated: twice the UTF-8 text plus a
+# line's overhead), the oldest left out first.
+DEFAULT_REPLAY_BYTES = 64 * 1024
 
 
 class Member(Protocol):
@@ -143,6 +158,10 @@ class NoMoreRooms(ChatError):
         self.limit = limit
 
 
+class HistoryOff(ChatError):
+    """This server keeps no history (--no-history), or no private history (#11)."""
+
+
 class BadKey(ChatError):
     """A key that cannot be a room key; `problem` says why."""
 
@@ -180,6 +199,12 @@ class RoomState:
     topic_ts: float = 0.0
     key: str = ""
     secret: bool = False
+    # History (#11): who created the room (its operator when it comes back after a restart or
+    # after being empty), and its last messages, replayed to newcomers (None: history is off).
+    creator: str = ""
+    created_ts: float = 0.0
+    recent: deque[HistoryEvent] | None = None
+    saved: bool = False  # the store has its record
 
 
 class Hub:
@@ -192,6 +217,11 @@ class Hub:
     calls recipients' `deliver()`, which takes only the recipient's own outbox lock (lock order:
     hub lock, then outbox lock; never the reverse). Members whose outbox is full are collected
     and dropped after the lock is released, because dropping one is I/O.
+
+    History (#11): the lock also guards `_dormant` (empty rooms history keeps) and each room's
+    `recent` replay buffer. `store.offer_event` / `offer_room` are called under the lock and
+    never block (an append to the writer's queue, chat/store); `store.history` is called
+    without it, in the asking reader's thread (`history()`), and may wait for the disk.
 
     `lock_factory` and `dict_factory` exist for the classroom (chat/classroom.py), which runs
     this very code without its lock and with dicts that widen the race windows:
@@ -209,6 +239,10 @@ class Hub:
         quiet_room_size: int = DEFAULT_QUIET_ROOM_SIZE,
         lock_factory: Callable[[], AbstractContextManager[Any]] = threading.Lock,
         dict_factory: Callable[[str], dict[Any, Any]] = _plain_dict,
+        store: HistoryStore | None = None,
+        replay: int = DEFAULT_REPLAY,
+        replay_bytes: int = DEFAULT_REPLAY_BYTES,
+        store_private: bool = False,
     ) -> None:
         problem = room_error(name)
         if problem is not None:
@@ -227,6 +261,17 @@ class Hub:
         self._rooms: dict[str, RoomState] = {room_key(name): lobby}
         self._rooms_of: dict[Member, dict[str, None]] = {}
         self._next_id = 1
+        # -- history (#11) --
+        self.store = store
+        self.replay = replay
+        self.replay_bytes = replay_bytes
+        self.store_private = store_private
+        # Rooms with no one in them that history keeps (their topic, key, secret flag, creator
+        # and last messages): they come back as they were when someone joins. Not counted in
+        # max_rooms; listed by /rooms with 0 users.
+        self._dormant: dict[str, RoomState] = {}
+        if store is not None:
+            lobby.recent = deque(maxlen=replay)
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -313,6 +358,8 @@ class Hub:
                 ev.RoomInfo(s.name, len(s.members), s.topic)
                 for s in self._rooms.values()
                 if not s.secret or asker in s.members
+            ) + tuple(  # rooms kept by history, empty now (#11)
+                ev.RoomInfo(s.name, 0, s.topic) for s in self._dormant.values() if not s.secret
             )
             return ev.RoomList(rooms, self._clock())
 
@@ -376,8 +423,8 @@ class Hub:
                     i, ts, state.name, nick=nick, count=len(state.members), userhost=userhost
                 ),
             )
-            if not welcomed:  # too big for its send queue: the same rule as any other line
-                handover.refused.append(member)
+            if not welcomed or not self._replay_locked(member, state):
+                handover.refused.append(member)  # too big for its send queue: as any line
         handover.complete()
         return welcome
 
@@ -473,13 +520,20 @@ class Hub:
             else:
                 if len(self._rooms_of[member]) >= self.rooms_per_user:
                     raise TooManyRooms(room, self.rooms_per_user)
-                if state is None:
+                if state is None and k in self._dormant:  # history kept it (#11)
+                    state = self._revive_locked(k, member, nick, key)
+                elif state is None:
                     if len(self._rooms) >= self.max_rooms:
                         raise NoMoreRooms(room, self.max_rooms)
                     state = self._rooms[k] = RoomState(room)
                     state.ops.add(member)
+                    if self.store is not None:
+                        state.creator, state.created_ts = nick, self._clock()
+                        state.recent = deque(maxlen=self.replay)
                 elif state.key and key != state.key:
                     raise BadRoomKey(state.name)
+                elif not state.ops and state.creator and nick_key(state.creator) == nick_key(nick):
+                    state.ops.add(member)  # its creator, back in a room with no operator (#11)
                 handover = self._enter_locked(member, nick, state)
                 joined = True
         handover.complete()
@@ -497,7 +551,8 @@ class Hub:
                 i, ts, name, nick=nick, count=len(state.members), userhost=userhost
             ),
         )
-        if not member.deliver(self._view_locked(state)):  # else: in `handover.took`, flushed
+        # else: in `handover.took`, flushed (the replay, if any, right after the view)
+        if not member.deliver(self._view_locked(state)) or not self._replay_locked(member, state):
             handover.refused.append(member)
         return handover
 
@@ -569,6 +624,7 @@ class Hub:
             state = self._member_state_locked(member, room)
             by = self._nick_of[member]
             state.topic, state.topic_by, state.topic_ts = topic, by, self._clock()
+            self._save_room_locked(state)
             handover = self._publish_locked(
                 state.members,
                 lambda i, ts: ev.TopicChanged(
@@ -619,6 +675,8 @@ class Hub:
                         applied.append((mode, self._nick_of[target]))
             if not applied:
                 return "", ()
+            if any(m[1] in "ks" for m, _ in applied):
+                self._save_room_locked(state)
             modes = _mode_string([m for m, _ in applied])
             args = tuple(a for _, a in applied if a)
             by = self._nick_of[member]
@@ -666,6 +724,7 @@ class Hub:
                 for text in texts
             )
             event: ev.Event = messages[0] if len(messages) == 1 else ev.Batch(messages)
+            self._record_locked(state, messages)
             others = (m for m in state.members if m is not member)
             handover = _Handover().give_locked(others, event)
         handover.complete()
@@ -677,18 +736,17 @@ class Hub:
         with self._lock:
             state = self._member_state_locked(member, room or self.name)
             nick = self._nick_of[member]
-            handover = self._publish_locked(
-                state.members,
-                lambda i, ts: ev.Action(
-                    i,
-                    ts,
-                    state.name,
-                    sender=nick,
-                    text=text,
-                    userhost=self._userhost.get(member, ""),
-                ),
-                skip=None if echo else member,
+            action = ev.Action(
+                self._take_id_locked(),
+                self._clock(),
+                state.name,
+                sender=nick,
+                text=text,
+                userhost=self._userhost.get(member, ""),
             )
+            self._record_locked(state, (action,))
+            skip = None if echo else member
+            handover = _Handover().give_locked((m for m in state.members if m is not skip), action)
         handover.complete()
 
     def whisper(
@@ -721,6 +779,8 @@ class Hub:
                 notice=notice,
                 action=action,
             )
+            if self.store is not None and self.store_private:  # --history-private (#11)
+                self.store.offer_event(event)
             recipients = {recipient: None, member: None} if echo else {recipient: None}
             handover = _Handover().give_locked(recipients, event)
         handover.complete()
@@ -802,6 +862,8 @@ class Hub:
         state.ops.discard(member)
         if not state.members and not state.permanent:
             del self._rooms[room_key(state.name)]
+            if state.saved:  # its record is in the store: it stays, empty (#11)
+                self._dormant[room_key(state.name)] = state
 
     def _quiet_locked(self, state: RoomState) -> bool:
         """Whether joins and leaves in `state` (counting the user who joins or leaves) are told
@@ -870,6 +932,156 @@ class Hub:
         """
         event = make(self._take_id_locked(), self._clock())
         return _Handover().give_locked((m for m in recipients if m is not skip), event)
+
+    # -- history (#11) -------------------------------------------------------------------------
+    # The store is offered each message under the lock (never blocking: chat/store); replays
+    # come from each room's in-memory tail under the lock, so they are exact (no gap, no
+    # duplicate with the live messages that follow); other questions go to the store outside
+    # the lock, in the asker's reader thread.
+
+    def restore_history(self) -> None:
+        """At start, from a started store: number events after its last id (the ids users see
+        survive a restart), bring back its rooms (empty, dormant) and their last messages."""
+        store = self.store
+        if store is None:
+            return
+        records = list(store.rooms())
+        targets = [room_key(r.name) for r in records]
+        lobby_key = room_key(self.name)
+        if lobby_key not in targets:
+            targets.append(lobby_key)
+        tails = store.latest(targets, self.replay) if self.replay > 0 else {}
+        with self._lock:
+            self._next_id = max(self._next_id, store.last_id() + 1)
+            for record in records:
+                k = room_key(record.name)
+                state = self._rooms.get(k) or RoomState(record.name)
+                state.topic, state.topic_by, state.topic_ts = (
+                    record.topic,
+                    record.topic_by,
+                    record.topic_ts,
+                )
+                state.key, state.secret = record.key, record.secret
+                state.creator, state.created_ts = record.creator, record.created_ts
+                state.recent = deque(maxlen=self.replay)
+                state.saved = True
+                if k not in self._rooms:
+                    self._dormant[k] = state
+            for k, events in tails.items():
+                found = self._rooms.get(k) or self._dormant.get(k)
+                if found is not None and found.recent is not None:
+                    found.recent.extend(events)
+
+    def history(
+        self,
+        member: Member,
+        target: str,
+        *,
+        limit: int = DEFAULT_REPLAY,
+        before: int | None = None,
+        after: int | None = None,
+        around: int | None = None,
+        before_ts: float | None = None,
+        after_ts: float | None = None,
+        newest: bool = False,
+    ) -> ev.History:
+        """Stored messages of room `target` (which `member` must be in: a secret room is "no
+        such room" to others, as everywhere) or of the private conversation between `member`
+        and the user `target`, oldest first (chat/store HistoryQuery says what the bounds
+        mean). Raises HistoryOff, NoSuchRoom, NotInRoom. The store is asked outside the lock:
+        this may wait for the disk, in the asker's own reader thread."""
+        store = self.store
+        if store is None:
+            raise HistoryOff("")
+        with self._lock:
+            if target.startswith("#"):
+                if room_key(target) in self._dormant and room_key(target) not in self._rooms:
+                    if self._dormant[room_key(target)].secret:
+                        raise NoSuchRoom(target)
+                    raise NotInRoom(self._dormant[room_key(target)].name)
+                name = self._member_state_locked(member, target).name
+                key = room_key(name)
+            else:
+                if not self.store_private:
+                    raise HistoryOff(target)
+                name = target
+                key = conversation_key(self._nick_of[member], target)
+        limit = max(1, min(limit, MAX_HISTORY_LIMIT))
+        query = HistoryQuery(
+            key,
+            limit=limit,
+            before=before,
+            after=after,
+            around=around,
+            before_ts=before_ts,
+            after_ts=after_ts,
+            newest=newest,
+        )
+        events = store.history(query)
+        return ev.History(name, tuple(events), self._clock(), more=len(events) >= limit)
+
+    def _revive_locked(self, k: str, member: Member, nick: str, key: str) -> RoomState:
+        """A room history kept comes back as it was; its creator gets its operator status
+        back, and anyone else joins as a plain member (a room with no creator recorded: the
+        first to join is its operator, as for a new room). Raises BadRoomKey, NoMoreRooms."""
+        state = self._dormant[k]
+        if state.key and key != state.key:
+            raise BadRoomKey(state.name)
+        if len(self._rooms) >= self.max_rooms:
+            raise NoMoreRooms(state.name, self.max_rooms)
+        del self._dormant[k]
+        self._rooms[k] = state
+        if not state.creator or nick_key(state.creator) == nick_key(nick):
+            state.ops.add(member)
+        return state
+
+    def _replay_locked(self, member: Member, state: RoomState) -> bool:
+        """Delivers the room's last messages to a newcomer (nothing if there are none); False if
+        its send queue refused them."""
+        if not state.recent or self.replay <= 0:
+            return True
+        chosen: list[HistoryEvent] = []
+        budget = self.replay_bytes
+        for event in reversed(state.recent):
+            budget -= 2 * len(event.text.encode()) + 100 + len(event.sender) + len(event.room)
+            if budget < 0:
+                break
+            chosen.append(event)
+        if not chosen:
+            return True
+        chosen.reverse()
+        more = len(chosen) < len(state.recent) or len(state.recent) == state.recent.maxlen
+        replay = ev.History(state.name, tuple(chosen), self._clock(), replay=True, more=more)
+        return member.deliver(replay)
+
+    def _record_locked(self, state: RoomState, events: Iterable[HistoryEvent]) -> None:
+        """Remembers messages for replay and offers them to the store (never blocks)."""
+        store = self.store
+        if store is None or state.recent is None:
+            return
+        if not state.saved:  # its first message: the room is worth keeping now
+            self._save_room_locked(state)
+        for event in events:
+            state.recent.append(event)
+            store.offer_event(event)
+
+    def _save_room_locked(self, state: RoomState) -> None:
+        if self.store is not None and state.recent is not None:
+            if not state.created_ts:
+                state.created_ts = self._clock()
+            state.saved = True
+            self.store.offer_room(
+                RoomRecord(
+                    state.name,
+                    state.topic,
+                    state.topic_by,
+                    state.topic_ts,
+                    state.key,
+                    state.secret,
+                    state.creator,
+                    state.created_ts,
+                )
+            )
 
 
 def _mode_string(modes: list[str]) -> str:

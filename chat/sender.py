@@ -16,8 +16,9 @@ Why one thread for all clients, and not one writer per client:
 * **No send races a close.** Only this thread sends (after the first greeting) and only it
   closes a client socket, so a socket number is never reused under a send in flight.
 
-Thread safety: `_lock` (a leaf lock) guards `_ready`, `_retired`, `_woken` and `_stopping`;
-everything else (the selector, the set of blocked connections) belongs to the sender thread.
+Thread safety: `_lock` (a leaf lock) guards `_ready`, `_retired`, `_woken`, `_stopping` and
+`_rounds` (`_idle` is a Condition on it, for `wait_idle()`); everything else (the selector,
+the set of blocked connections) belongs to the sender thread.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class Sender:
         self._woken = False  # a wake-up byte is on its way: no need to send another
         self._stopping = False
         self._blocked: set[Sendable] = set()  # waiting for their socket to drain
+        self._rounds = 0  # rounds of the sender's loop completed (for wait_idle)
+        self._idle = threading.Condition(self._lock)
         self.thread = threading.Thread(target=self._run, name="sender")
 
     def start(self) -> None:
@@ -83,6 +86,19 @@ class Sender:
             self._woken = True
         if wake:
             self._wake()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Waits, at most `timeout` seconds, until the sender has sent what every client had
+        queued when this was called (as much as each socket takes: a client whose socket is
+        full is not waited for). A real wake-up for the shutdown's goodbyes, not a poll."""
+        with self._idle:
+            wanted = self._rounds + 2  # the round in progress may predate what was queued
+            wake = not self._woken
+            self._woken = True
+        if wake:
+            self._wake()
+        with self._idle:
+            return self._idle.wait_for(lambda: self._rounds >= wanted and not self._ready, timeout)
 
     def stop(self) -> None:
         """Closes what is retired, then ends the thread; call after every session is retired."""
@@ -121,6 +137,10 @@ class Sender:
                     session.close_socket()
                 except Exception:  # see _send
                     log.exception("closing %r failed", session)
+            with self._lock:
+                self._rounds += 1
+                if not self._ready:
+                    self._idle.notify_all()
             if stopping:
                 return
 

@@ -35,6 +35,8 @@ from chat.hub import Hub
 from chat.outbox import Outbox, Output
 from chat.runner import Runner, ThreadPerConnection
 from chat.sender import Sender
+from chat.store import HistoryStore
+from chat.waker import Waker
 
 if TYPE_CHECKING:
     from chat.tls import ServerTls
@@ -47,7 +49,9 @@ log = logging.getLogger("chat.server")
 # not one per client. The README promises an exit within 2 s of Ctrl-C.
 GOODBYE_S = 0.5
 SHUTDOWN_FLUSH_S = 1.0
-GOODBYE_POLL_S = 0.01
+# History (#11): the writer flushes what is queued until this long after stop() began, so the
+# whole stop stays inside the 2 s promised (it usually needs a few milliseconds).
+HISTORY_FLUSH_UNTIL_S = 1.8
 SERVER_FULL = "server full, try again later"
 TOO_MANY = "too many connections from your address"
 # Connections the kernel completes before the accept thread takes them. A burst of clients
@@ -95,10 +99,27 @@ class ChatServer:
         runner: Runner | None = None,
         output: OutputFactory = queued_output,
         audit: Audit | None = None,
+        store: HistoryStore | None = None,
     ) -> None:
         # hub, runner, output and audit are the parts the classroom (chat/classroom.py) and
         # tests swap; a server for real users takes the defaults.
         self.config = config = config or ServerConfig()
+        # -- history (#11): a store from config.history_db unless one is given --
+        # (Not with --cluster yet: a node's replica must not be changed by a local file; #12.)
+        if (
+            store is None
+            and hub is None
+            and config.history_db is not None
+            and not config.cluster_url
+        ):
+            from chat.store.sqlite import SqliteStore  # not imported when history is off
+
+            store = SqliteStore(
+                config.history_db,
+                retention_days=config.history_days,
+                max_per_target=config.history_max,
+            )
+        self.store = store if hub is None else hub.store
         # (`is None`, not `or`: an empty Hub has len() 0 and is falsy.)
         if hub is None and config.cluster_url:  # cluster (#12): imported only when asked for
             from chat.cluster import ClusterHub
@@ -118,6 +139,10 @@ class ChatServer:
                 rooms_per_user=config.rooms_per_user,
                 max_rooms=config.max_rooms,
                 quiet_room_size=config.quiet_room_size,
+                store=store,
+                replay=config.history_replay,
+                replay_bytes=max(1024, config.sendq_bytes // 4),
+                store_private=config.history_private,
             )
         self.hub = hub
         self.audit = Audit() if audit is None else audit
@@ -131,6 +156,7 @@ class ChatServer:
         self._listeners: list[tuple[socket.socket, DialectClass]] = []
         self._accept_thread: threading.Thread | None = None
         self._sender = Sender()
+        self._waker = Waker()  # readers sleep here until they have input (chat/waker.py)
         self._wake_r = self._wake_w = -1  # a pipe that wakes the accept loop for stop()
         self._stopping = threading.Event()
         self._stop_lock = threading.Lock()
@@ -168,8 +194,10 @@ class ChatServer:
             self._bound[option] = listener
             if option in ("--tls-port", "--irc-tls-port"):
                 self._tls_listeners.add(listener)
+        self._start_history()
         self._wake_r, self._wake_w = os.pipe()
         self._sender.start()
+        self._waker.start()
         self._accept_thread = threading.Thread(target=self._accept_loop, name="accept")
         self._accept_thread.start()
         for option, what in (
@@ -180,7 +208,32 @@ class ChatServer:
         ):
             if option in self._bound:
                 log.info("%s %s:%d", what, *self._address_of(option))
+        if config.cluster_url and config.history_db is not None:  # cluster (#12)
+            log.info("history: not kept with --cluster yet (docs/cluster.md)")
+        if self.store is not None:  # history (#11): where it is kept, said at every start
+            log.info(
+                "history: %s (replay %d, private messages %s)",
+                self.store.description,
+                config.history_replay,
+                "stored" if config.history_private else "not stored",
+            )
         return self
+
+    def _start_history(self) -> None:
+        """Opens the store and restores the hub from it, before any client is accepted;
+        raises StoreError (the listeners closed) if the file cannot be used (#11)."""
+        if self.store is None:
+            return
+        try:
+            self.store.start()
+        except BaseException:
+            for listener, _ in self._listeners:
+                listener.close()
+            self._listeners.clear()
+            self._bound.clear()
+            self._tls_listeners.clear()
+            raise
+        self.hub.restore_history()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -270,23 +323,23 @@ class ChatServer:
         with self._lock:
             connections = list(self._connections)
         log.info("shutting down, %d client(s) connected", len(connections))
-        for connection in connections:
-            connection.say_goodbye()
-        pending = connections
-        while pending and time.monotonic() < start + GOODBYE_S:
-            pending = [c for c in pending if c.unsent]
-            if pending:  # the sender is at work; a client that does not read waits no more
-                time.sleep(GOODBYE_POLL_S)  # polled: no event says "all sent"
-        log.info(
-            "goodbyes sent to %d of %d client(s) in %.2f s",
-            len(connections) - len(pending),
-            len(connections),
-            time.monotonic() - start,
-        )
+        # No reader runs while every connection is told (the readers that this wakes would
+        # compete with this thread and the sender for the interpreter, a few at a time).
+        with self._waker.every_slot():
+            for connection in connections:
+                connection.say_goodbye()
+            if connections:  # the sender says when it has been through them all (no polling)
+                self._sender.wait_idle(max(0.0, start + GOODBYE_S - time.monotonic()))
+            log.info(
+                "goodbyes sent to %d of %d client(s) in %.2f s",
+                sum(1 for c in connections if not c.unsent),
+                len(connections),
+                time.monotonic() - start,
+            )
+            for connection in connections:
+                connection.shut_down()
         # Goodbyes first, then wait for the accept thread: a runner may be serving a client in
         # it (the classroom's one-at-a-time mode) until that client is told to go.
-        for connection in connections:
-            connection.shut_down()
         self._accept_thread.join()
         deadline = start + SHUTDOWN_FLUSH_S
         with self._lock:
@@ -299,7 +352,10 @@ class ChatServer:
             connection.drop("server shutting down")
         self._runner.close()
         self._reap()
+        self._waker.stop()  # no reader sleeps any more
         self.hub.close()  # every reader has left the hub: a cluster's link threads end now
+        if self.store is not None:  # every reader is gone: nothing more is offered (#11)
+            self.store.stop(max(0.1, start + HISTORY_FLUSH_UNTIL_S - time.monotonic()))
         self._sender.stop()  # every connection has retired: the sender closes their sockets
         os.close(self._wake_r)
         os.close(self._wake_w)
@@ -389,6 +445,7 @@ class ChatServer:
                 register_timeout_s=config.register_timeout_s,
                 on_exit=self._on_connection_exit,
                 tls=self.tls.session(config.register_timeout_s) if tls and self.tls else None,
+                waker=self._waker,
             )
             connection.attach(dialect(connection, self.hub, config))
             self._connections.add(connection)
@@ -412,7 +469,8 @@ class ChatServer:
             if self._per_address[ip] <= 0:
                 del self._per_address[ip]
             self._finished.append(connection)
-            self._all_gone.notify_all()
+            if not self._connections:  # (not one wake-up of stop() per client)
+                self._all_gone.notify_all()
 
     def _reap(self) -> None:
         """Joins the threads of connections that have ended, so none is ever left behind."""

@@ -60,6 +60,7 @@ SERVER_COMMANDS: dict[str, tuple[str, str]] = {
     "kick": ("/kick NICK [reason]", "operators: remove NICK from the current room"),
     "key": ("/key [KEY]", "operators: set the room's key (no KEY: remove it)"),
     "secret": ("/secret on|off", "operators: hide the room from /rooms, or show it"),
+    "history": ("/history [N]", "the room's history: the last N messages, then older (PageUp)"),
     "quit": ("/quit [reason]", "leave the chat (also Ctrl-D or Ctrl-C)"),
     "help": ("/help", "this list"),
 }
@@ -154,6 +155,10 @@ def parse(line: str) -> Parsed:
         if not rest:
             return Usage("usage: " + SERVER_COMMANDS["me"][0])
         return _texts({"type": "action"}, rest)
+    if name == "history":  # the UI names its current room; again: older pages (#11)
+        if rest and not (rest.isdigit() and rest.isascii() and 0 < int(rest) <= 1000):
+            return Usage("usage: " + SERVER_COMMANDS["history"][0] + " (N: 1 to 1000)")
+        return Send(({"type": "history", "limit": int(rest)} if rest else {"type": "history"},))
     if name == "nick":
         if not rest or " " in rest:
             return Usage("usage: " + SERVER_COMMANDS["nick"][0])

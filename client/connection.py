@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from client.backlog import Backlog
 from client.state import Status
 from client.tls import TlsSettings, TrustError
 from client.wire import (
@@ -258,6 +259,8 @@ class Connection:
         self._users_by_who = 0
         self._threads: list[threading.Thread] = []
         self._tls = tls
+        # History (#11): message ids shown; the reader thread alone changes it.
+        self._backlog = Backlog()
 
     # --- reading the state ------------------------------------------------------------------
 
@@ -570,6 +573,21 @@ class Connection:
             return
         if kind in ("error", "users") and not self._users_compat(event):
             return
+        # -- history (#11): each message shown once, across reconnects --
+        if kind == "history":
+            whole = self._backlog.merge(event)
+            if whole is None:
+                return  # more pieces of this answer to come
+            room = whole.get("room")
+            request = self._backlog.catch_up(room) if isinstance(room, str) else None
+            if whole.get("replay") is True and request is not None:
+                # Back in a room we saw before (a reconnect): ask for exactly what was said
+                # since the newest message we showed, instead of the server's last 50.
+                self._enqueue(lambda seq: request)
+                return
+            event = self._backlog.fresh(whole)
+        elif not self._backlog.first_time(event):
+            return  # shown already (a catch-up answer and a live message crossed)
         with self._lock:
             before = self._status
             status = before.apply(event)
@@ -700,6 +718,11 @@ class Connection:
             return self._cv.wait_for(
                 lambda: self._confirmed_seq >= seq or self._stopped, timeout=timeout
             ) and (self._confirmed_seq >= seq)
+
+    def ask_older(self, room: str) -> bool:
+        """Asks for the page of `room`'s history before the oldest message shown (PageUp);
+        False if it could not be queued. Any thread (it reads one number the reader keeps)."""
+        return self.offer(self._backlog.older(room))
 
     def quit(self, reason: str = "", timeout: float = QUIT_TIMEOUT_S) -> int:
         """Tell the server we leave, wait (bounded) for it to close, then close.

@@ -16,7 +16,7 @@ from typing import TextIO
 from client import commands
 from client.commands import Local, Quit, Send, Usage
 from client.connection import Connection, Event, Notice, Received
-from client.render import info_line, render_event
+from client.render import info_line, render_event, render_history
 
 # How long to wait at the end of input for the server to confirm every line, reconnects
 # included; a script must not hang forever on a dead server.
@@ -44,7 +44,13 @@ def run_piped(
             out.flush()
 
     def listener(event: Event) -> None:
-        if isinstance(event, Received):
+        if isinstance(event, Received) and event.event.get("type") == "history":
+            # A /history answer is printed; a replay on join is not: a script's output holds
+            # what happened while it ran (#11).
+            if event.event.get("replay") is not True:
+                for past in render_history(event.event, event.status.nick, time.time()):
+                    write(past.plain)
+        elif isinstance(event, Received):
             status = event.status
             line = render_event(
                 event.event, status.nick, time.time(), status.room, room_before=event.room_before

@@ -131,6 +131,7 @@ class Line:
 
 DIM = "class:dim"
 ERROR = "class:error"
+HISTORY = "class:history"  # replayed and requested history (#11): dimmed, original times
 
 
 def _stamp(ts: float) -> Fragment:
@@ -375,6 +376,36 @@ def _render(event: Mapping[str, Any], own_nick: str, now: float) -> Line | None:
             (stamp, (ERROR, "-!- " + sanitize(error_text(event.get("code"), event.get("message")))))
         )
     return None
+
+
+def render_history(event: Mapping[str, Any], own_nick: str, now: float) -> list[Line]:
+    """A `history` answer (#11): a divider, each message dimmed with its original time, and a
+    closing divider; nothing for an empty replay. Messages of the past never ring the bell."""
+    messages = event.get("messages")
+    listed = [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+    where = _field(event, "room") or _field(event, "with")
+    replay = event.get("replay") is True
+    if not listed:
+        return [] if replay else [info_line(f"no more history in {where}", now)]
+    first_ts = listed[0].get("ts")
+    since = ""
+    if isinstance(first_ts, (int, float)):
+        today = time.localtime(now)[:3] == time.localtime(first_ts)[:3]
+        since = " since " + (
+            format_time(first_ts)
+            if today
+            else time.strftime("%Y-%m-%d %H:%M", time.localtime(first_ts))
+        )
+    count = len(listed)
+    head = f"--- history of {where}: {count} message{'s' if count > 1 else ''}{since} ---"
+    lines = [Line((_stamp(now), (HISTORY, head)))]
+    for message in listed:
+        line = _render(message, own_nick, now)
+        if line is not None:
+            faded = tuple((HISTORY, text) for _, text in line.fragments)
+            lines.append(Line(faded, highlight=False, indent=line.indent))
+    lines.append(Line((_stamp(now), (HISTORY, "--- end of history ---"))))
+    return lines
 
 
 def _width(fragments: tuple[Fragment, ...] | list[Fragment]) -> int:

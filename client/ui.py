@@ -36,7 +36,7 @@ from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.formatted_text import FormattedText, StyleAndTextTuples
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.input import Input
-from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent, merge_key_bindings
 from prompt_toolkit.output import Output
 from prompt_toolkit.renderer import print_formatted_text as print_fragments
 from prompt_toolkit.styles import Style
@@ -51,6 +51,7 @@ from client.render import (
     info_line,
     own_message_line,
     render_event,
+    render_history,
     sanitize,
     wrap,
 )
@@ -65,7 +66,7 @@ TOOLBAR_REFRESH_S = 0.5  # the "reconnecting in Ns" countdown ticks
 QUIT_PRINT_TIMEOUT_S = 1.0  # leaving waits this long at most for lines still being printed
 
 # Requests about a room: the client adds its current room when the user did not name one.
-_ROOM_REQUESTS = frozenset({"message", "action", "part", "topic", "kick", "mode", "who"})
+_ROOM_REQUESTS = frozenset({"message", "action", "part", "topic", "kick", "mode", "who", "history"})
 # What may wait in the queue while disconnected: what the user said. Anything else answers the
 # moment and is refused while offline.
 _QUEUED_REQUESTS = frozenset({"message", "action", "private"})
@@ -74,6 +75,7 @@ STYLE = Style.from_dict(
     {
         "time": "fg:ansibrightblack",
         "dim": "fg:ansibrightblack",
+        "history": "fg:ansibrightblack italic",
         "error": "fg:ansired bold",
         "own": "",
         "action": "italic",
@@ -220,7 +222,7 @@ class ChatUI:
             complete_while_typing=False,
             bottom_toolbar=self._toolbar,
             refresh_interval=TOOLBAR_REFRESH_S,
-            key_bindings=_key_bindings(),
+            key_bindings=merge_key_bindings([_key_bindings(), self._history_keys()]),
             style=STYLE,
             reserve_space_for_menu=3,  # room for the menu when several nicks match
             # The accepted line is erased: what was sent is shown as `<alice> text` (with its
@@ -233,6 +235,18 @@ class ChatUI:
             style=STYLE, erase_when_done=True, input=input, output=output
         )
         self._active_app: Application[str] = self.session.app
+
+    def _history_keys(self) -> KeyBindings:
+        """PageUp: the page of the current room's history before the oldest message shown."""
+        bindings = KeyBindings()
+
+        @bindings.add("pageup")
+        def _older(event: KeyPressEvent) -> None:
+            room = self.status.room
+            if room and self.status.state == "connected":
+                self.connection.ask_older(room)
+
+        return bindings
 
     # --- state read by the toolbar, the prompt and the completer ----------------------------
 
@@ -294,7 +308,9 @@ class ChatUI:
                 event = self._events.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(event, Received):
+            if isinstance(event, Received) and event.event.get("type") == "history":
+                lines += render_history(event.event, event.status.nick, self._clock())
+            elif isinstance(event, Received):
                 if event.event.get("type") in ("message", "action"):
                     sender = event.event.get("from")
                     if isinstance(sender, str):

@@ -14,7 +14,7 @@ from chat.config import ServerConfig
 from chat.server import ChatServer
 
 # ChatServer's parts (everything else given to make_server is a ServerConfig field).
-_PARTS = ("hub", "runner", "output", "audit")
+_PARTS = ("hub", "runner", "output", "audit", "store")
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +29,16 @@ def no_thread_left_behind() -> Iterator[None]:
             break
         extra[0].join(0.1)
     assert not extra, f"threads left behind: {extra}"
+
+
+@pytest.fixture(autouse=True)
+def no_real_state_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """chat-server keeps history in the user's state directory by default (#11): the
+    chat-server processes a test starts use a fresh temporary one instead (ServerConfig keeps
+    none by default)."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ def test_stop_says_goodbye_and_leaves_no_thread(make_server):
     server.stop()  # twice is fine
 
 
-def test_one_thread_per_client_plus_the_accept_and_sender_threads():
+def test_one_thread_per_client_plus_the_accept_sender_and_waker_threads():
     before = set(threading.enumerate())
     with ChatServer(ServerConfig(port=0)) as server:
         peers = [TextPeer(server.address, f"user{n}") for n in range(10)]
@@ -46,7 +46,7 @@ def test_one_thread_per_client_plus_the_accept_and_sender_threads():
         for peer in peers[1:]:
             peer.expect("<user0> hello all")
         names = sorted(t.name.split()[0] for t in set(threading.enumerate()) - before)
-        assert names == ["accept"] + ["reader"] * 10 + ["sender"]
+        assert names == ["accept"] + ["reader"] * 10 + ["sender", "waker"]
         for peer in peers:
             peer.close()
 

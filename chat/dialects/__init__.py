@@ -18,6 +18,7 @@ from chat.hub import (
     BadRoomKey,
     BadRoomName,
     ChatError,
+    HistoryOff,
     Hub,
     Member,
     NickTaken,
@@ -217,4 +218,7 @@ def sentence(error: ChatError) -> ProtocolError:
             return ProtocolError("bad_key", problem)
         case Unavailable(problem=problem):  # cluster (#12): the link to Redis is down
             return ProtocolError("unavailable", problem)
+        case HistoryOff():  # history (#11)
+            what = "private messages" if error.name else "history"
+            return ProtocolError("history_off", f"this server keeps no {what}")
     return ProtocolError("bad_request", str(error))

@@ -19,6 +19,7 @@ from chat.hub import (
     BadRoomKey,
     BadRoomName,
     ChatError,
+    HistoryOff,
     Hub,
     NickTaken,
     NoMoreRooms,
@@ -31,6 +32,7 @@ from chat.hub import (
     UserNotInRoom,
 )
 from chat.protocol import Line, clean_text, nick_error, nick_key, room_error, room_key
+from chat.store import MAX_HISTORY_LIMIT
 from chat.wire import EncodeCache, irc
 
 log = logging.getLogger("chat.dialects.irc")
@@ -45,11 +47,15 @@ class IrcDialect:
     Thread safety: the reader thread alone calls everything but `encode()` and alone changes
     the registration state (`_wanted_nick`, `_user`, `_password`, `_cap_open`), the liveness
     state (`_ping_sent`) and `nick`. `encode()` runs in whichever thread delivers an event (under
-    the hub lock) and reads `nick` (one attribute read) as the numerics' target.
+    the hub lock) and reads `nick` (one attribute read) as the numerics' target, and `_caps`
+    (the capabilities negotiated, a frozenset replaced whole by the reader: one attribute
+    read) to encode a history replay (#11).
     """
 
     __slots__ = (
+        "_batches",
         "_cap_open",
+        "_caps",
         "_config",
         "_flood",
         "_hub",
@@ -85,6 +91,9 @@ class IrcDialect:
         # Plain PRIVMSGs to one channel, waiting to go to the hub as one batch (_say_pending).
         self._pending_room = ""
         self._pending_texts: list[str] = []
+        # History (#11): IRCv3 capabilities this client negotiated; batches sent (their refs).
+        self._caps: frozenset[str] = frozenset()
+        self._batches = 0
 
     @staticmethod
     def refusal(message: str) -> bytes:
@@ -100,6 +109,12 @@ class IrcDialect:
         pass  # IRC clients speak first
 
     def encode(self, event: ev.Event, cache: EncodeCache | None) -> bytes:
+        if isinstance(event, ev.History):  # a replay on join (#11): one client's, not cached
+            caps = self._caps
+            if irc.CHATHISTORY_CAP in caps:
+                return b""  # it asks with CHATHISTORY itself, as it likes
+            first = event.events[0].id if event.events else 0
+            return irc.history_lines(event, self._server, caps, f"replay{first}")
         return irc.encode(event, self.nick or "*", self._server, cache)
 
     def silence_limit(self) -> float | None:
@@ -180,15 +195,30 @@ class IrcDialect:
 
     def _irc_cap(self, params: tuple[str, ...]) -> None:
         sub = params[0].upper() if params else ""
+        offered = self._offered_caps()
         if sub == "LS":
             self._cap_open = self.nick is None
-            self._send(irc.format_line(self._server, "CAP", self.nick or "*", "LS", ""))
+            self._send(
+                irc.format_line(self._server, "CAP", self.nick or "*", "LS", " ".join(offered))
+            )
         elif sub == "LIST":
-            self._send(irc.format_line(self._server, "CAP", self.nick or "*", "LIST", ""))
+            listed = " ".join(sorted(self._caps))
+            self._send(irc.format_line(self._server, "CAP", self.nick or "*", "LIST", listed))
         elif sub == "REQ":
             self._cap_open = self.nick is None
             wanted = params[1] if len(params) > 1 else ""
-            self._send(irc.format_line(self._server, "CAP", self.nick or "*", "NAK", wanted))
+            names = [name for name in wanted.split(" ") if name]
+            if names and all(name.removeprefix("-") in offered for name in names):
+                caps = set(self._caps)
+                for name in names:
+                    if name.startswith("-"):
+                        caps.discard(name[1:])
+                    else:
+                        caps.add(name)
+                self._caps = frozenset(caps)  # one assignment: encode() reads it (#11)
+                self._send(irc.format_line(self._server, "CAP", self.nick or "*", "ACK", wanted))
+            else:
+                self._send(irc.format_line(self._server, "CAP", self.nick or "*", "NAK", wanted))
         elif sub == "END":
             self._cap_open = False
             self._try_register()
@@ -283,6 +313,12 @@ class IrcDialect:
                 "are supported by this server",
             ),
         )
+        if self._hub.store is not None:  # history (#11): in a 005 line of its own
+            self._numeric(
+                irc.RPL_ISUPPORT,
+                *irc.history_isupport(MAX_HISTORY_LIMIT),
+                "are supported by this server",
+            )
         self._irc_lusers(())
         self._irc_motd(())
 
@@ -509,6 +545,90 @@ class IrcDialect:
                 if not notice:
                     self._chat_error(error, command)
 
+    # -- history (#11): IRCv3 draft/chathistory --------------------------------------------------
+
+    def _offered_caps(self) -> tuple[str, ...]:
+        """What CAP LS offers: the capabilities of history, when the server keeps it."""
+        if self._hub.store is None:
+            return ()
+        return tuple(sorted((*irc.CAPS, irc.CHATHISTORY_CAP)))
+
+    def _irc_chathistory(self, params: tuple[str, ...]) -> None:
+        """CHATHISTORY LATEST|BEFORE|AFTER|AROUND|BETWEEN target ref [ref] limit, answered in a
+        `chathistory` batch (plain lines with the time in front for clients without batch)."""
+        if self._hub.store is None:
+            self._numeric(irc.ERR_UNKNOWNCOMMAND, "CHATHISTORY", "Unknown command")
+            return
+        sub = params[0].upper() if params else ""
+        wanted = 5 if sub == "BETWEEN" else 4
+        if sub not in ("LATEST", "BEFORE", "AFTER", "AROUND", "BETWEEN") or len(params) < wanted:
+            self._fail("INVALID_PARAMS", sub or "*", "Invalid or missing parameters")
+            return
+        target = params[1]
+        refs = [_history_ref(p) for p in params[2 : wanted - 1]]
+        limit = int(params[wanted - 1]) if params[wanted - 1].isdigit() else 0
+        star = sub == "LATEST" and params[2] == "*"
+        if limit < 1 or (None in refs and not star):
+            self._fail("INVALID_PARAMS", sub, "Invalid or missing parameters")
+            return
+        limit = min(limit, MAX_HISTORY_LIMIT)
+        try:
+            answer = self._chathistory(sub, target, [r for r in refs if r is not None], limit)
+        except (NoSuchRoom, NotInRoom, HistoryOff):
+            self._fail("INVALID_TARGET", sub, target, "Messages could not be retrieved")
+            return
+        self._batches += 1
+        data = irc.history_lines(answer, self._server, self._caps, f"history{self._batches}")
+        self._link.send_pieces(split_lines(data, piece_bytes(self._config)))
+
+    def _chathistory(
+        self, sub: str, target: str, refs: list[tuple[str, float]], limit: int
+    ) -> ev.History:
+        hub, link = self._hub, self._link
+        ids: dict[str, int | None] = {"before": None, "after": None}
+        times: dict[str, float | None] = {"before": None, "after": None}
+
+        def bound(ref: tuple[str, float], side: str) -> None:
+            if ref[0] == "msgid":
+                ids[side] = int(ref[1])
+            else:
+                times[side] = ref[1]
+
+        newest = False
+        if sub == "AROUND":
+            kind, value = refs[0]
+            if kind == "msgid":
+                return hub.history(link, target, limit=limit, around=int(value))
+            older = hub.history(link, target, limit=limit // 2 or 1, before_ts=value)
+            rest = max(1, limit - len(older.events))
+            newer = hub.history(link, target, limit=rest, after_ts=value - 1e-6)
+            return ev.History(older.target, older.events + newer.events, newer.ts)
+        if sub == "LATEST":
+            newest = True
+            if refs:
+                bound(refs[0], "after")
+        elif sub in ("BEFORE", "AFTER"):
+            bound(refs[0], sub.lower())
+        else:  # BETWEEN: given newest first, the newest of the range are wanted
+            first, second = refs
+            newest = first[0] == second[0] and first[1] > second[1]
+            bound(second if newest else first, "after")
+            bound(first if newest else second, "before")
+        return hub.history(
+            link,
+            target,
+            limit=limit,
+            before=ids["before"],
+            after=ids["after"],
+            before_ts=times["before"],
+            after_ts=times["after"],
+            newest=newest,
+        )
+
+    def _fail(self, code: str, *params: str) -> None:
+        """An IRCv3 standard reply: FAIL CHATHISTORY CODE [context...] :description."""
+        self._send(irc.format_line(self._server, "FAIL", "CHATHISTORY", code, *params))
+
     # -- information ---------------------------------------------------------------------------
 
     def _irc_who(self, params: tuple[str, ...]) -> None:
@@ -628,3 +748,16 @@ class IrcDialect:
                 self._numeric(irc.RPL_TRYAGAIN, command, problem)
             case _:
                 log.warning("%s: unexpected %r", self._link.label(), error)
+
+
+def _history_ref(param: str) -> tuple[str, float] | None:
+    """("msgid", 123) for "msgid=123", ("timestamp", unix time) for "timestamp=2026-...Z",
+    None for anything else (#11)."""
+    kind, _, value = param.partition("=")
+    if kind == "msgid" and value.isdigit() and value.isascii():
+        return "msgid", float(int(value))
+    if kind == "timestamp":
+        when = irc.parse_server_time(value)
+        if when is not None:
+            return "timestamp", when
+    return None

@@ -32,6 +32,21 @@ from chat.wire import text as text_wire
 
 log = logging.getLogger("chat.dialects.textjson")
 
+# History (#11): `/history since 09:30` shows at most this many messages (the oldest first:
+# ask again with a later time for the rest); `/history` with no number, when the server replays
+# nothing on join, shows this many.
+SINCE_LIMIT = 200
+DEFAULT_HISTORY_LIMIT = 50
+
+
+def _last_clock_time(hour: int, minute: int) -> float:
+    """The most recent moment (local time) the clock read hour:minute: today, or yesterday if
+    that is still to come."""
+    now = time.time()
+    today = time.localtime(now)
+    then = time.mktime((*today[:3], hour, minute, 0, 0, 0, -1))
+    return then - 86400 if then > now else then
+
 
 class Codec(Protocol):
     """A wire module as this dialect uses it (chat/wire/text.py, chat/wire/jsonl.py)."""
@@ -235,8 +250,29 @@ class TextJsonDialect:
                 if secret is not None:
                     changes.append(("+s" if secret else "-s", ""))
                 hub.set_modes(link, self._room_or_current(room), changes)
+            case ev.ShowHistory():
+                self._history(request)
             case ev.Nothing():
                 pass
+
+    def _history(self, request: ev.ShowHistory) -> None:
+        """Answers /history and JSON `history` from the store (in this reader thread, outside
+        the hub lock), in pieces: a thousand messages reach even a small send queue (#11)."""
+        since = request.since
+        if request.since_hm is not None:
+            since = _last_clock_time(*request.since_hm)
+        target = request.with_nick or self._room_or_current(request.room)
+        limit = request.limit or (SINCE_LIMIT if since is not None else self._config.history_replay)
+        answer = self._hub.history(
+            self._link,
+            target,
+            limit=limit or DEFAULT_HISTORY_LIMIT,
+            before=request.before,
+            after=request.after,
+            after_ts=since,
+        )
+        data = self.encode(answer, None)
+        self._link.send_pieces(split_lines(data, piece_bytes(self._config)))
 
     def _flood_allows(self) -> bool:
         """Asks the flood gate about one more line; warns or kicks as it says."""

@@ -62,7 +62,8 @@ class HistoryQuery:
 
     * no bound (LATEST): the `limit` newest events;
     * `before` / `before_ts`: the `limit` newest events older than the bound;
-    * `after` / `after_ts`: the `limit` oldest events newer than the bound;
+    * `after` / `after_ts`: the `limit` oldest events newer than the bound (the newest of them
+      with `newest=True`: IRC's `CHATHISTORY LATEST target msgid=N`);
     * both (BETWEEN): the events between the two, the `limit` oldest of them, or the newest
       with `newest=True`;
     * `around`: the event `around` (if stored) and up to `limit` events in all, split evenly
@@ -76,16 +77,13 @@ class HistoryQuery:
     around: int | None = None
     before_ts: float | None = None
     after_ts: float | None = None
-    newest: bool = False  # BETWEEN: keep the newest `limit` of the range, not the oldest
+    newest: bool = False  # with a lower bound: keep the newest `limit` of the range
 
     def keeps_newest(self) -> bool:
         """Whether, of more than `limit` matching events, the newest are kept (else the
         oldest)."""
         has_lower = self.after is not None or self.after_ts is not None
-        has_upper = self.before is not None or self.before_ts is not None
-        if has_lower and has_upper:
-            return self.newest
-        return not has_lower
+        return self.newest or not has_lower
 
     def matches(self, event: HistoryEvent) -> bool:
         """Whether `event` lies within the query's bounds (ignoring `around` and `limit`)."""

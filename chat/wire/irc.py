@@ -8,7 +8,10 @@ machine.
 
 from __future__ import annotations
 
+import calendar
+import dataclasses
 import re
+import time
 from dataclasses import dataclass, field
 
 from chat import events as ev
@@ -306,3 +309,68 @@ def _reply(event: ev.Event, me: str, server: str) -> bytes:
         case ev.Error(message=message):
             return format_line(server, "NOTICE", me or "*", message)
     raise TypeError(f"no IRC form for {event!r}")
+
+
+# -- history (#11): IRCv3 batch, server-time, message-tags, draft/chathistory -----------------
+
+# The capabilities this server offers (CAP LS) when it keeps history (none otherwise).
+CAPS = ("batch", "message-tags", "server-time")
+CHATHISTORY_CAP = "draft/chathistory"
+
+
+def history_isupport(limit: int) -> tuple[str, ...]:
+    """The ISUPPORT tokens of a server keeping history, sent in an RPL_ISUPPORT line of their
+    own (a line should hold at most 13 tokens): CHATHISTORY is the most one answer holds."""
+    return (f"CHATHISTORY={limit}", "MSGREFTYPES=msgid,timestamp")
+
+
+def server_time(ts: float) -> str:
+    """IRCv3 server-time: "2026-11-30T09:58:01.123Z" (UTC, milliseconds)."""
+    seconds = int(ts)
+    millis = round((ts - seconds) * 1000)
+    if millis == 1000:
+        seconds, millis = seconds + 1, 0
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def parse_server_time(text: str) -> float | None:
+    """The Unix time of a server-time string, or None if it is not one."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?Z?", text)
+    if match is None:
+        return None
+    try:
+        parsed = time.strptime(match[1], "%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        return None
+    fraction = float(f"0.{match[2]}") if match[2] else 0.0
+    return calendar.timegm(parsed) + fraction
+
+
+def history_lines(
+    event: ev.History, server: str, caps: frozenset[str] | set[str], ref: str
+) -> bytes:
+    """Stored messages for an IRC client: in a `chathistory` batch with `@time=` (and `msgid=`
+    with message-tags) for clients that negotiated them; else plain lines with the time in
+    front of the text ("[09:58:01] hi"), as ZNC's playback does."""
+    batch = "batch" in caps
+    timed = "server-time" in caps
+    tagged = "message-tags" in caps
+    lines: list[bytes] = []
+    if batch:
+        lines.append(format_line(server, "BATCH", f"+{ref}", "chathistory", event.target))
+    for item in event.events:
+        tags = []
+        if batch:
+            tags.append(f"batch={ref}")
+        if timed:
+            tags.append(f"time={server_time(item.ts)}")
+        if tagged:
+            tags.append(f"msgid={item.id}")
+        if not timed and isinstance(item, ev.Message | ev.Action | ev.PrivateMessage):
+            stamp = time.strftime("[%H:%M:%S] ", time.localtime(item.ts))
+            item = dataclasses.replace(item, text=stamp + item.text)
+        line = _room_event(item)
+        lines.append((f"@{';'.join(tags)} ".encode() if tags else b"") + line)
+    if batch:
+        lines.append(format_line(server, "BATCH", f"-{ref}"))
+    return b"".join(lines)

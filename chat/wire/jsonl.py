@@ -33,6 +33,7 @@ REQUEST_TYPES = [
     "users",
     "ping",
     "quit",
+    "history",
 ]
 
 
@@ -145,6 +146,8 @@ def parse(line: str, registered: bool) -> ev.Request:
     if kind == "quit":
         reason = obj.get("reason", "")
         return ev.Quit(clean_text(reason) if isinstance(reason, str) else "")
+    if kind == "history":
+        return _history_request(obj)
     raise ProtocolError(
         "bad_request", f"unknown type {kind!r}: use one of {', '.join(REQUEST_TYPES)}"
     )
@@ -170,6 +173,8 @@ def encode(
         return encode_once(cache, NAME, lambda: _dump(_room_event(event)))
     if isinstance(event, ev.RoomList):
         return room_list_lines(event)
+    if isinstance(event, ev.History):
+        return history_lines(event)
     return _dump(_reply(event))
 
 
@@ -322,3 +327,68 @@ def _shown_args(event: ev.ModeChanged) -> list[str]:
             arg = args.pop(0)
             shown.append("*" if letter == "k" and sign == "+" else arg)
     return shown
+
+
+# -- history (#11) ----------------------------------------------------------------------------
+
+# A history answer is sent as several "history" objects, all but the last with "partial": true,
+# for the reason a room listing is (ROOMS_OBJECT_BYTES): each object stays small next to the
+# smallest send queue, whatever the messages hold.
+HISTORY_PER_OBJECT = 50
+HISTORY_OBJECT_BYTES = 4096
+
+
+def _optional_id(obj: dict[str, Any], key: str) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ProtocolError("bad_request", f"field {key!r} must be a message id (a number)")
+    return value
+
+
+def _history_request(obj: dict[str, Any]) -> ev.ShowHistory:
+    limit = _optional_id(obj, "limit")
+    if limit is not None and limit < 1:
+        raise ProtocolError("bad_request", "field 'limit' must be at least 1")
+    since = obj.get("since")
+    if since is not None and (not isinstance(since, int | float) or isinstance(since, bool)):
+        raise ProtocolError("bad_request", "field 'since' must be a Unix time (a number)")
+    return ev.ShowHistory(
+        room=_optional_name(obj, "room"),
+        limit=limit,
+        before=_optional_id(obj, "before"),
+        after=_optional_id(obj, "after"),
+        since=None if since is None else float(since),
+        with_nick=_optional(obj, "with"),
+    )
+
+
+def history_lines(event: ev.History) -> bytes:
+    """{"type": "history", "room" (or "with"), "replay", "more", "messages": [...]} objects."""
+    where = {"with": event.target} if not event.target.startswith("#") else {"room": event.target}
+    groups: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for item in event.events:
+        message = _room_event(item)
+        message_bytes = len(_dump(message))
+        full = len(groups[-1]) >= HISTORY_PER_OBJECT or size + message_bytes > HISTORY_OBJECT_BYTES
+        if groups[-1] and full:
+            groups.append([])
+            size = 0
+        groups[-1].append(message)
+        size += message_bytes
+    out = []
+    for i, group in enumerate(groups):
+        obj: dict[str, Any] = {
+            "type": "history",
+            "ts": event.ts,
+            **where,
+            "replay": event.replay,
+            "more": event.more,
+            "messages": group,
+        }
+        if i < len(groups) - 1:
+            obj["partial"] = True
+        out.append(_dump(obj))
+    return b"".join(out)

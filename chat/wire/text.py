@@ -5,6 +5,9 @@ Pure: `parse()` turns one line into a request, `encode()` turns an event into by
 
 from __future__ import annotations
 
+import re
+import time
+
 from chat import events as ev
 from chat.protocol import NICK_RULE, ProtocolError, clean_text, room_key
 from chat.wire import EncodeCache, encode_once
@@ -25,6 +28,7 @@ HELP_LINES = (
     "***   /kick NICK [why]   operators: remove someone from the current room",
     "***   /key [KEY]         operators: set the room's key (none: remove it)",
     "***   /secret on|off     operators: hide the room from /rooms",
+    "***   /history [N]       the room's last N messages (/history since 09:30)",
     "***   /quit [reason]     leave",
     "***   //text             a message that starts with /",
     "***   /help              this list",
@@ -120,7 +124,59 @@ def parse(line: str, registered: bool) -> ev.Request:
         if rest.lower() not in ("on", "off"):
             raise ProtocolError("bad_request", _USAGE["secret"])
         return ev.SetRoomMode(secret=rest.lower() == "on")
+    if name == "history":
+        return _history_request(words)
     raise ProtocolError("bad_request", f"unknown command /{clean_text(name)} (try /help)")
+
+
+# -- history (#11) ----------------------------------------------------------------------------
+
+_HISTORY_USAGE = "usage: /history [#room] [N]  or  /history [#room] since HH:MM"
+_HH_MM_RE = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)\Z")
+
+
+def _history_request(words: list[str]) -> ev.ShowHistory:
+    room = words.pop(0) if words and words[0].startswith("#") else None
+    if not words:
+        return ev.ShowHistory(room)
+    if len(words) == 1 and words[0].isdigit() and words[0].isascii():
+        limit = int(words[0])
+        if limit < 1:
+            raise ProtocolError("bad_request", _HISTORY_USAGE)
+        return ev.ShowHistory(room, limit=limit)
+    if len(words) == 2 and words[0].lower() == "since":
+        match = _HH_MM_RE.match(words[1])
+        if match is not None:
+            return ev.ShowHistory(room, since_hm=(int(match[1]), int(match[2])))
+    raise ProtocolError("bad_request", _HISTORY_USAGE)
+
+
+def clock_time(ts: float, now: float) -> str:
+    """The time as HH:MM for a moment on the day of `now` (local time), else with its date."""
+    then = time.localtime(ts)
+    if time.localtime(now)[:3] == then[:3]:
+        return time.strftime("%H:%M", then)
+    return time.strftime("%Y-%m-%d %H:%M", then)
+
+
+def history_lines(event: ev.History, recipient: str) -> str:
+    """A divider, one line per message with its time, and a closing divider."""
+    count = len(event.events)
+    if not count:
+        return "" if event.replay else f"--- no history in {event.target} ---\n"
+    plural = "s" if count > 1 else ""
+    since = clock_time(event.events[0].ts, event.ts)
+    if event.replay:
+        head = f"--- history: {count} message{plural} since {since} ---\n"
+        tail = "--- end of history ---\n"
+    else:
+        head = f"--- history of {event.target}: {count} message{plural} since {since} ---\n"
+        tail = "--- end of history ---\n"
+    lines = [head]
+    for item in event.events:
+        lines.append(f"[{clock_time(item.ts, event.ts)}] {_render(item, recipient)}")
+    lines.append(tail)
+    return "".join(lines)
 
 
 def encode(
@@ -267,6 +323,8 @@ def _render(event: ev.Event, recipient: str) -> str:
             return "*** pong\n"
         case ev.Goodbye(reason=reason):
             return f"*** Goodbye ({reason}).\n" if reason else "*** Goodbye.\n"
+        case ev.History():
+            return history_lines(event, recipient)
     raise TypeError(f"no text form for {event!r}")
 
 

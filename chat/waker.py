@@ -1,0 +1,185 @@
+"""Waker: the one thread that waits for input on every reader's socket, and the run slots that
+let at most a few readers run at once.
+
+Each client keeps its own reader thread (chat/connection.py). What changes is how a reader
+waits: instead of sleeping in its own `poll()`, it gives back its run slot, registers its socket
+in the waker's epoll and sleeps on a lock of its own. The waker thread wakes a sleeping reader
+when its socket has input (or EOF), but only once it holds a free run slot for it.
+
+Why: a thread that wakes from `poll()` must take the interpreter lock to go on, and a thread
+that waits for that lock wakes every switch interval (5 ms) to ask for it. 10,000 clients that
+hang up at the same moment woke 10,000 readers at once: the kernel spent its time waking
+threads that asked for the interpreter and went back to sleep, and the process made almost no
+progress (SIGTERM at that moment took 20 s to over 300 s; 9,000 threads woken by another
+process took 45 s in a bare test, and 1.1 s through a waker with 4 slots:
+docs/performance.md). A reader asleep on its lock is not runnable at all, so at most
+`RUN_SLOTS` readers (plus the accept, sender and main threads) ever ask for the interpreter.
+
+Where there is no epoll (not Linux), `wait_readable` falls back to the reader's own `poll()`
+(the slots still bound how many readers run at once).
+"""
+
+from __future__ import annotations
+
+import _thread
+import contextlib
+import logging
+import os
+import queue
+import select
+import threading
+from collections.abc import Iterator
+
+log = logging.getLogger("chat.waker")
+
+# Readers running at once. The interpreter runs one thread at a time anyway; a few more let a
+# reader that waits for a lock or a system call be overlapped by another. Not the number of
+# clients: every client keeps its thread, asleep until it has input.
+RUN_SLOTS = 8
+
+
+class Waker:
+    """The waker thread, its epoll, and the run slots.
+
+    A reader holds a run slot while it runs: `take_slot()` ... `give_slot()` around its life,
+    `outside()` around any wait that could be long (for its client to read, for another
+    reader), so that a sleeping reader never holds one. `wait_readable()` gives the slot back
+    while asleep and returns holding one.
+
+    Thread safety: `_lock` (a leaf lock, held for a dict update) guards `_sleeping` (fd -> the
+    lock its reader sleeps on). The epoll object is used by readers (register, modify) and the
+    waker thread (poll), which the kernel allows. Run slots are tokens in a `queue.SimpleQueue`:
+    a thread waiting for one sleeps in C without asking for the interpreter lock, and one
+    `put()` wakes one waiter.
+    """
+
+    def __init__(self, slots: int = RUN_SLOTS) -> None:
+        self._slot_count = slots
+        self._slots: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(slots):
+            self._slots.put(None)
+        self._lock = threading.Lock()
+        self._sleeping: dict[int, _thread.LockType] = {}
+        self._epoll = select.epoll() if hasattr(select, "epoll") else None
+        self._wake_r = self._wake_w = -1
+        self._stopping = False
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._epoll is None:
+            return
+        self._wake_r, self._wake_w = os.pipe()
+        self._epoll.register(self._wake_r, select.EPOLLIN)
+        self.thread = threading.Thread(target=self._run, name="waker")
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Ends the thread; call once no reader sleeps any more (every reader has finished)."""
+        if self.thread is not None:
+            self._stopping = True
+            os.write(self._wake_w, b"x")
+            self.thread.join()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        if self._epoll is not None:
+            self._epoll.close()
+
+    # -- for reader threads --------------------------------------------------------------------
+
+    def take_slot(self, fd: int) -> None:
+        """A reader starts: waits for a run slot (without asking for the interpreter), and
+        registers its socket `fd` (disarmed until its first `wait_readable`)."""
+        self._slots.get()
+        if self._epoll is not None:
+            self._epoll.register(fd, select.EPOLLONESHOT)
+
+    def give_slot(self) -> None:
+        """A reader ends (its socket is closed by the sender, which takes it out of epoll)."""
+        self._slots.put(None)
+
+    @contextlib.contextmanager
+    def every_slot(self) -> Iterator[None]:
+        """Holds every run slot: no reader runs meanwhile (each one finishes what it is doing
+        and sleeps). For the shutdown's work on every connection at once, which would
+        otherwise compete for the interpreter with thousands of readers it wakes. Never call
+        it from a reader (it would wait for its own slot)."""
+        for _ in range(self._slot_count):
+            self._slots.get()
+        try:
+            yield
+        finally:
+            for _ in range(self._slot_count):
+                self._slots.put(None)
+
+    @contextlib.contextmanager
+    def outside(self) -> Iterator[None]:
+        """Gives the caller's run slot back around a wait that may be long, and takes one again
+        after it (a reader that waits for its client or for another reader must not keep the
+        others from running)."""
+        self._slots.put(None)
+        try:
+            yield
+        finally:
+            self._slots.get()
+
+    def wait_readable(self, fd: int, park: _thread.LockType, timeout: float | None) -> bool:
+        """Sleeps until `fd` has input (or EOF, or an error), at most `timeout` seconds (None:
+        no limit); True if it has. Called by the reader of `fd` holding a run slot, with its own
+        `park` lock, held (acquired) by the reader between calls; returns holding a run slot."""
+        if self._epoll is None:
+            with self.outside():
+                return _poll_readable(fd, timeout)
+        with self._lock:
+            self._sleeping[fd] = park
+        # (registered by take_slot(), so no exception: its traceback would keep a frame object
+        # alive, per sleeping reader, for as long as it sleeps)
+        self._epoll.modify(fd, select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLONESHOT)
+        self._slots.put(None)
+        if park.acquire(True, -1 if timeout is None else max(0.0, timeout)):
+            return True  # the waker took a slot for us
+        with self._lock:
+            still_asleep = self._sleeping.pop(fd, None) is not None
+        if still_asleep:
+            self._slots.get()
+            return False
+        # The waker woke us in the same instant: it took a slot for us and releases `park`
+        # right after taking us out of `_sleeping` (nothing blocks in between).
+        park.acquire()
+        return True
+
+    # -- the waker thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        assert self._epoll is not None
+        while not self._stopping:
+            try:
+                ready = self._epoll.poll()
+            except InterruptedError:  # pragma: no cover - retried by Python itself
+                continue
+            for fd, _events in ready:
+                if fd == self._wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_r, 4096)
+                    continue
+                self._slots.get()  # the bound: wait until a reader gives its slot back
+                with self._lock:
+                    park = self._sleeping.pop(fd, None)
+                if park is None:  # its reader timed out meanwhile, or has gone
+                    self._slots.put(None)
+                    continue
+                park.release()
+
+
+def new_park() -> _thread.LockType:
+    """A reader's own lock to sleep on in `Waker.wait_readable` (made held)."""
+    park = _thread.allocate_lock()
+    park.acquire()
+    return park
+
+
+def _poll_readable(fd: int, timeout: float | None) -> bool:
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else max(0.0, timeout) * 1000))
+    return bool(select.select([fd], [], [], timeout)[0])
