@@ -12,11 +12,13 @@ import queue
 import select
 import signal
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Sequence
 
 from chat.config import ServerConfig, default_history_path
+from chat.hub import LinkError
 from chat.protocol import room_error
 from chat.server import ChatServer, ListenError
 from chat.store import StoreError
@@ -80,6 +82,13 @@ def _rate(text: str) -> float:
     value = _number(text, float)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 (off) or more lines per second, not {text}")
+    return value
+
+
+def _heartbeat(text: str) -> float:  # cluster (#12)
+    value = _number(text, float)
+    if not 0.05 <= value <= 60:
+        raise argparse.ArgumentTypeError(f"a heartbeat is 0.05 to 60 seconds, not {text}")
     return value
 
 
@@ -246,6 +255,32 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log detail",
     )
+    # -- cluster (#12, docs/cluster.md) --
+    parser.add_argument(
+        "--cluster",
+        metavar="URL",
+        default=os.environ.get("CHAT_CLUSTER_URL") or None,
+        help="join the chat of every server on this Redis/Valkey: redis://[:PASSWORD@]HOST:PORT/DB "
+        "(rediss:// for TLS); default $CHAT_CLUSTER_URL (keeps a password off the command line)",
+    )
+    parser.add_argument(
+        "--cluster-heartbeat",
+        type=_heartbeat,
+        default=defaults.cluster_heartbeat_s,
+        metavar="S",
+        help="with --cluster: refresh this server's liveness key every S seconds; a server "
+        "silent for about 5 S is gone and its users leave",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="with --cluster: start N server processes on this one port (SO_REUSEPORT), one "
+        "chat through the cluster, so one command uses every core",
+    )
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    # -- end of cluster (#12) --
     # -- history (#11, docs/history.md) --
     history = parser.add_argument_group("history (docs/history.md)")
     history.add_argument(
@@ -308,6 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --lock-while-sending: drop a client whose send blocks this "
         "long (0: wait forever)",
     )
+    demos.add_argument(  # cluster (#12)
+        "--racy-cluster-claims",
+        action="store_true",
+        help="with --cluster: claim nicknames with a separate check, then set, across servers",
+    )
     demos.add_argument(
         "--one-at-a-time", action="store_true", help="serve one client at a time; the others wait"
     )
@@ -340,6 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_tls(parser, args)
+    if args.workers > 1:  # cluster (#12): this process only starts and watches the workers
+        return _run_workers(args, list(sys.argv[1:] if argv is None else argv))
     listener = _log_through_a_queue(args.log_level)
     try:
         return _serve(args)
@@ -385,6 +427,10 @@ def _serve(args: argparse.Namespace) -> int:
         idle_timeout_s=args.idle_timeout,
         password=args.password,
         server_name=args.server_name,
+        cluster_url=args.cluster,  # cluster (#12)
+        cluster_heartbeat_s=args.cluster_heartbeat,
+        cluster_racy_claims=args.racy_cluster_claims,
+        reuse_port=args.reuse_port,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_port=args.tls_port,
@@ -400,7 +446,13 @@ def _serve(args: argparse.Namespace) -> int:
     if any(demo_flags) or args.pool is not None:
         server = _classroom_server(config, args)
     else:
-        server = ChatServer(config)
+        try:
+            server = ChatServer(config)
+        except ModuleNotFoundError as error:  # cluster (#12): --cluster without the extra
+            sys.stderr.write(
+                f"chat-server: --cluster needs {error.name}: pip install 'threadroom[cluster]'\n"
+            )
+            return EXIT_USAGE
     # `kill -USR1 PID` prints every thread's stack: look inside a server that seems stuck.
     if hasattr(signal, "SIGUSR1"):
         faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
@@ -431,6 +483,11 @@ def _serve(args: argparse.Namespace) -> int:
         message = error.message if isinstance(error, ListenError) else str(error)
         sys.stderr.write(f"chat-server: {message}\n")
         return EXIT_USAGE
+    except LinkError as error:  # cluster (#12): bad URL, wrong password, Redis not there
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sys.stderr.write(f"chat-server: {error}\n")
+        return EXIT_USAGE
     if hasattr(signal, "SIGUSR1"):
         logging.getLogger("chat").info(
             "pid %d: `kill -USR1 %d` prints every thread's stack", os.getpid(), os.getpid()
@@ -444,6 +501,43 @@ def _serve(args: argparse.Namespace) -> int:
             server.reload_tls()
     server.stop()
     return 0
+
+
+def _run_workers(args: argparse.Namespace, argv: list[str]) -> int:
+    """`--workers N`: N `chat-server` processes with the same options on one port (each with
+    --reuse-port), one chat through the cluster. SIGINT/SIGTERM are passed on; the exit code
+    is the worst of theirs. A worker that cannot start (exit 2) stops the others."""
+    if not args.cluster:
+        sys.stderr.write("chat-server: --workers needs --cluster (or CHAT_CLUSTER_URL)\n")
+        return EXIT_USAGE
+    if args.port == 0:
+        sys.stderr.write("chat-server: --workers needs a --port other than 0 (one port for all)\n")
+        return EXIT_USAGE
+    own: list[str] = []
+    skip = False
+    for word in argv:  # the workers get every option but --workers
+        if skip:
+            skip = False
+        elif word == "--workers":
+            skip = True
+        elif not word.startswith("--workers="):
+            own.append(word)
+    command = [sys.executable, "-m", "chat", *own, "--reuse-port"]
+    workers = [subprocess.Popen(command) for _ in range(args.workers)]
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        stop_requested.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, request_stop)
+    while not stop_requested.is_set() and all(w.poll() is None for w in workers):
+        stop_requested.wait(0.2)  # polled: a child's exit has no event to wait on here
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+    codes = [worker.wait() for worker in workers]
+    return max(codes, key=abs)
 
 
 def _wait_for(woken: threading.Event) -> None:

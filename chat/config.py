@@ -11,7 +11,7 @@ next to it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chat.hub import (
     DEFAULT_MAX_ROOMS,
@@ -83,6 +83,18 @@ class ServerConfig:
     history_days: float | None = None  # delete messages older than this (None: keep)
     history_max: int | None = None  # keep at most this many messages per room (None: all)
     history_private: bool = False  # store private messages too (off: never written anywhere)
+    # -- cluster (#12, chat/cluster, docs/cluster.md) --
+    # redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for TLS): several servers form one chat.
+    # None: this process alone (chat/cluster and redis are never imported). Not in repr():
+    # it may hold a password, and configs get logged.
+    cluster_url: str | None = field(default=None, repr=False)
+    # A node refreshes its liveness key this often; one silent for ~5 of them is gone.
+    cluster_heartbeat_s: float = 1.5
+    # The classroom's demo: nicknames claimed with a separate check then set (never for users)
+    cluster_racy_claims: bool = False
+    # --workers: several processes listen on one port (SO_REUSEPORT); the kernel spreads clients
+    reuse_port: bool = False
+    # -- end of cluster (#12) --
 
     def __post_init__(self) -> None:
         # 0 means "no limit", as on the command line (a socket timeout of 0 would mean

@@ -170,6 +170,22 @@ class BadKey(ChatError):
         self.problem = problem
 
 
+# -- cluster (#12): a hub linked to other processes (chat/cluster) may fail in these ways --------
+class Unavailable(ChatError):
+    """The chat cannot do it now: the cluster link is down; `problem` says what happened."""
+
+    def __init__(self, name: str = "", problem: str = "") -> None:
+        super().__init__(name)
+        self.problem = problem
+
+
+class LinkError(Exception):
+    """A hub could not open its link to other processes (chat/cluster); one clear sentence."""
+
+
+# -- end of cluster (#12) --------------------------------------------------------------------
+
+
 @dataclass(eq=False)
 class RoomState:
     """One room's state; only ever touched with the hub lock held."""
@@ -363,6 +379,20 @@ class Hub:
         leaving users about the others would be 50 million events nobody reads."""
         with self._lock:
             self._hushed = True
+
+    # -- cluster (#12): ChatServer opens the hub before it listens, closes it after the readers.
+    # A hub of one process has nothing to open; chat/cluster's ClusterHub links to Redis here.
+
+    def open(self) -> None:
+        """Links the hub to its peers, if it has any; raises LinkError."""
+
+    def close(self) -> None:
+        """Unlinks it and joins any thread `open()` started."""
+
+    def barrier(self) -> None:
+        """Returns once everything the chat did before the call has been delivered here (a
+        ping is a delivery barrier). One process: at once; a cluster node waits until it has
+        applied the stream as far as it went when asked."""
 
     # -- the nickname namespace ----------------------------------------------------------------
 

@@ -105,7 +105,13 @@ class ChatServer:
         # tests swap; a server for real users takes the defaults.
         self.config = config = config or ServerConfig()
         # -- history (#11): a store from config.history_db unless one is given --
-        if store is None and hub is None and config.history_db is not None:
+        # (Not with --cluster yet: a node's replica must not be changed by a local file; #12.)
+        if (
+            store is None
+            and hub is None
+            and config.history_db is not None
+            and not config.cluster_url
+        ):
             from chat.store.sqlite import SqliteStore  # not imported when history is off
 
             store = SqliteStore(
@@ -115,6 +121,18 @@ class ChatServer:
             )
         self.store = store if hub is None else hub.store
         # (`is None`, not `or`: an empty Hub has len() 0 and is falsy.)
+        if hub is None and config.cluster_url:  # cluster (#12): imported only when asked for
+            from chat.cluster import ClusterHub
+
+            hub = ClusterHub(
+                config.cluster_url,
+                config.room,
+                heartbeat_s=config.cluster_heartbeat_s,
+                racy_claims=config.cluster_racy_claims,
+                rooms_per_user=config.rooms_per_user,
+                max_rooms=config.max_rooms,
+                quiet_room_size=config.quiet_room_size,
+            )
         if hub is None:
             hub = Hub(
                 config.room,
@@ -162,13 +180,15 @@ class ChatServer:
             if config.irc_port is not None:
                 wanted.append(("--irc-port", config.irc_port, IrcDialect))
         wanted += self._load_tls()
+        self.hub.open()  # a cluster's hub links to Redis first (LinkError); a plain one: no-op
         for option, port, dialect in wanted:
             try:
-                listener = _listen(config.host, port)
+                listener = _listen(config.host, port, reuse_port=config.reuse_port)
             except OSError as error:
                 for listener, _ in self._listeners:
                     listener.close()
                 self._listeners.clear()
+                self.hub.close()
                 raise ListenError(option, config.host, port, error) from error
             self._listeners.append((listener, dialect))
             self._bound[option] = listener
@@ -188,6 +208,8 @@ class ChatServer:
         ):
             if option in self._bound:
                 log.info("%s %s:%d", what, *self._address_of(option))
+        if config.cluster_url and config.history_db is not None:  # cluster (#12)
+            log.info("history: not kept with --cluster yet (docs/cluster.md)")
         if self.store is not None:  # history (#11): where it is kept, said at every start
             log.info(
                 "history: %s (replay %d, private messages %s)",
@@ -331,6 +353,7 @@ class ChatServer:
         self._runner.close()
         self._reap()
         self._waker.stop()  # no reader sleeps any more
+        self.hub.close()  # every reader has left the hub: a cluster's link threads end now
         if self.store is not None:  # every reader is gone: nothing more is offered (#11)
             self.store.stop(max(0.1, start + HISTORY_FLUSH_UNTIL_S - time.monotonic()))
         self._sender.stop()  # every connection has retired: the sender closes their sockets
@@ -457,11 +480,13 @@ class ChatServer:
             self._runner.reap(connection)
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:  # cluster (#12) --workers: N processes share the port, the kernel spreads
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         listener.bind((host, port))
         listener.listen(LISTEN_BACKLOG)
     except OSError:

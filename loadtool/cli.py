@@ -46,6 +46,16 @@ def _rate(text: str) -> float:
     return value
 
 
+def _servers(text: str) -> tuple[tuple[str, int], ...]:
+    servers = []
+    for item in text.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise argparse.ArgumentTypeError(f"not HOST:PORT: {item!r}")
+        servers.append((host.strip("[]"), int(port)))
+    return tuple(servers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = LoadConfig()
     parser = argparse.ArgumentParser(
@@ -56,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default=defaults.host)
     parser.add_argument("--port", type=int, default=defaults.port)
+    parser.add_argument(
+        "--servers",
+        type=_servers,
+        default=(),
+        metavar="HOST:PORT,HOST:PORT",
+        help="servers of one cluster (instead of --host/--port): bots are spread over them, "
+        "and every bot must see the room in one order",
+    )
     parser.add_argument(
         "--clients",
         type=_positive_int,
@@ -127,6 +145,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
         nick_clash=args.nick_clash,
         tls=args.tls or args.tls_ca is not None,
         tls_ca=args.tls_ca,
+        servers=args.servers,
     )
     progress = None
     if not args.json and sys.stderr.isatty():
@@ -140,7 +159,8 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
         sys.stderr.write("\r" + " " * 79 + "\r")
     if report.joined == 0 and report.join_failures:
         reasons = ", ".join(report.join_failures)
-        sys.stderr.write(f"chat-load: no bot could join {args.host}:{args.port} ({reasons})\n")
+        where = ",".join(f"{h}:{p}" for h, p in args.servers) or f"{args.host}:{args.port}"
+        sys.stderr.write(f"chat-load: no bot could join {where} ({reasons})\n")
     out.write((report.to_json() if args.json else report.format_text()) + "\n")
     return EXIT_OK if report.ok else EXIT_PROBLEMS
 

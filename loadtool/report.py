@@ -60,6 +60,9 @@ class LoadReport:
     disconnected: dict[str, int] = field(default_factory=dict)
     slow_clients_disconnected: dict[str, int] = field(default_factory=dict)
     flood_limited: int = 0
+    # With --servers (a cluster): deliveries seen in an order other receivers disagree with.
+    room_order_checked: bool = False
+    room_order_disagreements: int = 0
     nick_clash_pairs: int = 0
     nick_clash_both_won: int = 0
     timed_out: str | None = None  # the phase the run was in when --duration ran out
@@ -78,6 +81,7 @@ class LoadReport:
             self.lost == 0
             and self.duplicated == 0
             and self.out_of_order == 0
+            and self.room_order_disagreements == 0
             and self.nick_clash_both_won == 0
             and not self.join_failures
             and not self.disconnected  # kicked, crashed: it did not keep up, say so
@@ -101,6 +105,8 @@ class LoadReport:
             f"duplicated         {self.duplicated}",
             f"out of order       {self.out_of_order}",
         ]
+        if self.room_order_checked:
+            lines.append(f"room order         {self.room_order_disagreements} disagreements")
         uncounted = self.deliveries_arrived - self.deliveries_received - self.duplicated
         if uncounted > 0:
             lines.append(

@@ -52,6 +52,9 @@ FLAT_OUT_BATCH = 16
 _SO_TIMESTAMPNS: int | None = 35 if sys.platform == "linux" else None
 _TIMESPEC = struct.Struct("@ll")
 _ANCILLARY_BYTES = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
+# The room-order check keeps, per receiver, the order of its deliveries (4 bytes each): at most
+# this many in all (100 bots x 100 messages: 1 million, 4 MB).
+ORDER_CHECK_MAX = 20_000_000
 # Connections opened at once; the server's listen backlog is 128.
 MAX_CONNECTING = 64
 # Reads go into one preallocated buffer: recv(256 KiB) would allocate (and the allocator map)
@@ -104,6 +107,9 @@ class LoadConfig:
     # authorities without it. Each bot runs its TLS over memory buffers in this one thread.
     tls: bool = False
     tls_ca: str | None = None
+    # Several servers of one cluster (chat/cluster): bot i connects to servers[i % len]; with
+    # two or more, the run also checks that every bot saw the room in one order.
+    servers: tuple[tuple[str, int], ...] = ()
 
 
 class Schedule:
@@ -144,6 +150,7 @@ class _Bot:
         self.name = name  # embedded in its messages; stable even if the nick is not
         self.slow = slow
         self.first_nick = first_nick
+        self.host = ""  # the server it connects to (--servers: one of several)
         self.nick: str | None = None
         self.sock: socket.socket | None = None
         self.connecting = False
@@ -212,6 +219,11 @@ class _Run:
         self.unique = [array("q", [0] * n) for _ in range(n)]
         self.duplicated = 0
         self.out_of_order = 0
+        # With several servers: each receiver's deliveries in arrival order (slots), to check
+        # that everyone saw one order of the room (report: room_order_disagreements).
+        self.order: list[array[int]] | None = None
+        if len(config.servers) > 1 and n * n * m <= ORDER_CHECK_MAX:
+            self.order = [array("i") for _ in range(n)]
         self.received = 0  # verified deliveries
         self.arrived = 0  # delivery lines counted on arrival, verified or not
         # (bot, receive time, complete lines) in arrival order: the deliveries in them wait for
@@ -253,7 +265,10 @@ class _Run:
                 sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         bot.sock = sock
         bot.connecting = True
-        code = sock.connect_ex((self.config.host, self.config.port))
+        servers = self.config.servers
+        address = servers[bot.index % len(servers)] if servers else None
+        bot.host = address[0] if address else self.config.host  # its TLS checks this name
+        code = sock.connect_ex(address or (self.config.host, self.config.port))
         if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
             self.fail(bot, f"cannot connect: {errno.errorcode.get(code, code)}")
             return
@@ -272,9 +287,7 @@ class _Run:
         # server's queue for it fills up.
         if self.tls_context is not None:
             bot.tls_in, bot.tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
-            bot.tls = self.tls_context.wrap_bio(
-                bot.tls_in, bot.tls_out, server_hostname=self.config.host
-            )
+            bot.tls = self.tls_context.wrap_bio(bot.tls_in, bot.tls_out, server_hostname=bot.host)
             bot.handshaking = True
             self.handshake(bot)
         self.hello(bot, bot.first_nick)
@@ -517,6 +530,8 @@ class _Run:
             return
         seen[slot] = 1
         self.unique[r][sender] += 1
+        if self.order is not None:
+            self.order[r].append(slot)
         last = self.last[r]
         if seq < last[sender]:
             self.out_of_order += 1
@@ -748,11 +763,36 @@ class _Run:
                 if b.first_nick in self.leave_reasons
             )
         )
+        if self.order is not None:
+            report.room_order_checked = True
+            report.room_order_disagreements = _order_disagreements(self.order, len(self.seen[0]))
         if config.nick_clash:
             report.nick_clash_pairs = config.clients // 2
             by_nick = Counter(b.nick.lower() for b in self.bots if b.joined and b.nick)
             report.nick_clash_both_won = sum(1 for count in by_nick.values() if count > 1)
         return report
+
+
+def _order_disagreements(order: list[array[int]], slots: int) -> int:
+    """How many deliveries came in an order that disagrees with the room's: each receiver's
+    sequence is compared with bot 0's (and bot 1's, which has bot 0's own messages): the
+    positions there of what it received must only go up. 0: one order for everyone."""
+    disagreements = 0
+    for reference in order[:2]:
+        position = array("i", [-1]) * slots
+        for index, slot in enumerate(reference):
+            position[slot] = index
+        for sequence in order:
+            last = -1
+            for slot in sequence:
+                at = position[slot]
+                if at < 0:
+                    continue
+                if at < last:
+                    disagreements += 1
+                else:
+                    last = at
+    return disagreements
 
 
 def _arrival_ns(ancillary: list[tuple[int, int, bytes]]) -> int:

@@ -28,6 +28,7 @@ from chat.hub import (
     NotInRoom,
     NotOperator,
     TooManyRooms,
+    Unavailable,
     UserNotInRoom,
 )
 from chat.protocol import Line, ProtocolError, room_error
@@ -215,6 +216,8 @@ def sentence(error: ChatError) -> ProtocolError:
             )
         case BadKey(problem=problem):
             return ProtocolError("bad_key", problem)
+        case Unavailable(problem=problem):  # cluster (#12): the link to Redis is down
+            return ProtocolError("unavailable", problem)
         case HistoryOff():  # history (#11)
             what = "private messages" if error.name else "history"
             return ProtocolError("history_off", f"this server keeps no {what}")

@@ -28,6 +28,7 @@ from chat.hub import (
     NotInRoom,
     NotOperator,
     TooManyRooms,
+    Unavailable,
     UserNotInRoom,
 )
 from chat.protocol import Line, clean_text, nick_error, nick_key, room_error, room_key
@@ -327,6 +328,7 @@ class IrcDialect:
         if not params or not params[0]:
             self._numeric(irc.ERR_NOORIGIN, "No origin specified")
             return
+        self._hub.barrier()  # cluster (#12): PONG after what other nodes did before the PING
         self._send(irc.format_line(self._server, "PONG", self._server, params[0]))
 
     def _irc_pong(self, params: tuple[str, ...]) -> None:
@@ -742,6 +744,8 @@ class IrcDialect:
                 self._numeric(irc.ERR_TOOMANYCHANNELS, name, "The server has too many channels")
             case BadKey():
                 self._numeric(irc.ERR_INVALIDKEY, name, "Key is not well-formed")
+            case Unavailable(problem=problem):  # cluster (#12): RPL_TRYAGAIN
+                self._numeric(irc.RPL_TRYAGAIN, command, problem)
             case _:
                 log.warning("%s: unexpected %r", self._link.label(), error)
 

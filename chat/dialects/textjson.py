@@ -221,6 +221,7 @@ class TextJsonDialect:
             case ev.Help():
                 self._reply(ev.HelpText(time.time()))
             case ev.Ping(token=token):
+                hub.barrier()  # cluster (#12): a pong also covers what other nodes did before
                 self._reply(ev.Pong(token, time.time()))
             case ev.Quit(reason=message):
                 self._quit_message = message

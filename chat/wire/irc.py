@@ -57,6 +57,7 @@ RPL_MYINFO = "004"
 RPL_ISUPPORT = "005"
 RPL_UMODEIS = "221"
 RPL_LUSERCLIENT = "251"
+RPL_TRYAGAIN = "263"  # cluster (#12): the cluster link is down, try again
 RPL_LUSERCHANNELS = "254"
 RPL_LUSERME = "255"
 RPL_WHOISUSER = "311"

@@ -1,0 +1,1021 @@
+"""ClusterHub: a Hub whose every change goes through one Redis Stream, applied by every node.
+
+State-machine replication, with Redis as the sequencer. Every node (chat-server process) keeps
+a full replica of the chat (the nickname namespace and every room) in an ordinary `Hub`. A
+local user's request (join, say, rename, kick, ...) is not applied where it arrives: it is
+appended to ONE stream (`XADD`, through a tiny Lua script that also numbers it), and every
+node, the sender's own included, reads the stream in order (`XREAD BLOCK`) and applies each
+entry to its replica with the very same `Hub` code. So:
+
+* everyone sees one order: the stream's. A node delivers even its own users' messages only when
+  the stream gives them back; every check ("nickname taken", "wrong key", "not an operator") is
+  made on the same state in the same order on every node, so every node reaches the same answer;
+  the origin node hands that answer back to the waiting user;
+* the nickname claim is atomic cluster-wide: of two claims of one name, the one the stream holds
+  first wins, on every node (`XADD` is one atomic step in Redis's single thread);
+* nothing is lost on a blip: a node reading the stream resumes from the last id it applied;
+  entries are numbered (`INCR` in the same script), so a gap that cannot be filled (the stream
+  trimmed past a node that was away) is told to its users as a notice, never silence;
+* a request whose `XADD` cannot reach Redis is retried with the same token until its deadline,
+  and the script refuses an entry that arrives after that deadline, so a user told "not sent"
+  was told the truth, and a retry that did get through twice is applied once (tokens are
+  remembered).
+
+Node liveness: each node refreshes a key with a TTL (`SET ... PX`); when a node's key has stayed
+missing for a whole TTL more (kill -9), any node appends "node gone", and every node applies
+it: that node's users leave ("their server went away") and their nicknames are free.
+
+Snapshots: every SNAPSHOT_EVERY entries the replica is offered to Redis and the stream is
+trimmed behind the snapshot before; a new node loads the latest and replays what follows.
+
+Remote users are `RemoteMember`s in the replica: deliveries to them cost nothing (their own
+node delivers to them). docs/cluster.md has the failure behaviour and the figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from chat import events as ev
+from chat.hub import (
+    DEFAULT_ROOM,
+    ChatError,
+    Hub,
+    LinkError,
+    Member,
+    NickTaken,
+    RoomState,
+    Unavailable,
+)
+from chat.protocol import nick_key, room_key
+from chat.wire import EncodeCache
+
+log = logging.getLogger("chat.cluster")
+
+KEY_PREFIX = "threadroom"
+# A node refreshes its liveness key every heartbeat; the key lives TTL_BEATS heartbeats, and a
+# node whose key stays missing for as long again is gone: at the default 1.5 s, a killed node
+# is noticed within 3 + 3 + 1.5 = 7.5 s (the issue asks for 10). Waiting a whole TTL before
+# believing a missing key matters after Redis was paused: every key expires at once when it
+# resumes, and the live nodes need a moment to beat again.
+DEFAULT_HEARTBEAT_S = 1.5
+TTL_BEATS = 2.0
+# The follower waits this long in XREAD for news before it looks at the stop flag again.
+READ_BLOCK_MS = 250
+READ_COUNT = 1000  # entries applied per XREAD at most
+# A user's request waits at most this long to be appended and applied; it covers a Redis
+# paused for 5 s (SIGSTOP) with room to spare. After it, the user is told it was not sent.
+REQUEST_TIMEOUT_S = 10.0
+# Redis refuses an entry arriving after the request's deadline; the node gives up this much
+# later, so that a clock difference below it between node and Redis cannot make "not sent" a
+# lie.
+CLOCK_MARGIN_S = 1.0
+RETRY_S = 0.25  # between attempts to reach Redis again
+COMMAND_TIMEOUT_S = 2.0  # one command to Redis; a paused Redis is noticed after this
+CATCH_UP_TIMEOUT_S = 60.0  # a new node replays the stream before it listens
+# Request tokens remembered to apply a retried request once (retries happen within seconds).
+TOKENS_KEPT = 100_000
+
+GONE = "their server went away"
+CUT_OFF = "this server lost its link to the cluster"
+STATE_LOST = "the cluster's Redis restarted without its data: rebuilding who is where"
+NICK_LOST = "your nickname was claimed by someone else while the cluster was rebuilt"
+RESYNC_FAILED = "the cluster could not be rebuilt in time: reconnect"
+LINK_LOST = "cluster link lost, reconnecting"
+LINK_BACK = "cluster link restored"
+STOPPING = "the server is stopping"
+NOT_SENT = "cluster link lost: not sent, try again in a moment"
+LINK_SLOW = "cluster link slow: sent, but not confirmed yet"
+
+# Append one request: numbered (for gap detection), refused after its deadline (so that a
+# request the node gave up on can never appear later). KEYS: stream, counter; ARGV: payload,
+# deadline in ms since the epoch. Returns the entry id, or false if too late.
+_APPEND = """
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[2]) then
+  return false
+end
+local n = redis.call('INCR', KEYS[2])
+return redis.call('XADD', KEYS[1], '*', 'n', n, 'c', ARGV[1])
+"""
+
+# Every SNAPSHOT_EVERY entries each node offers Redis a snapshot of its replica (the first
+# one wins; they are all the same), and the stream is trimmed to the snapshot before it: a new
+# node loads the latest snapshot and replays only what follows it, and the stream holds between
+# one and two intervals of entries. KEYS: snapshot hash, stream; ARGV: number, entry id, state.
+SNAPSHOT_EVERY = 10_000
+_SAVE_SNAPSHOT = """
+local have = tonumber(redis.call('HGET', KEYS[1], 'n') or '0')
+if have >= tonumber(ARGV[1]) then return 0 end
+local previous = redis.call('HGET', KEYS[1], 'id')
+redis.call('HSET', KEYS[1], 'n', ARGV[1], 'id', ARGV[2], 'state', ARGV[3])
+if previous then redis.call('XTRIM', KEYS[2], 'MINID', previous) end
+return 1
+"""
+
+# What a request may do to the replica: the Hub's own operations, applied on every node.
+_OPERATIONS: dict[str, Callable[..., Any]] = {
+    "register": Hub.register,
+    "join": Hub.join,
+    "leave": Hub.leave,
+    "rename": Hub.rename,
+    "enter": Hub.enter,
+    "part": Hub.part,
+    "kick": Hub.kick,
+    "set_topic": Hub.set_topic,
+    "set_modes": Hub.set_modes,
+    "say": Hub.say,
+    "act": Hub.act,
+    "whisper": Hub.whisper,
+}
+_CLAIMS = ("register", "join")
+
+
+class NotSent(Unavailable):
+    """Redis could not be reached before the request's deadline: it is not in the stream."""
+
+
+class ClusterError(LinkError):
+    """The cluster link cannot be opened (bad URL, wrong password, Redis not there)."""
+
+
+def redact(url: str) -> str:
+    """`url` without its password (for logs and errors): credentials are never logged."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        return urlunsplit(parts._replace(netloc=user + host))
+    except ValueError:
+        return "<unreadable URL>"
+
+
+class RemoteMember:
+    """A user of another node in this node's replica: its own node delivers to it."""
+
+    __slots__ = ("id",)
+
+    def __init__(self, member_id: str) -> None:
+        self.id = member_id
+
+    def deliver(self, event: ev.Event, cache: EncodeCache | None = None) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+    def drop(self, reason: str) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"RemoteMember({self.id})"
+
+
+def _send_off(member: Member, reason: str) -> None:
+    """Tells a local user why it is disconnected, then disconnects it after that line (a
+    Connection: `end` records the reason, `shut_down` sends what is queued, then closes);
+    `drop()` would discard the line."""
+    member.deliver(ev.Notice(reason, time.time()))
+    end = getattr(member, "end", None)
+    shut_down = getattr(member, "shut_down", None)
+    if end is None or shut_down is None:
+        member.drop(reason)
+        return
+    end(reason)
+    shut_down()
+
+
+def _answer_all(waiting: Iterable[Future[Any]], problem: str) -> None:
+    for future in waiting:
+        with contextlib.suppress(InvalidStateError):  # the follower was first
+            future.set_exception(Unavailable("", problem))
+
+
+def _id_order(member_id: str) -> tuple[str, int]:
+    node, _, number = member_id.partition("/")
+    return node, int(number or 0)
+
+
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class ClusterHub(Hub):
+    """A Hub that is one node of a cluster; same operations, same events, one order for all.
+
+    Thread safety: the replica is the Hub's, behind THE hub lock, and only the follower thread
+    changes it (it applies the stream). A reader thread asking for a change appends a request
+    to Redis and waits on a `Future` that the follower resolves when it applies that request;
+    no Redis call is ever made with the hub lock held. `_ids_lock` (a leaf: nothing is called
+    under it; it may be taken inside the hub lock, never the reverse) guards `_id_of`/`_members`
+    (local member <-> cluster-wide id; id -> member, local or remote), `_waiting` (token ->
+    Future), `_link_up` and `_unsent`. `_applied_cond` (a leaf) wakes `barrier()` callers after
+    each batch. The follower alone touches `_last_id`, `_done_id`, `_last_n`, `_tokens` and
+    `_epoch` (barrier() only reads `_done_id`, one str). Two threads of our own: the follower
+    (XREAD, apply, snapshots) and the heartbeat (liveness key, node-gone checks, leaves to
+    resend); both are joined in `close()`. Queries (who, rooms) read the local replica, which
+    is at most one stream read behind; a ping waits until it is not (`barrier()`).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        name: str = DEFAULT_ROOM,
+        *,
+        heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+        key_prefix: str = KEY_PREFIX,
+        racy_claims: bool = False,
+        **hub_options: Any,
+    ) -> None:
+        self._stamp = threading.local()  # the ts of the entry being applied (the follower's)
+        super().__init__(name, clock=self._now, **hub_options)
+        self.url = url
+        self.node = uuid.uuid4().hex[:12]
+        self.heartbeat_s = heartbeat_s
+        # The classroom's demo (docs/classroom.md, "the lock does not cross processes"): a
+        # nickname is checked here (GET), then claimed unconditionally (SET) on every node.
+        self.racy_claims = racy_claims
+        self.request_timeout_s = REQUEST_TIMEOUT_S  # tests shorten it
+        self._stream = f"{key_prefix}:events"
+        self._counter = f"{key_prefix}:seq"
+        self._epoch_key = f"{key_prefix}:epoch"
+        self._snapshot_key = f"{key_prefix}:snapshot"
+        self.snapshot_every = SNAPSHOT_EVERY  # tests make it small
+        self._node_prefix = f"{key_prefix}:node:"
+        self._ids_lock = threading.Lock()
+        self._id_of: dict[Member, str] = {}
+        self._members: dict[str, Member] = {}
+        self._waiting: dict[str, Future[Any]] = {}
+        self._unsent: list[str] = []  # leaves that could not be appended yet (payloads)
+        self._link_up = True
+        self._numbers = itertools.count(1)
+        self._tokens: OrderedDict[str, None] = OrderedDict()  # applied request tokens
+        self._last_id = "0-0"  # the newest entry read (set before it is applied)
+        self._done_id = "0-0"  # the newest entry applied
+        self._last_n = 0
+        self._epoch = ""
+        self._caught_up = threading.Event()
+        # Notified by the follower after each batch it applied (barrier() waits on it); its
+        # lock is a leaf, held for a comparison.
+        self._applied_cond = threading.Condition()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._append: Any = None  # the registered numbering script (open())
+        self._save_script: Any = None  # the snapshot script (open())
+        self._redis: redis.Redis | None = None
+        self._reader: redis.Redis | None = None
+        self._beater: redis.Redis | None = None
+        self._reader_id: int | None = None
+        self.applied = 0  # entries applied (benchmarks, tests)
+
+    # -- lifecycle (ChatServer.start() calls open(); stop() calls close() after the readers) ---
+
+    def open(self) -> None:
+        """Connects, replays the stream into the replica, starts the follower and heartbeat
+        threads. Raises ClusterError with one clear sentence (bad URL, wrong password, Redis
+        not there)."""
+        where = redact(self.url)
+        try:
+            self._redis = self._client(COMMAND_TIMEOUT_S)
+            self._reader = self._client(READ_BLOCK_MS / 1000 + COMMAND_TIMEOUT_S)
+            self._beater = self._client(min(1.0, self.heartbeat_s / 2))
+            self._redis.ping()
+            self._append = self._redis.register_script(_APPEND)
+            self._redis.set(self._epoch_key, uuid.uuid4().hex, nx=True)
+            self._epoch = str(self._redis.get(self._epoch_key))
+            self._save_script = self._redis.register_script(_SAVE_SNAPSHOT)
+            snapshot: Any = self._redis.hgetall(self._snapshot_key)
+            if snapshot:
+                self._restore(json.loads(snapshot["state"]))
+                self._last_id, self._last_n = snapshot["id"], int(snapshot["n"])
+                self._done_id = self._last_id
+            newest: Any = self._redis.xrevrange(self._stream, count=1)
+            self._reader_id = self._reader.client_id()  # to wake its XREAD at close()
+            self._beat()
+        except ValueError as error:  # from_url: not a redis:// URL
+            self._close_clients()
+            raise ClusterError(f"bad cluster URL {where}: {error}") from None
+        except redis.AuthenticationError as error:
+            self._close_clients()
+            raise ClusterError(
+                f"Redis at {where} refused to log us in (wrong or missing password): {error}"
+            ) from None
+        except redis.RedisError as error:
+            self._close_clients()
+            raise ClusterError(f"cannot use Redis at {where}: {error}") from None
+        if self.racy_claims:
+            log.warning("cluster DEMO: nicknames are checked, then set: two users may get one")
+        start_id = str(newest[0][0]) if newest else "0-0"
+        self._threads = [
+            threading.Thread(target=self._follow, name="cluster-follow"),
+            threading.Thread(target=self._heartbeat, name="cluster-heartbeat"),
+        ]
+        if _stream_id(start_id) <= _stream_id(self._last_id):
+            self._caught_up.set()
+        self._target = _stream_id(start_id)
+        for thread in self._threads:
+            thread.start()
+        if not self._caught_up.wait(CATCH_UP_TIMEOUT_S):
+            self.close()
+            raise ClusterError(f"could not replay the cluster's events from {where} in time")
+        log.info(
+            "cluster: node %s linked to %s (%d events replayed)", self.node, where, self.applied
+        )
+
+    def close(self) -> None:
+        """Stops and joins the follower and heartbeat; forgets the other nodes' users (this
+        node has left the cluster; its own users left through the stream, one by one)."""
+        self._stopping.set()
+        with self._applied_cond:
+            self._applied_cond.notify_all()  # a barrier waiting for the follower returns
+        if self._redis is not None and self._reader_id is not None and self._link_up:
+            with contextlib.suppress(redis.RedisError):  # else XREAD returns within its block
+                self._redis.client_unblock(self._reader_id)
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+        if self._redis is not None and self._link_up:
+            with contextlib.suppress(redis.RedisError):  # else its key expires
+                self._redis.delete(self._node_prefix + self.node)
+        self._close_clients()
+        with self._ids_lock:
+            everyone = sorted(self._members.items(), key=lambda item: _id_order(item[0]))
+            self._members.clear()
+            self._id_of.clear()
+            waiting = list(self._waiting.values())
+            self._waiting.clear()
+        _answer_all(waiting, STOPPING)
+        self.hush()
+        for _member_id, member in everyone:
+            Hub.leave(self, member, ev.LeaveReason.SHUTDOWN)
+
+    def hush(self) -> None:
+        """The server is stopping: as Hub.hush(), and every reader still waiting for an answer
+        from the cluster is answered now (a Redis that is away must not hold up the stop:
+        chat-server exits within 2 s of Ctrl-C); appends are no longer retried."""
+        super().hush()
+        with self._ids_lock:
+            waiting = list(self._waiting.values())
+        _answer_all(waiting, STOPPING)
+
+    def _client(self, timeout: float) -> redis.Redis:
+        return redis.Redis.from_url(
+            self.url,
+            socket_timeout=timeout,
+            socket_connect_timeout=COMMAND_TIMEOUT_S,
+            decode_responses=True,
+        )
+
+    def _close_clients(self) -> None:
+        for client in (self._redis, self._reader, self._beater):
+            if client is not None:
+                client.close()
+
+    # -- what users ask: appended to the stream, applied by the follower, answered here -------
+
+    def register(self, member: Member, nick: str, userhost: str = "") -> None:
+        self._request("register", member, nick, userhost, **self._racy_check(nick))
+
+    def join(self, member: Member, nick: str, userhost: str = "") -> ev.Welcome:
+        welcome: ev.Welcome = self._request(
+            "join", member, nick, userhost, **self._racy_check(nick)
+        )
+        return welcome
+
+    def _racy_check(self, nick: str) -> dict[str, bool]:
+        """The demo's GET: "is the name free?" asked of this node's replica, a moment before the
+        claim reaches the stream; another node may be asking the same at the same instant."""
+        if not self.racy_claims:
+            return {}
+        if self.holder(nick) is not None:
+            raise NickTaken(nick)
+        return {"racy": True}
+
+    def leave(self, member: Member, reason: str, message: str = "") -> bool:
+        with self._ids_lock:
+            member_id = self._id_of.get(member)
+        if member_id is None:
+            return False
+        if self._hushed and not self._link_up:
+            # Stopping while Redis is away: no waiting for it. This node's liveness key
+            # expires, and the other nodes say "their server went away" for each user.
+            return True
+        payload, token = self._payload("leave", member_id, (reason, message), {})
+        try:
+            # While the server stops, a leave is appended but not waited for, and Redis is
+            # not waited for either: if it is away, the node's liveness key expires and the
+            # other nodes say "their server went away" for each user left behind.
+            self._submit("leave", member, member_id, payload, token, wait=not self._hushed)
+        except NotSent:
+            if not self._hushed:
+                # Redis is away: the heartbeat appends it (same token) once it is back. The
+                # nickname stays taken until then (it is in every replica): never two holders.
+                with self._ids_lock:
+                    self._unsent.append(payload)
+        except Unavailable:
+            pass  # appended; it will be applied when the follower reads it
+        return True
+
+    def rename(self, member: Member, new: str) -> None:
+        self._request("rename", member, new)
+
+    def enter(self, member: Member, room: str, key: str = "", *, show_if_in: bool = True) -> bool:
+        joined: bool = self._request("enter", member, room, key, show_if_in=show_if_in)
+        return joined
+
+    def part(self, member: Member, room: str, message: str = "") -> None:
+        self._request("part", member, room, message)
+
+    def kick(self, member: Member, room: str, nick: str, reason: str = "") -> None:
+        self._request("kick", member, room, nick, reason)
+
+    def set_topic(self, member: Member, room: str, topic: str) -> None:
+        self._request("set_topic", member, room, topic)
+
+    def set_modes(
+        self, member: Member, room: str, changes: Iterable[tuple[str, str]]
+    ) -> tuple[str, tuple[str, ...]]:
+        modes, args = self._request("set_modes", member, room, [list(c) for c in changes])
+        return modes, tuple(args)
+
+    def say(
+        self, member: Member, *texts: str, room: str | None = None, notice: bool = False
+    ) -> None:
+        self._request("say", member, *texts, room=room, notice=notice)
+
+    def act(self, member: Member, text: str, room: str | None = None, *, echo: bool = True) -> None:
+        self._request("act", member, text, room, echo=echo)
+
+    def whisper(
+        self,
+        member: Member,
+        to: str,
+        text: str,
+        *,
+        echo: bool = True,
+        notice: bool = False,
+        action: bool = False,
+    ) -> None:
+        self._request("whisper", member, to, text, echo=echo, notice=notice, action=action)
+
+    # -- barriers: a ping (and text's /users) answers after what the cluster did before -------
+
+    def barrier(self) -> None:
+        """Waits (at most a request's deadline) until the follower has applied the stream up to
+        its newest entry as of now: then every event any node published before the ping has
+        been handed to this node's users. Without it a ping would only cover this node's own
+        requests. Redis away: returns at once (the link-lost notice has said so)."""
+        if self._redis is None:
+            return
+        try:
+            newest: Any = self._redis.xrevrange(self._stream, count=1)
+        except redis.RedisError:
+            return
+        if not newest:
+            return
+        target = _stream_id(str(newest[0][0]))
+        with self._applied_cond:
+            self._applied_cond.wait_for(
+                lambda: _stream_id(self._done_id) >= target or self._stopping.is_set(),
+                self.request_timeout_s,
+            )
+
+    def users(self) -> ev.UserList:
+        self.barrier()  # text's `/users` is its delivery barrier
+        return super().users()
+
+    def _member_id(self, member: Member, *, claim: bool = False) -> str:
+        with self._ids_lock:
+            member_id = self._id_of.get(member)
+            if member_id is None:
+                if not claim:
+                    raise Unavailable("", CUT_OFF)  # removed by "node gone" or a lost state
+                member_id = f"{self.node}/{next(self._numbers)}"
+                self._id_of[member] = member_id
+                self._members[member_id] = member
+            return member_id
+
+    def _payload(
+        self, op: str, member_id: str, args: Iterable[Any], kwargs: dict[str, Any]
+    ) -> tuple[str, str]:
+        """The stream entry for a request, and its token (unique: a retry is applied once)."""
+        token = f"{self.node}:{next(self._numbers)}"
+        command: dict[str, Any] = {"o": op, "r": token, "m": member_id, "t": time.time()}
+        command["a"] = list(args)
+        if kwargs:
+            command["k"] = kwargs
+        return json.dumps(command, separators=(",", ":")), token
+
+    def _request(self, op: str, member: Member, *args: Any, **kwargs: Any) -> Any:
+        member_id = self._member_id(member, claim=op in _CLAIMS)
+        payload, token = self._payload(op, member_id, args, kwargs)
+        return self._submit(op, member, member_id, payload, token)
+
+    def _submit(
+        self,
+        op: str,
+        member: Member,
+        member_id: str,
+        payload: str,
+        token: str,
+        *,
+        wait: bool = True,
+    ) -> Any:
+        """Appends the request, waits until the follower has applied it here, and returns the
+        Hub's answer (or raises its ChatError). Raises NotSent when Redis could not be reached
+        before the deadline (the request is not in the stream, and never will be), Unavailable
+        when it was appended but not applied in time (it will be)."""
+        future: Future[Any] = Future()
+        with self._ids_lock:
+            self._waiting[token] = future
+        deadline = time.time() + self.request_timeout_s
+        try:
+            self._append_until(payload, deadline)
+            if not wait:
+                return None
+            try:
+                return future.result(max(0.1, deadline + CLOCK_MARGIN_S - time.time()))
+            except FutureTimeout:
+                raise Unavailable("", LINK_SLOW) from None
+        except ChatError:
+            if op in _CLAIMS:
+                self._forget_if_unclaimed(member, member_id)
+            raise
+        finally:
+            with self._ids_lock:
+                self._waiting.pop(token, None)
+
+    def _append_until(self, payload: str, deadline: float) -> None:
+        """XADD (through the numbering script), retried until `deadline`; the script refuses
+        it after the deadline, so when this raises Unavailable the request is not in the
+        stream, now or later."""
+        assert self._redis is not None
+        while True:
+            try:
+                entry = self._append(
+                    keys=[self._stream, self._counter],
+                    args=[payload, int(deadline * 1000)],
+                    client=self._redis,
+                )
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                self._mark_down(error)
+                late = time.time() > deadline + CLOCK_MARGIN_S
+                if late or self._hushed or self._stopping.is_set():
+                    raise NotSent("", NOT_SENT) from None
+                self._stopping.wait(RETRY_S)
+                continue
+            except redis.RedisError as error:
+                log.warning("cluster: Redis refused a request: %s", error)
+                raise NotSent("", f"the cluster refused it: {error}") from None
+            if entry is None:  # reached Redis after its deadline: refused there, not appended
+                raise NotSent("", NOT_SENT)
+            return
+
+    def _forget_if_unclaimed(self, member: Member, member_id: str) -> None:
+        """A failed claim: the member has no nickname, so it has no cluster id either."""
+        with self._lock:
+            registered = member in self._nick_of
+        if not registered:
+            self._forget(member, member_id)
+
+    def _now(self) -> float:
+        stamp: float | None = getattr(self._stamp, "ts", None)
+        return time.time() if stamp is None else stamp
+
+    # -- the follower: reads the stream, in order, and applies it ------------------------------
+
+    def _follow(self) -> None:
+        assert self._reader is not None
+        while not self._stopping.is_set():
+            try:
+                if not self._link_up:  # anyone may have seen it fail: check what came back
+                    epoch = self._reader.get(self._epoch_key)
+                    if epoch != self._epoch:
+                        self._state_lost()
+                    self._mark_up()
+                reply: Any = self._reader.xread(
+                    {self._stream: self._last_id}, count=READ_COUNT, block=READ_BLOCK_MS
+                )
+            except redis.RedisError as error:
+                self._mark_down(error)
+                self._stopping.wait(RETRY_S)
+                continue
+            for _stream, entries in reply or ():
+                for entry_id, fields in entries:
+                    try:
+                        applied = self._apply_entry(entry_id, fields)
+                    except Exception:  # a bug must not stop the follower: log it, go on
+                        log.exception("cluster: entry %s could not be applied", entry_id)
+                        applied = True
+                    if not applied:
+                        break  # reloaded from a snapshot: read on from there
+                    self._done_id = entry_id  # barrier() waits for this, not for _last_id
+                    # Let the sender (and the readers) have the interpreter between entries: a
+                    # thousand entries applied in one go fill outboxes faster than the one
+                    # sender thread can empty them, and full outboxes drop their clients.
+                    time.sleep(0)
+            if not self._caught_up.is_set() and _stream_id(self._last_id) >= self._target:
+                self._caught_up.set()
+            if reply:
+                with self._applied_cond:
+                    self._applied_cond.notify_all()
+
+    def _apply_entry(self, entry_id: str, fields: dict[str, str]) -> bool:
+        """Applies one entry; False if the replica was reloaded instead (a gap)."""
+        number = int(fields.get("n", 0))
+        if number <= self._last_n:
+            # The counter went back: Redis lost its data and started again.
+            try:
+                self._state_lost()
+            except redis.RedisError as error:
+                self._mark_down(error)
+        elif number > self._last_n + 1 and self._last_n:
+            lost = number - self._last_n - 1
+            log.error("cluster: %d event(s) could not be recovered (the stream was trimmed)", lost)
+            self.announce(f"{lost} chat event(s) could not be recovered from the cluster")
+            try:
+                self._reload()
+            except redis.RedisError as error:
+                self._mark_down(error)
+            return False
+        self._last_n = number
+        self._last_id = entry_id
+        self.applied += 1
+        try:
+            command = json.loads(fields["c"])
+        except (KeyError, ValueError):
+            log.error("cluster: unreadable entry %s", entry_id)
+            return True
+        self._apply_command(command)
+        if self.snapshot_every and number % self.snapshot_every == 0:
+            self._save_snapshot(entry_id, number)
+        return True
+
+    def _apply_command(self, command: dict[str, Any]) -> None:
+        token = command.get("r", "")
+        if token in self._tokens:
+            return  # a retry of a request that got through before
+        self._tokens[token] = None
+        if len(self._tokens) > TOKENS_KEPT:
+            self._tokens.popitem(last=False)
+        op = command.get("o")
+        if op == "gone":
+            self._apply_gone(str(command["a"][0]), str(command["a"][1]))
+            return
+        if op == "resync":
+            self._apply_resync(str(command.get("m")), command["a"])
+            return
+        self._apply_request(op, command)
+
+    def _apply_request(self, op: Any, command: dict[str, Any]) -> None:
+        member_id = str(command.get("m"))
+        with self._ids_lock:
+            member = self._members.get(member_id)
+            future = self._waiting.get(command.get("r", ""))
+            orphan = member is None and member_id.startswith(self.node + "/")
+            if member is None and op in _CLAIMS:
+                # Another node's user; or one of ours whose connection this node has already
+                # let go (a claim still in flight when the replica was reloaded): every node
+                # applies it alike, and this node then takes it out again with a leave.
+                member = self._members[member_id] = RemoteMember(member_id)
+                if orphan:
+                    payload, _token = self._payload("leave", member_id, (CUT_OFF, ""), {})
+                    self._unsent.append(payload)  # the heartbeat appends it
+        operation = _OPERATIONS.get(op)
+        outcome: Any = None
+        error: BaseException | None = None
+        if member is None or operation is None:
+            error = Unavailable("", CUT_OFF)
+        else:
+            self._stamp.ts = float(command.get("t", 0)) or None
+            arguments = command.get("a", ())
+            options = command.get("k", {})
+            if options.pop("racy", False):  # the demo's SET: whoever held the name loses it
+                with self._lock:
+                    self._by_key.pop(nick_key(str(arguments[0])), None)
+            try:
+                outcome = operation(self, member, *arguments, **options)
+            except ChatError as refused:
+                error = refused
+            except Exception as bug:  # a bug must not stop the follower: log it, answer it
+                log.exception("cluster: applying %s failed", op)
+                error = bug
+            finally:
+                self._stamp.ts = None
+            if op == "leave" or (op in _CLAIMS and error is not None):
+                self._forget(member, member_id)
+        if future is not None:
+            with contextlib.suppress(InvalidStateError):  # hush() may have answered it
+                if error is None:
+                    future.set_result(outcome)
+                else:
+                    future.set_exception(error)
+
+    def _forget(self, member: Member, member_id: str) -> None:
+        with self._ids_lock:
+            if self._members.get(member_id) is member:
+                del self._members[member_id]
+            if self._id_of.get(member) == member_id:
+                del self._id_of[member]
+
+    def _apply_gone(self, node: str, reason: str) -> None:
+        """Node `node` is gone: its users leave, on every node, in the same (id) order."""
+        with self._ids_lock:
+            victims = sorted(
+                (mid for mid in self._members if mid.startswith(node + "/")), key=_id_order
+            )
+            members = [(mid, self._members[mid]) for mid in victims]
+        if members:
+            log.warning("cluster: node %s is gone; %d user(s) leave", node, len(members))
+        for member_id, member in members:
+            Hub.leave(self, member, reason)
+            self._forget(member, member_id)
+            if node == self.node:  # we were declared gone (we were away too long)
+                _send_off(member, CUT_OFF)
+
+    # -- snapshots: a new node starts from one; the stream is trimmed behind them -------------
+
+    def _save_snapshot(self, entry_id: str, number: int) -> None:
+        """Offers Redis the replica as it is after entry `number` (every node reaches the same
+        state there; the first to offer it wins) and trims the stream behind the one before."""
+        assert self._reader is not None
+        try:
+            if int(self._reader.hget(self._snapshot_key, "n") or 0) >= number:
+                return  # another node was first
+            state = json.dumps(self._snapshot_state(), separators=(",", ":"))
+            self._save_script(
+                keys=[self._snapshot_key, self._stream],
+                args=[number, entry_id, state],
+                client=self._reader,
+            )
+        except redis.RedisError as error:
+            log.warning("cluster: snapshot at %s not saved: %s", entry_id, error)
+        except Exception:  # a bug: the next snapshot may do better; the chat goes on
+            log.exception("cluster: snapshot at %s not saved", entry_id)
+
+    def _snapshot_state(self) -> dict[str, Any]:
+        with self._lock, self._ids_lock:  # lock order: hub lock, then the leaf
+            id_of = {member: member_id for member_id, member in self._members.items()}
+            members = [
+                [id_of[m], nick, self._userhost.get(m, ""), list(self._rooms_of.get(m, ()))]
+                for m, nick in self._nick_of.items()
+            ]
+            rooms = [
+                [
+                    s.name,
+                    s.permanent,
+                    [id_of[m] for m in s.members],
+                    [id_of[m] for m in s.ops],
+                    s.topic,
+                    s.topic_by,
+                    s.topic_ts,
+                    s.key,
+                    s.secret,
+                ]
+                for s in self._rooms.values()
+            ]
+            return {"members": members, "rooms": rooms, "next_id": self._next_id}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Replaces the replica by a snapshot (every member in it is another node's, or one
+        of ours about to be declared gone: `_reload`)."""
+        members: dict[str, Member] = {}
+        with self._lock:
+            self._by_key.clear()
+            self._nick_of.clear()
+            self._userhost.clear()
+            self._rooms_of.clear()
+            for member_id, nick, userhost, keys in state["members"]:
+                member = members[member_id] = RemoteMember(member_id)
+                self._by_key[nick_key(nick)] = (nick, member)
+                self._nick_of[member] = nick
+                self._userhost[member] = userhost
+                self._rooms_of[member] = dict.fromkeys(keys)
+            self._rooms.clear()
+            for name, permanent, ids, ops, topic, topic_by, topic_ts, key, secret in state["rooms"]:
+                self._rooms[room_key(name)] = RoomState(
+                    name,
+                    permanent=permanent,
+                    members=dict.fromkeys(members[i] for i in ids),
+                    ops={members[i] for i in ops},
+                    topic=topic,
+                    topic_by=topic_by,
+                    topic_ts=topic_ts,
+                    key=key,
+                    secret=secret,
+                )
+            self._next_id = int(state["next_id"])
+        with self._ids_lock:
+            self._members.update(members)
+
+    def _reload(self) -> None:
+        """Entries this node had not read were trimmed away: its replica cannot be trusted.
+        Its users are disconnected with a reason, the replica is loaded from the latest
+        snapshot, and "node gone" is appended for this node, so that its old users leave
+        everywhere (they were still in the others' replicas); they reconnect."""
+        assert self._reader is not None
+        with self._ids_lock:
+            mine = [(i, m) for i, m in self._members.items() if i.startswith(self.node + "/")]
+            self._members.clear()
+            self._id_of.clear()
+        for _member_id, member in mine:
+            _send_off(member, CUT_OFF)
+        snapshot: Any = self._reader.hgetall(self._snapshot_key)
+        if snapshot:
+            self._restore(json.loads(snapshot["state"]))
+            self._last_id, self._last_n = snapshot["id"], int(snapshot["n"])
+            self._done_id = self._last_id
+        self._append_gone(self.node)
+
+    def _state_lost(self) -> None:
+        """Redis came back without the chat (restarted without persistence). The replica is
+        emptied without a word to anyone, the node follows the new stream from its start, and
+        it appends one "resync" entry per user of its own (nickname, rooms, operator status,
+        topics and keys it knew): every node applies them in stream order, so membership is
+        rebuilt the same everywhere. A nickname someone else claimed first in the new stream
+        is lost: that user is disconnected with a reason (never two holders)."""
+        log.error("cluster: Redis lost the chat's state; resynchronising this node's users")
+        self.announce(STATE_LOST)
+        with self._lock:
+            mine = [
+                (member_id, member, self._resync_state_locked(member))
+                for member_id, member in sorted(self._id_of_items(), key=lambda i: _id_order(i[0]))
+                if member in self._nick_of
+            ]
+            everyone = list(self._nick_of)
+            hushed, self._hushed = self._hushed, True  # nobody is told: they all come back
+        for member in everyone:
+            Hub.leave(self, member, STATE_LOST)
+        with self._lock:
+            self._hushed = hushed
+        with self._ids_lock:
+            for member_id in [
+                m for m, who in self._members.items() if isinstance(who, RemoteMember)
+            ]:
+                del self._members[member_id]
+        self._tokens.clear()
+        self._last_id = self._done_id = "0-0"
+        self._last_n = 0
+        assert self._reader is not None
+        self._reader.set(self._epoch_key, uuid.uuid4().hex, nx=True)
+        self._epoch = str(self._reader.get(self._epoch_key))
+        for member_id, member, state in mine:
+            payload = json.dumps(
+                {
+                    "o": "resync",
+                    "r": f"{self.node}:resync:{member_id}",
+                    "m": member_id,
+                    "t": time.time(),
+                    "a": state,
+                },
+                separators=(",", ":"),
+            )
+            try:
+                self._append_until(payload, time.time() + self.request_timeout_s)
+            except Unavailable:
+                self._forget(member, member_id)
+                _send_off(member, RESYNC_FAILED)
+
+    def _id_of_items(self) -> list[tuple[str, Member]]:
+        with self._ids_lock:
+            return [(member_id, member) for member, member_id in self._id_of.items()]
+
+    def _resync_state_locked(self, member: Member) -> list[Any]:
+        """What a resync entry says of `member`: [nick, userhost, [[room, op, topic, topic_by,
+        topic_ts, key, secret], ...]] (rooms in the order it joined them)."""
+        rooms = []
+        for k in self._rooms_of.get(member, ()):
+            state = self._rooms[k]
+            rooms.append(
+                [
+                    state.name,
+                    member in state.ops,
+                    state.topic,
+                    state.topic_by,
+                    state.topic_ts,
+                    state.key,
+                    state.secret,
+                ]
+            )
+        return [self._nick_of[member], self._userhost.get(member, ""), rooms]
+
+    def _apply_resync(self, member_id: str, state: list[Any]) -> None:
+        """A user re-enters after Redis lost the chat: its nickname (if still free), then its
+        rooms as it knew them (a room someone else rebuilt first keeps that one's key)."""
+        nick, userhost, rooms = state
+        with self._ids_lock:
+            member = self._members.get(member_id)
+            if member is None and not member_id.startswith(self.node + "/"):
+                member = self._members[member_id] = RemoteMember(member_id)
+        if member is None:
+            return
+        try:
+            Hub.register(self, member, nick, userhost)
+        except ChatError:
+            self._forget(member, member_id)
+            _send_off(member, NICK_LOST)
+            return
+        for name, op, topic, topic_by, topic_ts, key, secret in rooms:
+            try:
+                Hub.enter(self, member, name, key, show_if_in=False)
+            except ChatError:
+                continue
+            with self._lock:
+                room = self._rooms[room_key(name)]
+                (room.ops.add if op else room.ops.discard)(member)
+                if topic and not room.topic:
+                    room.topic, room.topic_by, room.topic_ts = topic, topic_by, topic_ts
+                if key and not room.key:
+                    room.key = key
+                room.secret = room.secret or secret
+
+    # -- link state, heartbeat, node-gone checks ----------------------------------------------
+
+    def _mark_down(self, error: BaseException) -> None:
+        with self._ids_lock:
+            was_up, self._link_up = self._link_up, False
+        if was_up and not self._stopping.is_set():
+            log.warning("cluster: %s (%s)", LINK_LOST, type(error).__name__)
+            self.announce(LINK_LOST)
+
+    def _mark_up(self) -> None:
+        with self._ids_lock:
+            was_up, self._link_up = self._link_up, True
+        if not was_up:
+            log.warning("cluster: %s", LINK_BACK)
+            self.announce(LINK_BACK)
+
+    def _beat(self) -> None:
+        assert self._beater is not None
+        ttl_ms = int(self.heartbeat_s * TTL_BEATS * 1000)
+        self._beater.set(self._node_prefix + self.node, "1", px=ttl_ms)
+
+    def _heartbeat(self) -> None:
+        """Refreshes our liveness key; appends "node gone" for a node whose key is missing on
+        two checks a heartbeat apart; appends the leaves Redis could not take when they
+        happened."""
+        suspects: dict[str, float] = {}  # node -> when its key was first seen missing
+        confirm_s = self.heartbeat_s * TTL_BEATS
+        wait = self.heartbeat_s
+        while not self._stopping.wait(wait):
+            assert self._beater is not None
+            try:
+                self._beat()
+                self._resend_leaves()
+                with self._ids_lock:
+                    nodes = sorted({mid.partition("/")[0] for mid in self._members} - {self.node})
+                pipe = self._beater.pipeline(transaction=False)
+                for node in nodes:
+                    pipe.exists(self._node_prefix + node)
+                missing = {
+                    node for node, alive in zip(nodes, pipe.execute(), strict=True) if not alive
+                }
+            except redis.RedisError as error:
+                self._mark_down(error)
+                suspects = {}  # our own view is stale: start counting again
+                wait = RETRY_S
+                continue
+            wait = self.heartbeat_s
+            now = time.monotonic()
+            suspects = {node: suspects.get(node, now) for node in missing}
+            for node in sorted(n for n, since in suspects.items() if now - since >= confirm_s):
+                log.warning("cluster: node %s stopped beating", node)
+                self._append_gone(node)
+
+    def _append_gone(self, node: str) -> None:
+        payload = json.dumps(
+            {"o": "gone", "r": f"{self.node}:gone:{uuid.uuid4().hex}", "a": [node, GONE]},
+            separators=(",", ":"),
+        )
+        with contextlib.suppress(Unavailable):  # else at the next heartbeat
+            self._append_until(payload, time.time() + REQUEST_TIMEOUT_S)
+
+    def _resend_leaves(self) -> None:
+        with self._ids_lock:
+            unsent, self._unsent = self._unsent, []
+        for index, payload in enumerate(unsent):
+            try:
+                self._append_until(payload, time.time() + REQUEST_TIMEOUT_S)
+            except Unavailable:
+                with self._ids_lock:
+                    self._unsent[:0] = unsent[index:]
+                return
