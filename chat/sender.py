@@ -17,7 +17,7 @@ Why one thread for all clients, and not one writer per client:
   closes a client socket, so a socket number is never reused under a send in flight.
 
 Thread safety: `_lock` (a leaf lock) guards `_ready`, `_retired`, `_woken`, `_stopping` and
-`_rounds` (`_idle` is a Condition on it, for `wait_idle()`); everything else (the selector,
+`_taken` and `_rounds` (`_idle` is a Condition on it, for `wait_idle()`); everything else (the selector,
 the set of blocked connections) belongs to the sender thread.
 """
 
@@ -56,6 +56,7 @@ class Sender:
         self._woken = False  # a wake-up byte is on its way: no need to send another
         self._stopping = False
         self._blocked: set[Sendable] = set()  # waiting for their socket to drain
+        self._taken = 0  # rounds of the sender's loop that took their to-do list (wait_idle)
         self._rounds = 0  # rounds of the sender's loop completed (for wait_idle)
         self._idle = threading.Condition(self._lock)
         self.thread = threading.Thread(target=self._run, name="sender")
@@ -92,7 +93,9 @@ class Sender:
         queued when this was called (as much as each socket takes: a client whose socket is
         full is not waited for). A real wake-up for the shutdown's goodbyes, not a poll."""
         with self._idle:
-            wanted = self._rounds + 2  # the round in progress may predate what was queued
+            # The first round to take its to-do list after this call: one in progress may have
+            # taken it before what was queued. Woken below if no wake-up is on its way.
+            wanted = self._taken + 1
             wake = not self._woken
             self._woken = True
         if wake:
@@ -127,6 +130,7 @@ class Sender:
                 self._ready.clear()
                 retired, self._retired = self._retired, []
                 self._woken = False
+                self._taken += 1
                 stopping = self._stopping
             for session in writable + ready:
                 if session not in self._blocked:  # else: its socket is still full
