@@ -15,16 +15,25 @@ The server under test is started as `python -m chat` (one fresh process per mode
 from __future__ import annotations
 
 import argparse
+import atexit
 import errno
 import os
 import re
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+# chat-server keeps history in the user's state directory by default: a benchmark's servers keep
+# theirs (history stays on, as for a user) in a scratch directory, removed at exit.
+_STATE = tempfile.mkdtemp(prefix="threadroom-bench-")
+atexit.register(shutil.rmtree, _STATE, True)
+os.environ["XDG_STATE_HOME"] = _STATE
 
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE_S = 300.0  # one mode never runs longer than this

@@ -17,10 +17,12 @@ Linux only (it reads /proc). Every run is bounded in count and time.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import re
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +34,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+# chat-server keeps history in the user's state directory by default: a benchmark's servers keep
+# theirs (history stays on, as for a user) in a scratch directory, removed at exit. The scripts
+# that import this module (big_room, burst, shutdown) get it too.
+_STATE = tempfile.mkdtemp(prefix="threadroom-bench-")
+atexit.register(shutil.rmtree, _STATE, True)
+os.environ["XDG_STATE_HOME"] = _STATE
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
