@@ -268,7 +268,8 @@ class Hub:
         self.store_private = store_private
         # Rooms with no one in them that history keeps (their topic, key, secret flag, creator
         # and last messages): they come back as they were when someone joins. Not counted in
-        # max_rooms; listed by /rooms with 0 users.
+        # max_rooms, but at most max_rooms of them are kept (the longest dormant is forgotten
+        # first: `_rest_locked`); listed by /rooms with 0 users.
         self._dormant: dict[str, RoomState] = {}
         if store is not None:
             lobby.recent = deque(maxlen=replay)
@@ -863,7 +864,16 @@ class Hub:
         if not state.members and not state.permanent:
             del self._rooms[room_key(state.name)]
             if state.saved:  # its record is in the store: it stays, empty (#11)
-                self._dormant[room_key(state.name)] = state
+                self._rest_locked(state)
+
+    def _rest_locked(self, state: RoomState) -> None:
+        """Keeps an empty room that history knows, dormant. At most `max_rooms` are kept, or
+        someone creating, talking in and leaving rooms in a loop would grow the server's memory
+        without end: the one dormant longest is forgotten (by the hub only: its messages stay in
+        the store; joining it again makes a new room of that name, whose members may read them)."""
+        self._dormant[room_key(state.name)] = state
+        while len(self._dormant) > max(self.max_rooms, 0):
+            del self._dormant[next(iter(self._dormant))]
 
     def _quiet_locked(self, state: RoomState) -> bool:
         """Whether joins and leaves in `state` (counting the user who joins or leaves) are told
@@ -945,9 +955,13 @@ class Hub:
         store = self.store
         if store is None:
             return
-        records = list(store.rooms())
-        targets = [room_key(r.name) for r in records]
         lobby_key = room_key(self.name)
+        # The default room's record, and at most max_rooms others (the newest: see _rest_locked).
+        records = list(store.rooms())
+        others = sorted((r for r in records if room_key(r.name) != lobby_key), key=_created)
+        records = [r for r in records if room_key(r.name) == lobby_key]
+        records += others[len(others) - max(self.max_rooms, 0) :]
+        targets = [room_key(r.name) for r in records]
         if lobby_key not in targets:
             targets.append(lobby_key)
         tails = store.latest(targets, self.replay) if self.replay > 0 else {}
@@ -966,7 +980,7 @@ class Hub:
                 state.recent = deque(maxlen=self.replay)
                 state.saved = True
                 if k not in self._rooms:
-                    self._dormant[k] = state
+                    self._rest_locked(state)
             for k, events in tails.items():
                 found = self._rooms.get(k) or self._dormant.get(k)
                 if found is not None and found.recent is not None:
@@ -1082,6 +1096,10 @@ class Hub:
                     state.created_ts,
                 )
             )
+
+
+def _created(record: RoomRecord) -> float:
+    return record.created_ts
 
 
 def _mode_string(modes: list[str]) -> str:

@@ -16,9 +16,9 @@ Why one thread for all clients, and not one writer per client:
 * **No send races a close.** Only this thread sends (after the first greeting) and only it
   closes a client socket, so a socket number is never reused under a send in flight.
 
-Thread safety: `_lock` (a leaf lock) guards `_ready`, `_retired`, `_woken`, `_stopping` and
-`_taken` and `_rounds` (`_idle` is a Condition on it, for `wait_idle()`); everything else (the selector,
-the set of blocked connections) belongs to the sender thread.
+Thread safety: `_lock` (a leaf lock) guards `_ready`, `_retired`, `_woken`, `_stopping`,
+`_taken` and `_rounds` (`_idle` is a Condition on it, for `wait_idle()`); everything else (the
+selector, the set of blocked connections) belongs to the sender thread.
 """
 
 from __future__ import annotations

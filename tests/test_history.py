@@ -648,3 +648,37 @@ def test_chat_server_keeps_history_in_the_state_directory_and_says_where(tmp_pat
     assert expected.exists()
     result = _run_server("--no-history", "--port", "70000")
     assert result.returncode == 2
+
+
+def _room_names(peer: JsonPeer) -> list[str]:
+    peer.send_json({"type": "rooms"})
+    names = []
+    while True:
+        reply = peer.expect_type("rooms")
+        names += [r["room"] for r in reply["rooms"]]
+        if not reply.get("more"):
+            return names
+
+
+def test_dormant_rooms_are_bounded_by_max_rooms_and_the_newest_come_back(make_server, tmp_path):
+    # Someone creating, talking in and leaving rooms in a loop must not grow memory without end:
+    # at most max_rooms empty rooms are kept (the longest dormant is forgotten first).
+    path = str(tmp_path / "d.sqlite3")
+    server = make_server(history_db=path, flood_rate=0, max_rooms=3)
+    alice = JsonPeer(server.address, "alice")
+    for i in range(6):
+        alice.send_json({"type": "join", "room": f"#r{i}"})
+        alice.send_json({"type": "message", "room": f"#r{i}", "text": f"in r{i}"})
+        alice.send_json({"type": "part", "room": f"#r{i}"})
+    alice.sync()
+    assert _room_names(alice) == ["#lobby", "#r3", "#r4", "#r5"]
+    alice.send_json({"type": "join", "room": "#r0"})  # forgotten: a new room, no replay
+    assert alice.expect_type("room")["operators"] == ["alice"]
+    alice.send_json({"type": "history", "room": "#r0"})  # its messages are still stored
+    assert [m["text"] for m in alice.expect_type("history")["messages"]] == ["in r0"]
+    server.stop()
+
+    # After a restart, the two most recently created come back (#r0's record is its first one).
+    server = make_server(history_db=path, flood_rate=0, max_rooms=2)
+    bob = JsonPeer(server.address, "bob")
+    assert _room_names(bob) == ["#lobby", "#r4", "#r5"]
