@@ -25,7 +25,6 @@ import json
 import os
 import random
 import re
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -35,52 +34,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import PY, ROOT, RunningServer, Server
+
 RESULTS = ROOT / "benchmarks" / "results" / "history.json"
 START_TIMEOUT_S = 60
 RUN_TIMEOUT_S = 180
 
 
-class Server:
-    """chat-server in a process of its own, its log in a temporary file."""
-
-    def __init__(self, *args: str) -> None:
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="bench-history-", suffix=".log")  # noqa: SIM115
-        command = [PY, "-m", "chat", "--port", "0", "--irc-port", "0", "--flood-rate", "0"]
-        command += ["--register-timeout", "0", "--max-clients", "400", "--log-level", "INFO"]
-        # As benchmarks/run.py: a flat-out run must measure the server, not drop chat-load's
-        # bots for reading slower than 100 senders write.
-        command += ["--sendq-bytes", str(64 * 1024 * 1024)]
-        self.proc = subprocess.Popen([*command, *args], stderr=self.log, cwd=ROOT)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            text = Path(self.log.name).read_text()
-            port = re.search(r"listening on [^ ]*:(\d+)", text)
-            irc = re.search(r"IRC listening on [^ ]*:(\d+)", text)
-            if port and irc:
-                self.port, self.irc_port = int(port[1]), int(irc[1])
-                return
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"chat-server did not start: {text}")
-            time.sleep(0.05)
-
-    def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        text = Path(self.log.name).read_text()
-        self.log.close()
-        return text
+def start_server(*args: str) -> RunningServer:
+    """chat-server in a process of its own (benchmarks/run.py's wrapper), IRC port included."""
+    command = [PY, "-m", "chat", "--port", "0", "--irc-port", "0", "--flood-rate", "0"]
+    command += ["--register-timeout", "0", "--max-clients", "400", "--log-level", "INFO"]
+    # As benchmarks/run.py: a flat-out run must measure the server, not drop chat-load's
+    # bots for reading slower than 100 senders write.
+    command += ["--sendq-bytes", str(64 * 1024 * 1024), *args]
+    return RunningServer(
+        Server("chat-server", command, speaks_irc=True, start_timeout_s=START_TIMEOUT_S)
+    )
 
 
 def chat_load(
@@ -113,7 +84,7 @@ def fanout(rounds: int, clients: int, messages: int) -> dict[str, Any]:
             for mode in ("no-history", "history"):
                 path = os.path.join(tmp, f"fanout-{r}.sqlite3")
                 args = ["--history-db", path] if mode == "history" else ["--no-history"]
-                server = Server(*args)
+                server = start_server(*args)
                 try:
                     before = server.cpu_s()
                     report = chat_load(server.port, clients, messages, 0, RUN_TIMEOUT_S - 20)
@@ -212,7 +183,7 @@ def replay(joins: int, members: int, rate: float, seconds: float) -> dict[str, A
     import threading
 
     with tempfile.TemporaryDirectory() as tmp:
-        server = Server("--history-db", os.path.join(tmp, "replay.sqlite3"))
+        server = start_server("--history-db", os.path.join(tmp, "replay.sqlite3"))
         try:
             seed = socket.create_connection(("127.0.0.1", server.port), timeout=10)
             seed.sendall(b"seed\n" + b"".join(b"seed line %d\n" % i for i in range(50)))
@@ -317,7 +288,7 @@ def big_store(total: int, rooms: int, queries: int) -> dict[str, Any]:
         build_s = time.perf_counter() - started
         size = os.path.getsize(path)
         started = time.perf_counter()
-        server = Server("--history-db", path, "--history-replay", "0")
+        server = start_server("--history-db", path, "--history-replay", "0")
         start_s = time.perf_counter() - started
         try:
             text = socket.create_connection(("127.0.0.1", server.port), timeout=10)

@@ -57,6 +57,8 @@ class Server:
     name: str
     command: list[str]
     speaks_irc: bool = False  # logs "IRC listening on HOST:PORT" too
+    speaks_tls: bool = False  # logs "TLS listening on HOST:PORT" too
+    start_timeout_s: float = SERVER_START_TIMEOUT_S
     external: tuple[int, int] | None = None  # (port, pid) of an IRC server already running
 
 
@@ -154,14 +156,16 @@ class RunningServer:
             server.command, stderr=self.log, stdout=subprocess.DEVNULL, cwd=ROOT
         )
         self.pid = self.proc.pid
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        deadline = time.monotonic() + server.start_timeout_s
         while True:
             log = Path(self.log.name).read_text()
             match = re.search(r"^\S+ \S+ INFO listening on [^ ]*:(\d+)", log, re.MULTILINE)
             irc = re.search(r"IRC listening on [^ ]*:(\d+)", log)
-            if match and (irc or not server.speaks_irc):
+            tls = re.search(r"INFO TLS listening on [^ ]*:(\d+)", log)
+            if match and (irc or not server.speaks_irc) and (tls or not server.speaks_tls):
                 self.port = int(match.group(1))
                 self.irc_port = int(irc.group(1)) if irc else 0
+                self.tls_port = int(tls.group(1)) if tls else 0
                 return
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()

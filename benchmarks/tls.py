@@ -17,13 +17,9 @@ Linux only (it reads /proc). Every run is bounded in count and time.
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
-import re
 import resource
-import shutil
-import signal
 import socket
 import ssl
 import statistics
@@ -34,14 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-# chat-server keeps history in the user's state directory by default: a benchmark's servers keep
-# theirs (history stays on, as for a user) in a scratch directory, removed at exit.
-_STATE = tempfile.mkdtemp(prefix="threadroom-bench-")
-atexit.register(shutil.rmtree, _STATE, True)
-os.environ["XDG_STATE_HOME"] = _STATE
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import PY, ROOT, RunningServer, Server
 
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
 RUN_TIMEOUT_S = 120
 START_TIMEOUT_S = 10
 
@@ -60,51 +51,20 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-class Server:
-    """A chat-server process with --port and --tls-port; its log goes to a file."""
-
-    def __init__(self, cert: Path, key: Path) -> None:
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="bench-tls-", suffix=".log")  # noqa: SIM115
-        command = [PY, "-m", "chat", "--port", "0", "--tls-port", "0"]
-        command += ["--tls-cert", str(cert), "--tls-key", str(key), "--register-timeout", "0"]
-        command += ["--flood-rate", "0", "--max-clients", "12000", "--max-per-address", "12000"]
-        command += ["--sendq-bytes", str(64 * 1024 * 1024)]
-        self.proc = subprocess.Popen(command, stderr=self.log, stdout=subprocess.DEVNULL, cwd=ROOT)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            text = Path(self.log.name).read_text()
-            plain = re.search(r"INFO listening on [^ ]*:(\d+)", text)
-            tls = re.search(r"INFO TLS listening on [^ ]*:(\d+)", text)
-            if plain and tls:
-                self.port, self.tls_port = int(plain.group(1)), int(tls.group(1))
-                return
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"chat-server did not start: {text}")
-            time.sleep(0.05)
-
-    def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def rss_kib(self) -> int:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
-
-    def stop(self) -> None:
-        if self.log.closed:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+def start_server(cert: Path, key: Path) -> RunningServer:
+    """chat-server with --port and --tls-port (benchmarks/run.py's wrapper)."""
+    command = [PY, "-m", "chat", "--port", "0", "--tls-port", "0"]
+    command += ["--tls-cert", str(cert), "--tls-key", str(key), "--register-timeout", "0"]
+    command += ["--flood-rate", "0", "--max-clients", "12000", "--max-per-address", "12000"]
+    command += ["--sendq-bytes", str(64 * 1024 * 1024)]
+    return RunningServer(
+        Server("chat-server", command, speaks_tls=True, start_timeout_s=START_TIMEOUT_S)
+    )
 
 
-def load(server: Server, tls: bool, cert: Path, clients: int, messages: int) -> dict[str, Any]:
+def load(
+    server: RunningServer, tls: bool, cert: Path, clients: int, messages: int
+) -> dict[str, Any]:
     command = [PY, "-m", "loadtool", "--protocol", "text", "--clients", str(clients)]
     command += ["--messages", str(messages), "--rate", "0", "--duration", str(RUN_TIMEOUT_S - 10)]
     command += ["--join-timeout", "60", "--json"]
@@ -126,7 +86,7 @@ def load(server: Server, tls: bool, cert: Path, clients: int, messages: int) -> 
     return report
 
 
-def idle(server: Server, tls: bool, cert: Path, count: int) -> dict[str, float]:
+def idle(server: RunningServer, tls: bool, cert: Path, count: int) -> dict[str, float]:
     """Server RSS per greeted idle connection, in KiB; then how long SIGTERM takes to stop the
     server with all of them connected (every goodbye, over TLS every close_notify)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -178,7 +138,7 @@ def main() -> int:
                     (f"handshakes {handshakes}", lambda s, t=tls: load(s, t, cert, handshakes, 0)),
                     (f"idle {idle_count}", lambda s, t=tls: idle(s, t, cert, idle_count)),
                 ):
-                    server = Server(cert, key)
+                    server = start_server(cert, key)
                     try:
                         rows.setdefault(f"{name} {mode}", []).append(run(server))
                     finally:
