@@ -338,6 +338,24 @@ def test_replay_on_join_in_text_json_and_irc(make_server):
         "line 4",
     ]
     assert all(re.match(r"\[\d\d:\d\d:\d\d\] ", m.params[1]) for m in said)
+    # IRC, server-time without batch (irssi 1.4 asks for just that, and shows its own clock):
+    # the time tag, and the time in the text too, or history looks like live traffic.
+    timed = IrcPeer(server.irc_address)
+    timed.send_line("CAP LS 302")
+    timed.expect_cmd("CAP")
+    timed.send_line("CAP REQ :server-time")
+    assert timed.expect_cmd("CAP").params[1] == "ACK"
+    timed.send_line("CAP END")
+    timed.register("timed")
+    timed.send_line("JOIN #lobby")
+    said = [m for m in timed.sync() if m.command == "PRIVMSG"]
+    assert [re.sub(r"^\[\d\d:\d\d:\d\d\] ", "", m.params[1]) for m in said] == [
+        "line 2",
+        "line 3",
+        "line 4",
+    ]
+    assert all(re.match(r"\[\d\d:\d\d:\d\d\] ", m.params[1]) for m in said)
+    assert all(irc.parse_server_time(m.tags["time"]) for m in said)
     # Live messages come after the replay, never before or inside it.
     alice.send_json({"type": "message", "text": "live"})
     assert bob.expect("<alice>") == "<alice> live"

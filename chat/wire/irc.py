@@ -351,7 +351,9 @@ def history_lines(
 ) -> bytes:
     """Stored messages for an IRC client: in a `chathistory` batch with `@time=` (and `msgid=`
     with message-tags) for clients that negotiated them; else plain lines with the time in
-    front of the text ("[09:58:01] hi"), as ZNC's playback does."""
+    front of the text ("[09:58:01] hi"), as ZNC's playback does. A client with `server-time`
+    but no `batch` (irssi 1.4, which does not show the tag's time by default) gets both: the tag,
+    and the time in the text, so it can tell history from live traffic."""
     batch = "batch" in caps
     timed = "server-time" in caps
     tagged = "message-tags" in caps
@@ -366,7 +368,7 @@ def history_lines(
             tags.append(f"time={server_time(item.ts)}")
         if tagged:
             tags.append(f"msgid={item.id}")
-        if not timed and isinstance(item, ev.Message | ev.Action | ev.PrivateMessage):
+        if not (batch and timed) and isinstance(item, ev.Message | ev.Action | ev.PrivateMessage):
             stamp = time.strftime("[%H:%M:%S] ", time.localtime(item.ts))
             item = dataclasses.replace(item, text=stamp + item.text)
         line = _room_event(item)
