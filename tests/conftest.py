@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+# Hypothesis keeps its example database and caches (which name paths of the machine) outside the
+# checkout, so a test run leaves nothing in the repository's folder. An explicit setting wins.
+os.environ.setdefault(
+    "HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "threadroom-hypothesis")
+)
 
 from chat.config import ServerConfig
 from chat.server import ChatServer
