@@ -156,7 +156,8 @@ class ChatServer:
         self._listeners: list[tuple[socket.socket, DialectClass]] = []
         self._accept_thread: threading.Thread | None = None
         self._sender = Sender()
-        self._waker = Waker()  # readers sleep here until they have input (chat/waker.py)
+        # readers sleep here until they have input (chat/waker.py)
+        self._waker = Waker(sleepers=config.max_clients)
         self._wake_r = self._wake_w = -1  # a pipe that wakes the accept loop for stop()
         self._stopping = threading.Event()
         self._stop_lock = threading.Lock()

@@ -17,6 +17,14 @@ docs/performance.md). A reader asleep on its lock is not runnable at all, so at 
 
 Where there is no epoll (not Linux), `wait_readable` falls back to the reader's own `poll()`
 (the slots still bound how many readers run at once).
+
+Thousands of readers asleep on locks are thousands of waiters in the kernel's futex hash table,
+and every wake-up of any lock in the process (the interpreter lock's hand-overs above all) walks
+the waiters of its bucket. Linux 6.16 and later give each process a table of its own sized by the
+number of CPUs, not of threads (16 buckets on 2 cores): with 10,000 readers asleep that was
+about 600 waiters walked per wake-up, a third of the server's CPU while clients registered, and
+registration slowed as more clients were connected (docs/performance.md, #14).
+`widen_futex_hash()` asks for a bucket per expected sleeper.
 """
 
 from __future__ import annotations
@@ -27,8 +35,9 @@ import logging
 import os
 import queue
 import select
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 log = logging.getLogger("chat.waker")
 
@@ -53,8 +62,9 @@ class Waker:
     `put()` wakes one waiter.
     """
 
-    def __init__(self, slots: int = RUN_SLOTS) -> None:
+    def __init__(self, slots: int = RUN_SLOTS, sleepers: int = 0) -> None:
         self._slot_count = slots
+        self._sleepers = sleepers  # how many readers may sleep at once (the futex hash's size)
         self._slots: queue.SimpleQueue[None] = queue.SimpleQueue()
         for _ in range(slots):
             self._slots.put(None)
@@ -68,6 +78,7 @@ class Waker:
     def start(self) -> None:
         if self._epoll is None:
             return
+        widen_futex_hash(self._sleepers)
         self._wake_r, self._wake_w = os.pipe()
         self._epoll.register(self._wake_r, select.EPOLLIN)
         self.thread = threading.Thread(target=self._run, name="waker")
@@ -175,6 +186,58 @@ def new_park() -> _thread.LockType:
     park = _thread.allocate_lock()
     park.acquire()
     return park
+
+
+# prctl(2) options of Linux 6.16 and later (linux/prctl.h): the process's own futex hash table.
+_PR_FUTEX_HASH = 78
+_PR_FUTEX_HASH_SET_SLOTS = 1
+_PR_FUTEX_HASH_GET_SLOTS = 2
+# At most this many buckets (64 bytes of kernel memory each: 8 MiB), whatever is asked for.
+MAX_FUTEX_SLOTS = 1 << 17
+
+
+def futex_hash_slots() -> int | None:
+    """The buckets of this process's own futex hash table; 0 if it uses the kernel's global
+    table, None where there is no such thing (not Linux, or a kernel older than 6.16)."""
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    slots = prctl(_PR_FUTEX_HASH, _PR_FUTEX_HASH_GET_SLOTS, 0, 0, 0)
+    return None if slots < 0 else int(slots)
+
+
+def widen_futex_hash(sleepers: int) -> int | None:
+    """Gives this process's futex hash table at least a bucket per expected sleeper (a power of
+    two, at most MAX_FUTEX_SLOTS) if it has fewer; returns its size then (None: no such table).
+    Never makes it smaller; leaves a process on the kernel's global table there."""
+    current = futex_hash_slots()
+    if not current:  # no private table (None), or the global one (0)
+        return current
+    wanted = min(MAX_FUTEX_SLOTS, 1 << max(0, sleepers - 1).bit_length())
+    if wanted <= current:
+        return current
+    prctl = _prctl()
+    assert prctl is not None
+    if prctl(_PR_FUTEX_HASH, _PR_FUTEX_HASH_SET_SLOTS, wanted, 0, 0) != 0:
+        log.debug("futex hash: %d buckets kept (could not have %d)", current, wanted)
+        return current
+    log.debug("futex hash: %d buckets instead of %d", wanted, current)
+    return wanted
+
+
+def _prctl() -> Callable[[int, int, int, int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes  # (only here: nothing else needs it)
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):  # pragma: no cover - a Linux without a C library's prctl
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
 
 
 def _poll_readable(fd: int, timeout: float | None) -> bool:

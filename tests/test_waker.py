@@ -4,12 +4,14 @@ run slots ever run at once, however many wake together."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from chat.waker import Waker, new_park
+from chat.waker import Waker, futex_hash_slots, new_park, widen_futex_hash
 
 pytestmark = pytest.mark.skipif(not hasattr(__import__("select"), "epoll"), reason="epoll only")
 
@@ -89,3 +91,53 @@ def test_a_reader_whose_input_never_comes_times_out_and_keeps_its_slot_count() -
         waker.stop()
     assert readers.woken == [False] * 4
     assert more.woken == [True, True]
+
+
+# -- the futex hash (issue #14: registration slowed as more readers slept) ---------------------
+
+
+def _private_futex_hash() -> int:
+    """This process's own futex hash size; skips where the kernel has none (before 6.16)."""
+    slots = futex_hash_slots()
+    if not slots:
+        pytest.skip("no private futex hash table (Linux before 6.16, or the global table)")
+    return slots
+
+
+def test_widening_the_futex_hash_gives_a_power_of_two_and_never_shrinks_it() -> None:
+    before = _private_futex_hash()
+    wanted = max(before, 16) * 4 + 1  # not a power of two: rounded up
+    got = widen_futex_hash(wanted)
+    assert got is not None
+    assert got >= wanted
+    assert got & (got - 1) == 0
+    assert futex_hash_slots() == got
+    assert widen_futex_hash(2) == got  # asking for fewer keeps what there is
+
+
+_SERVER_IN_A_FRESH_PROCESS = """
+import sys
+from chat.config import ServerConfig
+from chat.server import ChatServer
+from chat.waker import futex_hash_slots
+with ChatServer(ServerConfig(host="127.0.0.1", port=0, max_clients=int(sys.argv[1]))):
+    print(futex_hash_slots())
+"""
+
+
+def test_a_server_has_a_futex_bucket_per_client_it_may_have() -> None:
+    """Each sleeping reader waits on a lock: a futex in the kernel's hash table, whose bucket
+    every wake-up of another lock in it walks. The kernel sizes a process's own table by CPUs
+    (16 buckets on 2 cores), so 10,000 sleepers made every hand-over of the interpreter lock
+    walk ~600 of them and registration slowed with the number connected. The server asks for
+    a bucket per client it may have. (A fresh process: the table never shrinks.)"""
+    _private_futex_hash()
+    max_clients = 3000
+    done = subprocess.run(
+        [sys.executable, "-c", _SERVER_IN_A_FRESH_PROCESS, str(max_clients)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert int(done.stdout.split()[-1]) >= max_clients
