@@ -9,7 +9,12 @@ connect to last registration) and the server's RSS growth per connection (KiB).
     python benchmarks/accept_rate.py --n 3000 --irc-only --external 6667:PID   # e.g. ngIRCd
 
 The server under test is started as `python -m chat` (one fresh process per mode) unless
---external names a running IRC server.
+--external names a running IRC server. With --ngircd, ngIRCd (Debian: `apt-get install ngircd`)
+is started too, on a free loopback port with a minimal configuration (no PAM, DNS or ident
+lookups, no connection limits), and the two take turns for --rounds rounds (which goes first
+alternates), each server fresh for each run; the summary gives medians and the ratio per round.
+
+    python benchmarks/accept_rate.py --n 10000 --ngircd --rounds 3 --json out.json
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ from __future__ import annotations
 import argparse
 import atexit
 import errno
+import json
 import os
 import re
 import selectors
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -158,6 +165,48 @@ def start_server(extra: list[str]) -> tuple[subprocess.Popen[bytes], int, int]:
             time.sleep(0.05)
 
 
+NGIRCD_CONF = """[Global]
+Name = ngircd.bench
+Info = accept_rate benchmark
+Listen = 127.0.0.1
+Ports = {port}
+MotdPhrase = hello
+[Limits]
+MaxConnections = 0
+MaxConnectionsIP = 0
+PingTimeout = 600
+PongTimeout = 600
+[Options]
+PAM = no
+DNS = no
+Ident = no
+"""
+
+
+def start_ngircd() -> tuple[subprocess.Popen[bytes], int]:
+    """Starts ngIRCd in the foreground on a free loopback port (its config in the scratch
+    directory); returns the process and the port."""
+    exe = shutil.which("ngircd") or "/usr/sbin/ngircd"
+    port = free_port()
+    conf = Path(_STATE) / "ngircd.conf"
+    conf.write_text(NGIRCD_CONF.format(port=port))
+    proc = subprocess.Popen(
+        [exe, "--nodaemon", "--config", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, port
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("ngircd did not start") from None
+            time.sleep(0.05)
+
+
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -214,7 +263,14 @@ def main() -> int:
     )
     parser.add_argument("--external", help="PORT:PID of a running IRC server (IRC only)")
     parser.add_argument("--server-arg", action="append", default=[], help="extra chat-server arg")
+    parser.add_argument(
+        "--ngircd", action="store_true", help="take turns with ngIRCd (IRC), --rounds times"
+    )
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="write every run's figures here")
     args = parser.parse_args()
+    if args.ngircd:
+        return compare_with_ngircd(args)
     if args.external:
         port, pid = (int(x) for x in args.external.split(":"))
         measure(pid, port, args.n, True, args.window, "external")
@@ -227,6 +283,50 @@ def main() -> int:
             measure(proc.pid, port, args.n, irc, args.window, "threadroom", args.prompt_only)
         finally:
             stop_server(proc)
+    return 0
+
+
+def compare_with_ngircd(args: argparse.Namespace) -> int:
+    """Rounds of: threadroom IRC and ngIRCd (which goes first alternates), then threadroom's
+    text clients at the nickname prompt (ngIRCd has no text mode); medians and ratios."""
+    runs: list[dict[str, object]] = []
+    for round_ in range(args.rounds):
+        order = ["threadroom", "ngircd"] if round_ % 2 == 0 else ["ngircd", "threadroom"]
+        for who in [*order, "prompt"]:
+            load = os.getloadavg()[0]
+            if who == "ngircd":
+                proc, port = start_ngircd()
+            else:
+                proc, text_port, irc_port = start_server(args.server_arg)
+                port = irc_port if who == "threadroom" else text_port
+            try:
+                result = measure(
+                    proc.pid, port, args.n, who != "prompt", args.window, who, who == "prompt"
+                )
+            finally:
+                stop_server(proc)
+            runs.append({"round": round_, "server": who, "load": load, **result})
+    print(f"{args.n} clients, {args.rounds} round(s), medians (load average at each start:", end="")
+    print(f" {min(float(r['load']) for r in runs):.1f}-{max(float(r['load']) for r in runs):.1f})")
+    for who in ("threadroom", "ngircd", "prompt"):
+        mine = [r for r in runs if r["server"] == who]
+        rate = statistics.median(float(r["per_s"]) for r in mine)
+        cpu = statistics.median(float(r["server_cpu_s"]) / args.n * 1000 for r in mine)
+        print(f"  {who:10} {rate:7.0f}/s  server CPU {cpu:.2f} ms per connection")
+    for text in (False, True):
+        ratios = [
+            float(mine["per_s"]) / float(theirs["per_s"])
+            for mine in runs
+            for theirs in runs
+            if mine["round"] == theirs["round"]
+            and mine["server"] == ("prompt" if text else "threadroom")
+            and theirs["server"] == "ngircd"
+        ]
+        what = "text at the prompt" if text else "IRC"
+        shown = ", ".join(f"{r:.2f}" for r in ratios)
+        print(f"  {what} / ngIRCd per round: {shown}; median {statistics.median(ratios):.2f}x")
+    if args.json is not None:
+        args.json.write_text(json.dumps(runs, indent=2))
     return 0
 
 
