@@ -1,0 +1,270 @@
+"""History in a cluster (#12 with #11): one history, kept in the cluster's Valkey, the same on
+every node, on a node started later and after every node restarted.
+
+In-process nodes (ChatServers with `cluster_url`) on one real Valkey per test; real
+`chat-server` processes where the command line is the point.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chat.store import HistoryQuery
+from tests.peers import IrcPeer, JsonPeer, wait_until
+from tests.valkey import Valkey
+
+HEARTBEAT_S = 0.3
+
+
+@pytest.fixture
+def valkey(tmp_path: Path) -> Iterator[Valkey]:
+    server = Valkey(tmp_path).start()
+    yield server
+    server.stop()
+
+
+def _node(make_server: Any, valkey: Valkey, **options: Any) -> Any:
+    """One in-process node with history on (kept in the cluster's Valkey)."""
+    settings = {
+        "cluster_url": valkey.url,
+        "cluster_heartbeat_s": HEARTBEAT_S,
+        "history_db": "cluster",  # with cluster_url: on, in Redis (the value is not used)
+        "flood_rate": 0,
+        "irc_port": 0,
+        **options,
+    }
+    return make_server(**settings)
+
+
+def _talk(
+    peer: JsonPeer, room: str, texts: list[str], listener: JsonPeer
+) -> list[tuple[int, str]]:
+    """`peer` says each text in `room`; returns (id, text) as `listener` (in the room, on the
+    speaker's node) saw them."""
+    for text in texts:
+        peer.send_json({"type": "message", "room": room, "text": text})
+    peer.sync()
+    seen: list[tuple[int, str]] = []
+    while len(seen) < len(texts):
+        event = listener.expect_type("message")
+        if event.get("room") == room:
+            seen.append((event["id"], event["text"]))
+    return seen
+
+
+def _replay(peer: JsonPeer, room: str) -> list[tuple[int, str]]:
+    peer.send_json({"type": "join", "room": room})
+    replay = peer.expect_type("history")
+    assert replay["replay"] is True
+    assert replay["room"] == room
+    return [(m["id"], m["text"]) for m in replay["messages"]]
+
+
+def _answer(peer: JsonPeer, request: dict[str, Any]) -> list[tuple[int, str]]:
+    peer.send_json({"type": "history", **request})
+    found: list[tuple[int, str]] = []
+    while True:
+        part = peer.expect_type("history")
+        if part["replay"]:
+            continue
+        found += [(m["id"], m["text"]) for m in part["messages"]]
+        if not part.get("partial"):
+            return found
+
+
+def test_replay_and_history_are_the_same_on_every_node_and_on_a_later_one(
+    valkey: Valkey, make_server: Any
+) -> None:
+    """alice talks in #den on A; bob joins on B: the replay alice's own lines, same ids and
+    text; a third node started afterwards (from a snapshot: the stream was trimmed, so only
+    the store has the older lines) replays the same, and answers an older page too."""
+    a = _node(make_server, valkey, history_replay=5)
+    b = _node(make_server, valkey, history_replay=5)
+    for node in (a, b):
+        node.hub.snapshot_every = 4  # the stream is trimmed behind every other snapshot
+    alice = JsonPeer(a.address, "alice")
+    ann = JsonPeer(a.address, "ann")  # what alice's neighbour on A saw
+    for peer in (alice, ann):
+        peer.send_json({"type": "join", "room": "#den"})
+        peer.sync()
+    said = _talk(alice, "#den", [f"line {i}" for i in range(12)], ann)
+    assert [text for _, text in said] == [f"line {i}" for i in range(12)]
+    bob = JsonPeer(b.address, "bob")
+    assert _replay(bob, "#den") == said[-5:]
+    assert int(valkey.command("XLEN", "threadroom:events")) < 12  # trimmed: not in the stream
+    c = _node(make_server, valkey, history_replay=5)
+    carol = JsonPeer(c.address, "carol")
+    assert _replay(carol, "#den") == said[-5:]
+    # Older than the replay: only the store has them, on every node alike.
+    for peer in (bob, carol):
+        assert _answer(peer, {"room": "#den", "limit": 4, "before": said[-5][0]}) == said[3:7]
+        assert _answer(peer, {"room": "#den", "limit": 100}) == said
+
+
+def test_irc_chathistory_on_another_node(valkey: Valkey, make_server: Any) -> None:
+    a = _node(make_server, valkey, history_replay=0)
+    b = _node(make_server, valkey, history_replay=0)
+    talker = JsonPeer(a.address, "talker")
+    said = _talk(talker, "#lobby", [f"t{i}" for i in range(10)], JsonPeer(a.address, "ann"))
+    client = IrcPeer(b.irc_address)
+    client.send_line("CAP REQ :batch server-time message-tags draft/chathistory")
+    client.expect_cmd("CAP")
+    client.send_line("CAP END")
+    client.register("client")
+    client.send_line("JOIN #lobby")
+    client.sync()
+
+    def ask(line: str) -> list[tuple[int, str]]:
+        client.send_line(line)
+        found = [m for m in client.sync() if m.command == "PRIVMSG"]
+        return [(int(m.tags["msgid"]), m.params[1]) for m in found]
+
+    assert ask("CHATHISTORY LATEST #lobby * 100") == said
+    assert ask(f"CHATHISTORY BEFORE #lobby msgid={said[5][0]} 2") == said[3:5]
+    assert ask(f"CHATHISTORY LATEST #lobby msgid={said[7][0]} 5") == said[8:]
+    assert ask(f"CHATHISTORY AFTER #lobby msgid={said[5][0]} 2") == said[6:8]
+    assert ask(f"CHATHISTORY AROUND #lobby msgid={said[5][0]} 3") == said[4:7]
+    late, early = "timestamp=2101-01-01T00:00:00Z", "timestamp=2001-01-01T00:00:00.000Z"
+    assert ask(f"CHATHISTORY BEFORE #lobby {late} 1") == said[9:]
+    assert ask(f"CHATHISTORY AFTER #lobby {early} 2") == said[:2]
+    assert ask(f"CHATHISTORY BEFORE #lobby {early} 5") == []
+
+
+def test_keyed_secret_and_private_history_across_nodes(valkey: Valkey, make_server: Any) -> None:
+    """A non-member on another node cannot read a keyed or a secret room's history, even on a
+    node started after the room emptied (its key and secrecy come with the snapshot); private
+    messages are kept only with history_private."""
+    a = _node(make_server, valkey)
+    a.hub.snapshot_every = 3
+    owner = JsonPeer(a.address, "owner")
+    for room, mode in (("#hidden", {"secret": True}), ("#locked", {"key": "sesame"})):
+        owner.send_json({"type": "join", "room": room})
+        owner.send_json({"type": "mode", "room": room, **mode})
+        owner.send_json({"type": "message", "room": room, "text": f"secret of {room}"})
+        owner.send_json({"type": "part", "room": room})
+    owner.send_json({"type": "private", "to": "owner", "text": "note to self"})
+    owner.sync()
+    b = _node(make_server, valkey)  # started from a snapshot taken with both rooms empty
+    snoop = JsonPeer(b.address, "snoop")
+    snoop.send_json({"type": "history", "room": "#hidden"})
+    assert snoop.expect_type("error")["code"] == "no_such_room"
+    snoop.send_json({"type": "history", "room": "#locked"})
+    assert snoop.expect_type("error")["code"] == "not_in_room"
+    snoop.send_json({"type": "join", "room": "#locked"})  # kept while empty, key and all
+    assert snoop.expect_type("error")["code"] == "bad_key"
+    irc_snoop = IrcPeer(b.irc_address, "ircsnoop")
+    for room in ("#hidden", "#locked"):
+        irc_snoop.send_line(f"CHATHISTORY LATEST {room} * 10")
+        assert irc_snoop.expect_cmd("FAIL").params[:2] == ("CHATHISTORY", "INVALID_TARGET")
+    assert not any("secret of" in str(e) for e in snoop.sync())
+    assert _replay_with_key(snoop, "#locked", "sesame") == ["secret of #locked"]
+    owner.send_json({"type": "history", "with": "owner"})
+    assert owner.expect_type("error")["code"] == "history_off"
+    keys: Any = valkey.command("KEYS", "threadroom:history:*")
+    assert all("#" in key for key in keys), keys  # no private conversation was written
+
+
+def _replay_with_key(peer: JsonPeer, room: str, key: str) -> list[str]:
+    peer.send_json({"type": "join", "room": room, "key": key})
+    return [m["text"] for m in peer.expect_type("history")["messages"]]
+
+
+def test_private_history_is_kept_with_history_private(valkey: Valkey, make_server: Any) -> None:
+    a = _node(make_server, valkey, history_private=True)
+    b = _node(make_server, valkey, history_private=True)
+    alice = JsonPeer(a.address, "alice")
+    bob = JsonPeer(b.address, "bob")
+    eve = JsonPeer(b.address, "eve")
+    alice.send_json({"type": "private", "to": "bob", "text": "kept"})
+    bob.expect_type("private")
+    assert [t for _, t in _answer(bob, {"with": "alice"})] == ["kept"]
+    assert _answer(eve, {"with": "alice"}) == []  # eve and alice never talked
+    # Written once, by alice's node, under the pair's conversation.
+    assert valkey.command("ZCARD", "threadroom:history:alice bob") == 1
+
+
+def test_the_origin_node_alone_writes_each_message(valkey: Valkey, make_server: Any) -> None:
+    a = _node(make_server, valkey)
+    b = _node(make_server, valkey)
+    alice = JsonPeer(a.address, "alice")
+    bob = JsonPeer(b.address, "bob")
+    _talk(alice, "#lobby", ["one", "two"], bob)
+    _talk(bob, "#lobby", ["three"], alice)
+    wait_until(lambda: a.store.stats().written == 2 and b.store.stats().written == 1)
+    assert valkey.command("ZCARD", "threadroom:history:#lobby") == 3
+    found = b.store.history(HistoryQuery("#lobby", limit=10))
+    assert [e.text for e in found] == ["one", "two", "three"]
+
+
+def test_history_survives_a_restart_of_every_node(valkey: Valkey, make_server: Any) -> None:
+    a = _node(make_server, valkey, history_replay=3)
+    b = _node(make_server, valkey, history_replay=3)
+    for node in (a, b):
+        node.hub.snapshot_every = 4
+    alice = JsonPeer(a.address, "alice")
+    said = _talk(alice, "#lobby", [f"m{i}" for i in range(10)], JsonPeer(b.address, "bob"))
+    alice.close()
+    a.stop()
+    b.stop()
+    c = _node(make_server, valkey, history_replay=3)
+    d = _node(make_server, valkey, history_replay=3)
+    for node in (c, d):
+        dave = JsonPeer(node.address)
+        dave.send_json({"type": "hello", "version": 1, "nick": f"dave{node.address[1]}"})
+        replay = dave.expect_type("history")
+        assert [(m["id"], m["text"]) for m in replay["messages"]] == said[-3:]
+        assert _answer(dave, {"room": "#lobby", "limit": 100}) == said
+        dave.close()
+
+
+def test_a_redis_that_refuses_history_degrades_it_and_never_the_chat(
+    valkey: Valkey, make_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Valkey refuses ZADD (an ACL, as a misconfigured server would): the writes fail,
+    counted and logged once; the messages are still delivered."""
+    a = _node(make_server, valkey)
+    b = _node(make_server, valkey)
+    alice = JsonPeer(a.address, "alice")
+    bob = JsonPeer(b.address, "bob")
+    valkey.command("ACL", "SETUSER", "default", "-zadd")
+    with caplog.at_level(logging.WARNING, logger="chat.store"):
+        for i in range(3):
+            alice.send_json({"type": "message", "text": f"m{i}"})
+            assert bob.expect_type("message")["text"] == f"m{i}"
+            alice.sync()  # one batch each: three failed writes
+        wait_until(lambda: a.store.stats().failed == 3)
+    assert a.store.stats().degraded
+    told = [r.getMessage() for r in caplog.records if "history degraded" in r.getMessage()]
+    assert len(told) == 1, told
+    valkey.command("ACL", "SETUSER", "default", "+zadd")
+
+
+def test_chat_server_keeps_cluster_history_in_redis_by_default(
+    valkey: Valkey, tmp_path: Path
+) -> None:
+    """The command line: history is on with --cluster (no file), and --history-db with
+    --cluster is a clear error (exit 2)."""
+    command = [sys.executable, "-m", "chat", "--cluster", valkey.url, "--port", "0"]
+    bad = subprocess.run(
+        [*command, "--history-db", str(tmp_path / "h.sqlite3")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert bad.returncode == 2
+    assert "with --cluster, history is kept in the cluster's Redis" in bad.stderr
+    from tests.valkey import Node
+
+    node = Node(tmp_path, valkey.url, name="h")
+    try:
+        wait_until(lambda: "history: the cluster's Redis, redis://127.0.0.1" in node.log())
+    finally:
+        assert node.stop() == 0
+    assert not (tmp_path / "h.sqlite3").exists()
