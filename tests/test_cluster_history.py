@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
-from chat.store import HistoryQuery
+from chat import events as ev
+from chat.store import HistoryQuery, select
+from chat.store.redis import RedisStore, decode, encode
 from tests.peers import IrcPeer, JsonPeer, wait_until
 from tests.valkey import Valkey
 
@@ -77,6 +79,91 @@ def _answer(peer: JsonPeer, request: dict[str, Any]) -> list[tuple[int, str]]:
         found += [(m["id"], m["text"]) for m in part["messages"]]
         if not part.get("partial"):
             return found
+
+
+# -- the store alone ------------------------------------------------------------------------
+
+
+def _msg(i: int, room: str = "#a", ts: float | None = None) -> ev.Message:
+    return ev.Message(i, 1000.0 + i if ts is None else ts, room, sender="bob", text=f"m{i}")
+
+
+def _store(valkey: Valkey, **options: Any) -> RedisStore:
+    """A started store that answers from Valkey only (recent events forgotten at once)."""
+    store = RedisStore(valkey.url, recent_s=-1.0, **options)
+    store.start()
+    return store
+
+
+def test_events_round_trip_through_their_encoding() -> None:
+    samples: list[Any] = [
+        _msg(7),
+        ev.Message(8, 1.5, "#a", sender="x", text="é \u2028 ok", userhost="u@h", notice=True),
+        ev.Action(9, 2.25, "#a", sender="x", text="waves", userhost="u@h"),
+        ev.PrivateMessage(10, 3.0, "", sender="a", recipient="b", text="hi", action=True),
+        ev.PrivateMessage(11, 3.5, "", sender="a", recipient="b", text="n", notice=True),
+    ]
+    assert [decode(encode(e)) for e in samples] == samples
+
+
+def test_the_store_answers_every_query_as_select_does(valkey: Valkey) -> None:
+    """Redis's answers (range reads by id; a time bound found by a binary search in Lua) are
+    select()'s, the reference meaning of a query, for every kind of bound."""
+    events = [_msg(i) for i in range(1, 41)] + [_msg(i, "#b") for i in range(41, 46)]
+    store = _store(valkey)
+    try:
+        for event in events:
+            store.offer_event(event)
+        wait_until(lambda: store.stats().written == len(events))
+        queries = [HistoryQuery("#a", limit=n) for n in (1, 5, 100)]
+        for bound in (0, 1, 10, 20, 40, 41):
+            ts = 1000.0 + bound
+            queries += [
+                HistoryQuery("#a", limit=3, before=bound),
+                HistoryQuery("#a", limit=3, after=bound),
+                HistoryQuery("#a", limit=3, after=bound, newest=True),
+                HistoryQuery("#a", limit=5, around=bound),
+                HistoryQuery("#a", limit=4, around=bound),
+                HistoryQuery("#a", limit=3, before_ts=ts),
+                HistoryQuery("#a", limit=3, after_ts=ts),
+                HistoryQuery("#a", limit=3, after_ts=ts, newest=True),
+                HistoryQuery("#a", limit=3, before_ts=ts + 0.5),
+                HistoryQuery("#a", limit=3, after_ts=ts - 0.5),
+                HistoryQuery("#a", limit=3, after=bound, before=bound + 10),
+                HistoryQuery("#a", limit=3, after=bound, before=bound + 10, newest=True),
+                HistoryQuery("#a", limit=50, after_ts=ts, before_ts=ts + 7),
+            ]
+        queries += [HistoryQuery("#b"), HistoryQuery("#none")]
+        for query in queries:
+            assert store.history(query) == select(events, query), query
+    finally:
+        store.stop(1.0)
+
+
+def test_retention_by_count_and_by_age(valkey: Valkey) -> None:
+    store = _store(valkey, max_per_target=10)
+    try:
+        for i in range(1, 36):
+            store.offer_event(_msg(i))
+        wait_until(lambda: store.stats().written == 35)
+        assert [e.id for e in store.history(HistoryQuery("#a", limit=100))] == list(range(26, 36))
+    finally:
+        store.stop(1.0)
+    now = 1000.0 + 3 * 86400  # a clock three days after the messages
+    old = _store(valkey, retention_days=2, clock=lambda: now)
+    try:
+        old.offer_event(_msg(100, "#old"))  # sent three days ago: deleted once written
+        old.offer_event(_msg(101, "#old", ts=now - 3600))  # an hour ago: kept
+        old.offer_event(_msg(102, "#gone"))  # a conversation with nothing left is forgotten
+        wait_until(lambda: old.stats().written == 3)
+        wait_until(lambda: valkey.command("ZCARD", old.key("#old")) == 1)
+        assert [e.id for e in old.history(HistoryQuery("#old"))] == [101]
+        wait_until(lambda: valkey.command("SISMEMBER", "threadroom:history-targets", "#gone") == 0)
+    finally:
+        old.stop(1.0)
+
+
+# -- a cluster's history ---------------------------------------------------------------------
 
 
 def test_replay_and_history_are_the_same_on_every_node_and_on_a_later_one(
@@ -241,6 +328,8 @@ def test_a_redis_that_refuses_history_degrades_it_and_never_the_chat(
             alice.sync()  # one batch each: three failed writes
         wait_until(lambda: a.store.stats().failed == 3)
     assert a.store.stats().degraded
+    # Not in Redis, but bob's node applied them: a question right after finds them there.
+    assert [t for _, t in _answer(bob, {"room": "#lobby"})] == ["m0", "m1", "m2"]
     told = [r.getMessage() for r in caplog.records if "history degraded" in r.getMessage()]
     assert len(told) == 1, told
     valkey.command("ACL", "SETUSER", "default", "+zadd")

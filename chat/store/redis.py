@@ -428,7 +428,10 @@ class RedisStore:
             pipe.sadd(self._targets_key, *by_target)
             pipe.execute()
         except redis.RedisError as error:
-            return f"{type(error).__name__}: {error}"
+            # A pipeline's error names the failed command with its arguments: never log
+            # users' messages, only what went wrong.
+            reason = str(error).rsplit("caused error: ", 1)[-1]
+            return f"{type(error).__name__}: {reason}"
         return None
 
     def _apply_retention(self, next_check: float) -> float:
