@@ -45,9 +45,7 @@ def _node(make_server: Any, valkey: Valkey, **options: Any) -> Any:
     return make_server(**settings)
 
 
-def _talk(
-    peer: JsonPeer, room: str, texts: list[str], listener: JsonPeer
-) -> list[tuple[int, str]]:
+def _talk(peer: JsonPeer, room: str, texts: list[str], listener: JsonPeer) -> list[tuple[int, str]]:
     """`peer` says each text in `room`; returns (id, text) as `listener` (in the room, on the
     speaker's node) saw them."""
     for text in texts:
@@ -357,3 +355,67 @@ def test_chat_server_keeps_cluster_history_in_redis_by_default(
     finally:
         assert node.stop() == 0
     assert not (tmp_path / "h.sqlite3").exists()
+
+
+# -- TLS to Redis (rediss://) ----------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_valkey(valkey: Valkey, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """Valkey behind a TLS terminator (tests/tls_proxy.py: the wheel's valkey-server has no
+    TLS), with a certificate for 127.0.0.1 from a private CA: (rediss URL base, CA file)."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    pem, ca_path = tmp_path / "valkey.pem", tmp_path / "ca.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    ca.cert_pem.write_to_path(str(ca_path))
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "tests.tls_proxy", str(pem), str(valkey.port)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        assert proxy.stdout is not None
+        port = int(proxy.stdout.readline())  # it prints its port once it listens
+        yield f"rediss://127.0.0.1:{port}/0", ca_path
+    finally:
+        proxy.kill()
+        proxy.wait(5)
+        if proxy.stdout is not None:
+            proxy.stdout.close()
+
+
+def test_a_node_over_tls_to_redis_shares_chat_and_history(
+    valkey: Valkey, tls_valkey: tuple[str, Path], make_server: Any
+) -> None:
+    """One node reaches Valkey over TLS (`rediss://`, the private CA named in the URL), one in
+    plaintext: one chat, one history. Without the CA, chat-server refuses to start: one line,
+    exit 2."""
+    base, ca_path = tls_valkey
+    secure = make_server(
+        cluster_url=f"{base}?ssl_ca_certs={ca_path}",
+        cluster_heartbeat_s=HEARTBEAT_S,
+        history_db="cluster",
+        flood_rate=0,
+    )
+    plain = _node(make_server, valkey)
+    alice = JsonPeer(secure.address, "alice")
+    bob = JsonPeer(plain.address, "bob")
+    assert _talk(alice, "#lobby", ["over tls"], bob)[0][1] == "over tls"
+    assert _talk(bob, "#lobby", ["in plaintext"], alice)[0][1] == "in plaintext"
+    carol = JsonPeer(secure.address)
+    carol.send_json({"type": "hello", "version": 1, "nick": "carol"})
+    assert [m["text"] for m in carol.expect_type("history")["messages"]] == [
+        "over tls",
+        "in plaintext",
+    ]
+    refused = subprocess.run(
+        [sys.executable, "-m", "chat", "--cluster", base, "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert refused.returncode == 2
+    assert "certificate verify failed" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1

@@ -51,6 +51,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from chat import events as ev
+from chat.cluster import history as cluster_history
 from chat.hub import (
     DEFAULT_ROOM,
     ChatError,
@@ -61,7 +62,6 @@ from chat.hub import (
     RoomState,
     Unavailable,
 )
-from chat.cluster import history as cluster_history
 from chat.protocol import nick_key, room_key
 from chat.store import StoreError
 from chat.store.redis import RedisStore

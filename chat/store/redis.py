@@ -346,7 +346,7 @@ class RedisStore:
             first = int(self._first_at(keys=[key], args=[repr(query.before_ts), "0"]))
             if first >= 0:
                 upper = first if upper is None else min(upper, first)
-        members: list[str]
+        members: Any
         if query.around is not None:
             members = client.zrevrangebyscore(key, f"({query.around}", "-inf", 0, limit)
             members += client.zrangebyscore(key, query.around, "+inf", 0, limit + 1)
@@ -481,8 +481,7 @@ class RedisStore:
         self._writer.join()  # it gives up at the deadline, after at most one pipeline
         stats = self.stats()
         log.info(
-            "history: %d event(s) written to Redis, %d dropped, %d failed (%d were queued at"
-            " stop)",
+            "history: %d event(s) written to Redis, %d dropped, %d failed (%d were queued at stop)",
             stats.written,
             stats.dropped,
             stats.failed,
