@@ -212,6 +212,7 @@ class RedisStore:
         self._writer: threading.Thread | None = None
         self._started = False
         self._stopped = False
+        self._listed: set[str] = set()  # conversations the writer has put in the targets set
 
     @property
     def description(self) -> str:
@@ -409,11 +410,15 @@ class RedisStore:
                 )
             if error is None and self._retention_s is not None:
                 next_retention = self._apply_retention(next_retention)
+            elif time.monotonic() >= next_retention:
+                next_retention = time.monotonic() + RETENTION_EVERY_S
+                self._listed.clear()
         self._close_clients()
 
     def _write(self, batch: list[tuple[str, HistoryEvent]]) -> str | None:
         """One pipeline for the batch: a ZADD per conversation (all its new events), the
-        conversations' names, the trim by count. The error's text if it failed."""
+        names of conversations new to this node, the trim by count. The error's text if it
+        failed. The writer thread alone calls it (and alone touches `_listed`)."""
         client = self._writer_client
         assert client is not None
         by_target: dict[str, dict[str, int]] = {}
@@ -425,9 +430,13 @@ class RedisStore:
                 pipe.zadd(self.key(target), members)
                 if self._max_per_target is not None:
                     pipe.zremrangebyrank(self.key(target), 0, -(self._max_per_target + 1))
-            pipe.sadd(self._targets_key, *by_target)
+            new = [target for target in by_target if target not in self._listed]
+            if new:  # once per conversation and node, not once per batch
+                pipe.sadd(self._targets_key, *new)
             pipe.execute()
+            self._listed.update(new)
         except redis.RedisError as error:
+            self._listed.clear()  # Redis may come back without its data: list them again
             # A pipeline's error names the failed command with its arguments: never log
             # users' messages, only what went wrong.
             reason = str(error).rsplit("caused error: ", 1)[-1]
@@ -440,6 +449,9 @@ class RedisStore:
         now = time.monotonic()
         if now < next_check or self._retention_s is None:
             return next_check
+        # A conversation that retention emptied (on any node) leaves the targets set: name
+        # every conversation again once a minute, so new messages there are aged out too.
+        self._listed.clear()
         client = self._writer_client
         assert client is not None
         try:
