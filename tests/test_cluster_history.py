@@ -419,3 +419,45 @@ def test_a_node_over_tls_to_redis_shares_chat_and_history(
     assert refused.returncode == 2
     assert "certificate verify failed" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+# -- real chat-server processes ------------------------------------------------------------
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(180)
+def test_chat_load_over_two_processes_keeps_every_message_once_for_a_later_node(
+    tmp_path: Path, valkey: Valkey
+) -> None:
+    """chat-load over two real nodes, history on by default: every message is in Redis exactly
+    once (each written by its origin node alone), and after both nodes stopped a new one
+    answers the whole history in the order everyone saw it."""
+    from loadtool import LoadConfig, run_load
+    from tests.valkey import Node
+
+    nodes = [Node(tmp_path, valkey.url, name=n) for n in ("a", "b")]
+    try:
+        report = run_load(
+            LoadConfig(
+                clients=20,
+                messages=50,
+                rate=0,
+                duration=60,
+                servers=(nodes[0].address, nodes[1].address),
+            )
+        )
+        assert report.ok, report.format_text()
+    finally:
+        codes = [node.stop() for node in nodes]
+    assert codes == [0, 0]
+    key = "threadroom:history:#lobby"
+    assert valkey.command("ZCARD", key) == 20 * 50
+    stored: Any = valkey.command("ZRANGE", key, "0", "-1")
+    later = Node(tmp_path, valkey.url, name="later")
+    try:
+        reader = JsonPeer(later.address, "reader")
+        answer = _answer(reader, {"room": "#lobby", "limit": 1000})
+        assert [text for _, text in answer] == [decode(m).text for m in stored]
+        reader.close()
+    finally:
+        assert later.stop() == 0
