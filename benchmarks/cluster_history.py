@@ -110,6 +110,14 @@ def replay_run(work: Path, valkey: Valkey, history: bool, joins: int) -> dict[st
     }
 
 
+def _wait_written(store: RedisStore, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while store.stats().written < count and time.monotonic() < deadline:
+        time.sleep(0.05)  # a benchmark's poll for the writer
+    if store.stats().dropped:
+        raise RuntimeError(f"the store dropped events: {store.stats()}")
+
+
 def fill_cost(valkey: Valkey, rooms: int, per_room: int) -> dict[str, Any]:
     """What a node loading a snapshot does per room: one question to Redis for the newest
     `replay` messages older than the snapshot's next id."""
@@ -124,9 +132,7 @@ def fill_cost(valkey: Valkey, rooms: int, per_room: int) -> dict[str, Any]:
                     ev.Message(next_id, time.time(), f"#r{r}", sender="alice", text="y" * 60)
                 )
                 next_id += 1
-        deadline = time.monotonic() + 60
-        while store.stats().written < rooms * per_room and time.monotonic() < deadline:
-            time.sleep(0.05)  # a benchmark's poll for the writer
+            _wait_written(store, next_id - 1 if r % 100 == 99 or r == rooms - 1 else 0)
         start = time.perf_counter()
         for r in range(rooms):
             store.history(HistoryQuery(f"#r{r}", limit=50, before=next_id))
@@ -156,9 +162,9 @@ def memory_per_message(valkey: Valkey, count: int) -> list[dict[str, Any]]:
                         userhost="alice123@127.0.0.1",
                     )
                 )
-            deadline = time.monotonic() + 60
-            while store.stats().written < count and time.monotonic() < deadline:
-                time.sleep(0.05)  # a benchmark's poll for the writer
+                if i % 5000 == 4999:
+                    _wait_written(store, i + 1)  # the writer's queue holds 20,000
+            _wait_written(store, count)
         finally:
             store.stop(5.0)
         after = int(valkey.command("INFO", "memory")["used_memory"])  # type: ignore[index]
