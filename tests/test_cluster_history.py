@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -461,3 +462,21 @@ def test_chat_load_over_two_processes_keeps_every_message_once_for_a_later_node(
         reader.close()
     finally:
         assert later.stop() == 0
+
+
+def test_stop_wakes_a_writer_waiting_for_a_paused_redis(valkey: Valkey) -> None:
+    """A pipeline sent to a paused Valkey would wait out its socket timeout (30 s here); stop()
+    closes its connection after its own deadline, so the server's stop never waits for it."""
+    store = RedisStore(valkey.url, command_timeout_s=30.0)
+    store.start()
+    valkey.pause()
+    try:
+        store.offer_event(_msg(1))
+        wait_until(lambda: not store._queue)  # taken: the writer is in its pipeline
+        started = time.monotonic()
+        store.stop(0.2)
+        took = time.monotonic() - started
+    finally:
+        valkey.resume()
+    assert took < 10.0, took  # a broken variant waits the whole 30 s
+    assert store.stats().failed == 1

@@ -369,7 +369,7 @@ class ClusterHub(Hub):
                 self._redis.delete(self._node_prefix + self.node)
         self._close_clients()
         if self.store is not None:  # history (#11): this hub started it in open()
-            self.store.stop(HISTORY_STOP_S)
+            self.store.stop(HISTORY_STOP_S if self._link_up else 0.0)  # Redis away: no wait
         with self._ids_lock:
             everyone = sorted(self._members.items(), key=lambda item: _id_order(item[0]))
             self._members.clear()
