@@ -45,6 +45,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from chat import events as ev
 from chat.store import (
@@ -182,6 +184,7 @@ class RedisStore:
         max_per_target: int | None = None,
         clock: Callable[[], float] = time.time,
         recent_s: float = RECENT_S,
+        command_timeout_s: float = COMMAND_TIMEOUT_S,
     ) -> None:
         self.url = url
         # Whether this node writes the event being offered (its origin is this node's user);
@@ -195,6 +198,7 @@ class RedisStore:
         self._max_per_target = max_per_target or None
         self._clock = clock
         self._recent_s = recent_s
+        self._command_timeout_s = command_timeout_s  # tests lengthen it
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._queue: list[tuple[str, HistoryEvent]] = []
@@ -230,19 +234,23 @@ class RedisStore:
         if self._started:
             return
         try:
+            # One attempt per command (redis-py retries three times by default): a failed
+            # batch is counted and the next one tries again; a stop never waits for retries.
             self._writer_client = redis.Redis.from_url(
                 self.url,
-                socket_timeout=COMMAND_TIMEOUT_S,
+                socket_timeout=self._command_timeout_s,
                 socket_connect_timeout=COMMAND_TIMEOUT_S,
                 decode_responses=True,
+                retry=Retry(NoBackoff(), 0),
             )
             pool = redis.BlockingConnectionPool.from_url(
                 self.url,
                 max_connections=READERS,
                 timeout=READ_WAIT_S,
-                socket_timeout=COMMAND_TIMEOUT_S,
+                socket_timeout=self._command_timeout_s,
                 socket_connect_timeout=COMMAND_TIMEOUT_S,
                 decode_responses=True,
+                retry=Retry(NoBackoff(), 0),
             )
             self._reader_client = redis.Redis(connection_pool=pool)
             self._writer_client.ping()
@@ -490,7 +498,13 @@ class RedisStore:
         if self._writer is None:
             self._close_clients()
             return
-        self._writer.join()  # it gives up at the deadline, after at most one pipeline
+        # It gives up at the deadline, after at most one pipeline; a pipeline to a Redis that
+        # does not answer (paused, a partition) would wait out its socket timeout: closing
+        # its connection (shutdown() on the socket) wakes it at once.
+        self._writer.join(max(0.0, timeout_s))
+        if self._writer.is_alive() and self._writer_client is not None:
+            self._writer_client.connection_pool.disconnect()
+        self._writer.join()
         stats = self.stats()
         log.info(
             "history: %d event(s) written to Redis, %d dropped, %d failed (%d were queued at stop)",
