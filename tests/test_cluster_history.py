@@ -8,6 +8,7 @@ In-process nodes (ChatServers with `cluster_url`) on one real Valkey per test; r
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ import pytest
 from chat import events as ev
 from chat.store import HistoryQuery, select
 from chat.store.redis import RedisStore, decode, encode
-from tests.peers import IrcPeer, JsonPeer, wait_until
+from tests.peers import IrcPeer, JsonPeer, TextPeer, wait_until
 from tests.valkey import Valkey
 
 HEARTBEAT_S = 0.3
@@ -308,6 +309,13 @@ def test_history_survives_a_restart_of_every_node(valkey: Valkey, make_server: A
         assert [(m["id"], m["text"]) for m in replay["messages"]] == said[-3:]
         assert _answer(dave, {"room": "#lobby", "limit": 100}) == said
         dave.close()
+    text = TextPeer(d.address, "erin")  # text's /history, on a node that was not there
+    text.expect("--- end of history ---")  # the replay on registering
+    text.send("/history 4\n")
+    text.expect("--- history of #lobby: 4 messages since ")
+    lines = [re.sub(r"^\[\d\d:\d\d\] ", "", text.line()) for _ in range(4)]
+    assert lines == [f"<alice> {t}" for _, t in said[-4:]]
+    text.close()
 
 
 def test_a_redis_that_refuses_history_degrades_it_and_never_the_chat(
