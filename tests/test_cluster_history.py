@@ -488,3 +488,38 @@ def test_stop_wakes_a_writer_waiting_for_a_paused_redis(valkey: Valkey) -> None:
         valkey.resume()
     assert took < 10.0, took  # a broken variant waits the whole 30 s
     assert store.stats().failed == 1
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(400)
+def test_the_cluster_history_benchmark_smoke_run(tmp_path: Path) -> None:
+    """benchmarks/cluster_history.py --quick: every part runs, nothing is lost with history on
+    or off, and the memory figure is there."""
+    import json
+    import os
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(root / "benchmarks" / "cluster_history.py"),
+            "--quick",
+            "--rounds",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=380,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(out.read_text())
+    for side in ("on", "off"):
+        assert results["throughput"][side]["ok"]
+        assert results["throughput"][side]["lost"] == 0
+    assert results["replay"]["fill"]["ms_per_room"] > 0
+    assert all(row["memory_usage_per_message"] > 100 for row in results["memory"])
