@@ -186,6 +186,7 @@ def test_replay_and_history_are_the_same_on_every_node_and_on_a_later_one(
     bob = JsonPeer(b.address, "bob")
     assert _replay(bob, "#den") == said[-5:]
     assert int(valkey.command("XLEN", "threadroom:events")) < 12  # trimmed: not in the stream
+    wait_until(lambda: a.store.stats().written == 12)  # alice's node wrote them (a moment ago)
     c = _node(make_server, valkey, history_replay=5)
     carol = JsonPeer(c.address, "carol")
     assert _replay(carol, "#den") == said[-5:]
@@ -238,6 +239,7 @@ def test_keyed_secret_and_private_history_across_nodes(valkey: Valkey, make_serv
         owner.send_json({"type": "part", "room": room})
     owner.send_json({"type": "private", "to": "owner", "text": "note to self"})
     owner.sync()
+    wait_until(lambda: a.store.stats().written == 2)  # the two rooms' lines, not the private
     b = _node(make_server, valkey)  # started from a snapshot taken with both rooms empty
     snoop = JsonPeer(b.address, "snoop")
     snoop.send_json({"type": "history", "room": "#hidden"})
@@ -273,8 +275,11 @@ def test_private_history_is_kept_with_history_private(valkey: Valkey, make_serve
     bob.expect_type("private")
     assert [t for _, t in _answer(bob, {"with": "alice"})] == ["kept"]
     assert _answer(eve, {"with": "alice"}) == []  # eve and alice never talked
-    # Written once, by alice's node, under the pair's conversation.
+    # Written once, by alice's node, under the pair's conversation (bob's answer above may
+    # have come from what his node applied, before alice's node wrote it).
+    wait_until(lambda: a.store.stats().written == 1)
     assert valkey.command("ZCARD", "threadroom:history:alice bob") == 1
+    assert b.store.stats().written == 0
 
 
 def test_the_origin_node_alone_writes_each_message(valkey: Valkey, make_server: Any) -> None:
