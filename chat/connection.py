@@ -381,6 +381,7 @@ class Connection:
                     self.end(ev.LeaveReason.CONNECTION_LOST)
                     break
                 dialect.handle(decoder.feed(data))
+                del data  # (not kept alive while the reader sleeps: memory per client, #14)
         except TimeoutError as error:
             if self.end(ev.LeaveReason.TIMED_OUT):
                 dialect.farewell(ev.LeaveReason.TIMED_OUT, str(error))

@@ -93,7 +93,7 @@ class IrcDialect:
         self._userhost = ""
         # Plain PRIVMSGs to one channel, waiting to go to the hub as one batch (_say_pending).
         self._pending_room = ""
-        self._pending_texts: list[str] = []
+        self._pending_texts: list[str] | None = None  # (made by the first: memory, #14)
         # History (#11): IRCv3 capabilities this client negotiated; batches sent (their refs).
         self._caps: frozenset[str] = NO_CAPS
         self._batches = 0
@@ -166,7 +166,7 @@ class IrcDialect:
         if not self._pending_texts:
             return
         room, texts = self._pending_room, self._pending_texts
-        self._pending_texts = []
+        self._pending_texts = None
         try:
             self._hub.say(self._link, *texts, room=room)
         except ChatError as error:
@@ -530,6 +530,8 @@ class IrcDialect:
             if self._pending_texts and self._pending_room != targets[0]:
                 self._say_pending()
             self._pending_room = targets[0]
+            if self._pending_texts is None:
+                self._pending_texts = []
             self._pending_texts.append(text)
             return
         self._say_pending()
