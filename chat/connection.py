@@ -236,11 +236,18 @@ class Connection:
 
     def shut_down(self) -> None:
         """Says goodbye because the server stops: queue the notice; once it is sent, the
-        sender cuts the connection, which ends the reader."""
+        connection is cut (here if it is out already, else by the sender after the last
+        byte), which ends the reader."""
         if self.end(ev.LeaveReason.SHUTDOWN):  # (else said by say_goodbye(), or ending anyway)
             self.deliver(ev.Notice("server shutting down", time.time()))
         self._output.close()
-        self.flush()  # (one hand-over to the sender, not two: #14, 10,000 at once)
+        if self._tls is None and self._reading and self._output.drained:
+            # The goodbye is out already (ChatServer.stop sends every goodbye first): cut here,
+            # as the sender would after the last byte, without handing it 10,000 connections
+            # (#14). Over TLS the sender says close_notify first.
+            self._cut()
+            return
+        self.flush()
 
     def hung_up(self) -> bool:
         """Whether the client has closed its side (a FIN or a reset is waiting); never blocks.
