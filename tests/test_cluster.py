@@ -266,16 +266,15 @@ def test_nick_clash_across_nodes_only_the_racy_demo_gives_one_name_twice(
         "cluster_racy_claims": racy,
     }
     a, b = make_server(**options), make_server(**options)
-    both_won = 0
-    for _attempt in range(3 if racy else 1):  # a race may need more than one try to show
+    for _run in range(2):  # the demo works run after run on the same servers (a classroom)
         config = LoadConfig(
             clients=40, messages=1, nick_clash=True, duration=30, servers=(a.address, b.address)
         )
-        both_won += run_load(config).nick_clash_both_won
+        report = run_load(config)
+        assert report.joined == 40, report
+        assert (report.nick_clash_both_won > 0) == racy, report
         wait_until(lambda: not a.hub.nicks() and not b.hub.nicks())
-        if both_won:
-            break
-    assert (both_won > 0) == racy
+        assert a.hub.check_invariants() == b.hub.check_invariants() == []
 
 
 # -- Redis away: paused (a partition), gone long, restarted empty ------------------------------
@@ -568,58 +567,3 @@ def test_a_node_stops_promptly_while_redis_is_away(
         valkey.resume()
     assert took < a.hub.request_timeout_s / 2, took  # a broken variant takes the full 10 s
     alice.close()
-
-
-@pytest.mark.stress
-@pytest.mark.timeout(120)
-def test_the_classroom_cluster_step_runs_as_written(tmp_path: Path, valkey: Valkey) -> None:
-    """docs/classroom.md step 8, command by command (a `text` block: the guide runner starts
-    one server per experiment and no Valkey, so this test runs it): the Redis URL and the two
-    ports are replaced by the test's own, and the output must match as the guide's does."""
-    from tests.test_classroom_guide import GUIDE, _first_missing
-
-    section = GUIDE.read_text().split("## 8. ", 1)[1]
-    block = re.search(r"```text\n(.*?)```", section, flags=re.DOTALL)
-    assert block is not None
-    commands: list[tuple[str, list[str]]] = []
-    for raw in block.group(1).splitlines():
-        if raw.startswith("$ "):
-            commands.append((raw[2:], []))
-        elif commands and raw.strip() not in ("", "..."):
-            commands[-1][1].append(raw)
-    ports = {"8888": str(free_port()), "8889": str(free_port())}
-    env = dict(os.environ)
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    servers: list[subprocess.Popen[bytes]] = []
-    try:
-        for line, expected in commands:
-            line = line.replace("redis://127.0.0.1:6379/0", valkey.url)
-            for guide_port, port in ports.items():
-                line = line.replace(guide_port, port)
-            exits = {int(n) for n in re.findall(r"# exits (\d+)", line)} or {0}
-            line = line.split("#")[0].strip()
-            if line.startswith("export "):
-                name, _, value = line.removeprefix("export ").partition("=")
-                env[name] = value
-            elif line.startswith("chat-server ") and line.endswith("&"):
-                log = tmp_path / f"server{len(servers)}.log"
-                with log.open("w") as out:
-                    servers.append(
-                        subprocess.Popen(["bash", "-c", f"exec {line[:-1]}"], stderr=out, env=env)
-                    )
-                wait_until(lambda log=log: "listening on" in log.read_text(), timeout=20)
-            else:
-                for _attempt in range(3):  # the race may need another try to show
-                    done = subprocess.run(
-                        ["bash", "-c", line], capture_output=True, text=True, timeout=60, env=env
-                    )
-                    if done.returncode in exits:
-                        break
-                assert done.returncode in exits, (line, done.stdout, done.stderr)
-                missing = _first_missing(expected, done.stdout, racy=True)
-                assert missing is None, f"{line!r} did not print {missing!r}:\n{done.stdout}"
-    finally:
-        for server in servers:
-            server.send_signal(signal.SIGINT)
-        codes = [server.wait(20) for server in servers]
-    assert codes == [0, 0]

@@ -87,6 +87,11 @@ CLOCK_MARGIN_S = 1.0
 RETRY_S = 0.25  # between attempts to reach Redis again
 COMMAND_TIMEOUT_S = 2.0  # one command to Redis; a paused Redis is noticed after this
 CATCH_UP_TIMEOUT_S = 60.0  # a new node replays the stream before it listens
+# The classroom demo's gap between its check (GET) and its claim (SET): a real GET, then SET
+# over a network is a round trip or more apart. Without a gap the twins' two checks overlap
+# only when their hellos arrive within the ~1 ms a claim takes to come back from the stream,
+# and some runs showed no clash at all; with it, every run does (docs/classroom.md step 8).
+RACY_CLAIM_GAP_S = 0.02
 # Request tokens remembered to apply a retried request once (retries happen within seconds).
 TOKENS_KEPT = 100_000
 
@@ -408,6 +413,7 @@ class ClusterHub(Hub):
             return {}
         if self.holder(nick) is not None:
             raise NickTaken(nick)
+        time.sleep(RACY_CLAIM_GAP_S)  # the demo's round trip between GET and SET
         return {"racy": True}
 
     def leave(self, member: Member, reason: str, message: str = "") -> bool:
@@ -712,6 +718,7 @@ class ClusterHub(Hub):
             if options.pop("racy", False):  # the demo's SET: whoever held the name loses it
                 with self._lock:
                     self._by_key.pop(nick_key(str(arguments[0])), None)
+            twin = self._racy_leave(member) if op == "leave" and self.racy_claims else None
             try:
                 outcome = operation(self, member, *arguments, **options)
             except ChatError as refused:
@@ -721,6 +728,9 @@ class ClusterHub(Hub):
                 error = bug
             finally:
                 self._stamp.ts = None
+                if twin is not None:
+                    with self._lock:
+                        self._by_key[nick_key(twin[0])] = twin
             if op == "leave" or (op in _CLAIMS and error is not None):
                 self._forget(member, member_id)
         if future is not None:
@@ -729,6 +739,24 @@ class ClusterHub(Hub):
                     future.set_result(outcome)
                 else:
                     future.set_exception(error)
+
+    def _racy_leave(self, member: Member) -> tuple[str, Member] | None:
+        """The demo only: two users may hold one name (the racy SET gave it to the second while
+        the first kept it), and the name's entry is the second's. The first one's leave must
+        take out its own name, not the second's entry: it is pointed at the leaver for the
+        leave, and the second's is returned to be put back after it. Without this the leave
+        fails half way and leaves a member no one can name in the room, and every later join
+        fails (docs/classroom.md 7.8): the demo must work run after run, on the same servers."""
+        with self._lock:
+            nick = self._nick_of.get(member)
+            if nick is None:
+                return None
+            k = nick_key(nick)
+            holder = self._by_key.get(k)
+            self._by_key[k] = (nick, member)
+            if holder is None or holder[1] is member or holder[1] not in self._nick_of:
+                return None
+            return holder
 
     def _forget(self, member: Member, member_id: str) -> None:
         with self._ids_lock:
