@@ -148,6 +148,9 @@ _OPERATIONS: dict[str, Callable[..., Any]] = {
     "whisper": Hub.whisper,
 }
 _CLAIMS = ("register", "join")
+# Entries are compact JSON; one encoder made once (json.dumps with any option but the defaults
+# builds a new one per call, which costs more than encoding a short entry).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 class NotSent(Unavailable):
@@ -529,7 +532,7 @@ class ClusterHub(Hub):
         command["a"] = list(args)
         if kwargs:
             command["k"] = kwargs
-        return json.dumps(command, separators=(",", ":")), token
+        return _COMPACT.encode(command), token
 
     def _request(self, op: str, member: Member, *args: Any, **kwargs: Any) -> Any:
         member_id = self._member_id(member, claim=op in _CLAIMS)
