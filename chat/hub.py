@@ -339,14 +339,16 @@ class Hub:
                 return None
             return state.name, self._users_locked(state)
 
-    def room_modes(self, room: str, asker: Member) -> tuple[str, str, bool] | None:
-        """(room name, key, secret), or None if there is no such room or it is secret and
-        `asker` is not in it. The key is "" for non-members: only members may see it."""
+    def room_modes(self, room: str, asker: Member) -> tuple[str, bool, str, bool] | None:
+        """(room name, has a key, the key, secret), or None if there is no such room or it is
+        secret and `asker` is not in it. Anyone may learn that a room has a key (a join needs
+        to know), but the key itself is "" for non-members: only members may see it."""
         with self._lock:
             state = self._rooms.get(room_key(room))
             if state is None or (state.secret and asker not in state.members):
                 return None
-            return state.name, (state.key if asker in state.members else ""), state.secret
+            key = state.key if asker in state.members else ""
+            return state.name, bool(state.key), key, state.secret
 
     def list_rooms(self, asker: Member) -> ev.RoomList:
         """The rooms with their member counts; secret ones only to their members."""

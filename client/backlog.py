@@ -13,6 +13,8 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
+from client.wire import fold
+
 # Ids remembered to drop duplicates: far more than a reconnect's catch-up (at most 1,000
 # messages a room) plus the live messages that arrive meanwhile.
 REMEMBERED_IDS = 20_000
@@ -25,7 +27,7 @@ _SHOWN_TYPES = ("message", "action")
 
 def _room_of(event: Mapping[str, Any]) -> str:
     room = event.get("room")
-    return room.lower() if isinstance(room, str) else ""
+    return fold(room) if isinstance(room, str) else ""
 
 
 def _id_of(event: Mapping[str, Any]) -> int | None:
@@ -50,10 +52,10 @@ class Backlog:
         self._parts: list[dict[str, Any]] = []
 
     def newest(self, room: str) -> int | None:
-        return self._newest.get(room.lower())
+        return self._newest.get(fold(room))
 
     def oldest(self, room: str) -> int | None:
-        return self._oldest.get(room.lower())
+        return self._oldest.get(fold(room))
 
     def first_time(self, event: Mapping[str, Any]) -> bool:
         """Notes a message or action; False if it was shown already (drop it). Other events,

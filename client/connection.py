@@ -47,6 +47,7 @@ from client.wire import (
     decode,
     encode,
     error_text,
+    fold,
 )
 
 ProtocolMessage = dict[str, Any]
@@ -488,7 +489,7 @@ class Connection:
                     # The server forgot our other rooms with the old connection: join them again
                     # before anything queued for them is sent.
                     for room in reversed(before.rooms):
-                        if room.lower() != status.room.lower():
+                        if fold(room) != fold(status.room):
                             self._seq += 1
                             self._outbox.appendleft((self._seq, {"type": "join", "room": room}))
                     self._cv.notify_all()
@@ -595,9 +596,7 @@ class Connection:
         if kind == "rename" and before.nick and event.get("old") == before.nick:
             self._preferred_nick = status.nick  # the user chose it (or we took ours back)
         self._notify(Received(event, status, before.room))
-        if status.nick.lower() != self._preferred_nick.lower() and _frees(
-            event, self._preferred_nick
-        ):
+        if fold(status.nick) != fold(self._preferred_nick) and _frees(event, self._preferred_nick):
             self._notify(Notice(f"{self._preferred_nick} is free again; taking it back"))
             nick = self._preferred_nick
             self._enqueue(lambda seq: {"type": "nick", "nick": nick})
@@ -774,11 +773,11 @@ def _worth_resending(message: ProtocolMessage) -> bool:
 
 def _frees(event: ProtocolMessage, nick: str) -> bool:
     """True if the event frees the nickname `nick` (its holder left or renamed)."""
-    folded = nick.lower()
+    folded = fold(nick)
     if event.get("type") == "leave":
-        return str(event.get("nick", "")).lower() == folded
+        return fold(str(event.get("nick", ""))) == folded
     if event.get("type") == "rename":
-        return str(event.get("old", "")).lower() == folded
+        return fold(str(event.get("old", ""))) == folded
     return False
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from prompt_toolkit.utils import get_cwidth
 
-from client.wire import NICK_CHARS
+from client.wire import NICK_CHARS, fold
 from client.wire import error_text as error_text  # re-exported: errors become sentences
 
 Fragment = tuple[str, str]
@@ -204,7 +204,7 @@ def render_event(
         or event.get("type") not in _ROOM_PREFIXED
         or not isinstance(room, str)
         or not current_room
-        or room.lower() == current_room.lower()
+        or fold(room) == fold(current_room)
     ):
         return line
     prefix = ("class:room", f"[{sanitize(room)}] ")
@@ -353,12 +353,12 @@ def _render(event: Mapping[str, Any], own_nick: str, now: float) -> Line | None:
         users = event.get("users")
         operators = event.get("operators")
         ops = (
-            {o.lower() for o in operators if isinstance(o, str)}
+            {fold(o) for o in operators if isinstance(o, str)}
             if isinstance(operators, list)
             else set()
         )
         members = [u for u in users if isinstance(u, str)] if isinstance(users, list) else []
-        roster = ", ".join(("@" if u.lower() in ops else "") + sanitize(u) for u in members)
+        roster = ", ".join(("@" if fold(u) in ops else "") + sanitize(u) for u in members)
         topic = _field(event, "topic")
         return dim(
             f"Now talking in {_field(event, 'room')} ({len(members)}): {roster}"

@@ -12,13 +12,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from client.wire import fold
+
 ConnectionState = Literal["connecting", "connected", "reconnecting", "disconnected"]
 Members = tuple[tuple[str, tuple[str, ...]], ...]  # (room, its nicks) in the order joined
 
 
 def sorted_nicks(nicks: Iterable[str]) -> tuple[str, ...]:
     """Nicks without duplicates (ignoring ASCII case, as the server does), sorted."""
-    unique = {nick.lower(): nick for nick in nicks}
+    unique = {fold(nick): nick for nick in nicks}
     return tuple(sorted(unique.values(), key=str.lower))
 
 
@@ -68,27 +70,27 @@ class Status:
         return sorted_nicks(nick for _, nicks in self.members for nick in nicks)
 
     def users_of(self, room: str) -> tuple[str, ...]:
-        folded = room.lower()
-        return next((nicks for name, nicks in self.members if name.lower() == folded), ())
+        folded = fold(room)
+        return next((nicks for name, nicks in self.members if fold(name) == folded), ())
 
     def has_room(self, room: str) -> bool:
-        return any(name.lower() == room.lower() for name, _ in self.members)
+        return any(fold(name) == fold(room) for name, _ in self.members)
 
     def _set_members(self, room: str, nicks: Iterable[str]) -> Members:
         entry = (room, sorted_nicks(nicks))
         if self.has_room(room):
-            return tuple(entry if n.lower() == room.lower() else (n, u) for n, u in self.members)
+            return tuple(entry if fold(n) == fold(room) else (n, u) for n, u in self.members)
         return (*self.members, entry)
 
     def _without(self, room: str) -> Status:
-        members = tuple((n, u) for n, u in self.members if n.lower() != room.lower())
+        members = tuple((n, u) for n, u in self.members if fold(n) != fold(room))
         current = self.room
-        if current.lower() == room.lower():
+        if fold(current) == fold(room):
             current = members[-1][0] if members else ""  # the room joined last, as the server
         return dataclasses.replace(self, members=members, room=current)
 
     def _is_me(self, nick: Any) -> bool:
-        return isinstance(nick, str) and nick.lower() == self.nick.lower()
+        return isinstance(nick, str) and fold(nick) == fold(self.nick)
 
     def apply(self, event: Mapping[str, Any]) -> Status:
         """The status after a server event."""
@@ -123,33 +125,33 @@ class Status:
         if kind in ("part", "kick") and room and isinstance(nick, str):
             if self._is_me(nick):
                 return self._without(room)
-            gone = nick.lower()
-            members = self._set_members(room, (u for u in self.users_of(room) if u.lower() != gone))
+            gone = fold(nick)
+            members = self._set_members(room, (u for u in self.users_of(room) if fold(u) != gone))
             return dataclasses.replace(self, members=members) if self.has_room(room) else self
         if kind == "leave" and isinstance(nick, str):
-            gone = nick.lower()
+            gone = fold(nick)
             return dataclasses.replace(
                 self,
                 members=tuple(
-                    (name, tuple(u for u in users if u.lower() != gone))
+                    (name, tuple(u for u in users if fold(u) != gone))
                     for name, users in self.members
                 ),
             )
         if kind == "rename":
             old, new = event.get("old"), event.get("new")
             if isinstance(old, str) and isinstance(new, str):
-                folded = old.lower()
+                folded = fold(old)
                 members = tuple(
-                    (name, sorted_nicks(new if u.lower() == folded else u for u in users))
+                    (name, sorted_nicks(new if fold(u) == folded else u for u in users))
                     for name, users in self.members
                 )
-                me = new if self.nick.lower() == folded else self.nick
+                me = new if fold(self.nick) == folded else self.nick
                 return dataclasses.replace(self, members=members, nick=me)
         return self
 
     def switch_to(self, room: str) -> Status:
         """Make a room I am in the current one (no-op for a room I am not in)."""
         for name, _ in self.members:
-            if name.lower() == room.lower():
+            if fold(name) == fold(room):
                 return dataclasses.replace(self, room=name)
         return self

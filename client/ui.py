@@ -56,6 +56,7 @@ from client.render import (
     wrap,
 )
 from client.state import Status
+from client.wire import fold
 
 # What the terminal shows is the real scrollback; the transcript is a bounded copy for tests
 # and for nothing else, so its size only bounds memory.
@@ -262,9 +263,9 @@ class ChatUI:
 
     def _nicks_for_completion(self, online: tuple[str, ...]) -> list[str]:
         """`online` with the people who spoke last first (irssi's order)."""
-        folded = {nick.lower(): nick for nick in online}
-        recent = [folded.pop(n.lower()) for n in reversed(self._recent) if n.lower() in folded]
-        return recent + [nick for nick in online if nick.lower() in folded]
+        folded = {fold(nick): nick for nick in online}
+        recent = [folded.pop(fold(n)) for n in reversed(self._recent) if fold(n) in folded]
+        return recent + [nick for nick in online if fold(nick) in folded]
 
     # --- transcript (tests read it; it mirrors what was printed) -----------------------------
 

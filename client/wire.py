@@ -25,6 +25,15 @@ NICK_MAX_CHARS = 16
 NICK_CHARS = r"A-Za-z0-9\[\]\\^_`{|}-"  # a regex character class body
 NICK_RULE = "1-16 letters, digits or _-[]\\^{}|` not starting with a digit or -"
 ROOM_PREFIX = "#"  # every room name starts with it; `/join rust` means #rust
+_ASCII_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def fold(name: str) -> str:
+    """The form in which the server compares nicknames and room names: only ASCII letters fold
+    (`#Café` is `#café`, but `#É` and `#é` are two rooms), so `str.lower()` would merge names
+    the server keeps apart."""
+    return name.lower() if name.isascii() else name.translate(_ASCII_FOLD)
+
 
 # The server's own lines are JSON objects holding at most a 4 KiB text plus escaping (up to six
 # bytes per character for `\\u00XX`) and a user list; 1 MiB is far above anything legitimate and

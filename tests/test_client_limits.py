@@ -63,6 +63,11 @@ def test_room_prefix_is_the_servers() -> None:
     assert protocol.room_error(parsed.messages[0]["room"]) is None
 
 
+@pytest.mark.parametrize("name", ["#Rust", "#été", "#Été", "#ÉTÉ", "#CAFÉ", "ALICE", "#İstanbul"])
+def test_names_fold_as_the_servers(name: str) -> None:
+    assert wire.fold(name) == protocol.room_key(name) == protocol.nick_key(name)
+
+
 def test_the_client_package_imports_nothing_from_the_server() -> None:
     for path in sorted(CLIENT_DIR.glob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))

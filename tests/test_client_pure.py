@@ -536,3 +536,17 @@ def test_room_events_render(event: dict[str, object], text: str) -> None:
     line = render_event({**event, "ts": TS}, "alice", 0, current_room="#rust")
     assert line is not None
     assert line.plain == f"{format_time(TS)} {text}"
+
+
+def test_rooms_the_server_keeps_apart_stay_apart() -> None:
+    # The server folds only ASCII letters: #Été, #été and #ÉTÉ are three rooms; #éTé is #été.
+    status = Status("127.0.0.1:1").apply(
+        {"type": "welcome", "nick": "alice", "room": "#été", "users": ["alice"]}
+    )
+    status = status.apply({"type": "join", "room": "#Été", "nick": "alice"})
+    status = status.apply({"type": "room", "room": "#Été", "users": ["alice", "bob"]})
+    assert status.rooms == ("#été", "#Été")
+    assert status.users_of("#été") == ("alice",)
+    assert status.users_of("#Été") == ("alice", "bob")
+    assert status.switch_to("#éTé").room == "#été"
+    assert status.users_of("#ÉTÉ") == ()  # a third room, which I am not in

@@ -417,6 +417,54 @@ def test_json_paging_walks_back_without_gap_or_duplicate(make_server):
     ]
 
 
+def test_json_since_answers_what_was_said_after_a_time(make_server):
+    server = _history_server(make_server, history_replay=0)
+    alice = JsonPeer(server.address, "alice")
+    bob = JsonPeer(server.address, "bob")
+    said = []
+    for i in range(6):
+        alice.send_json({"type": "message", "text": f"s{i}"})
+        said.append(bob.expect_type("message"))
+    since = said[2]["ts"]  # a time as a client saw it: the answer starts after it
+    bob.send_json({"type": "history", "since": since})
+    answer = _answer(bob)["messages"]
+    assert [m["text"] for m in answer] == [m["text"] for m in said if m["ts"] > since]
+    assert answer  # not nothing,
+    assert answer[0]["text"] in ("s3", "s4", "s5")  # and not everything
+    bob.send_json({"type": "history", "since": said[-1]["ts"]})
+    assert _answer(bob)["messages"] == []
+    bob.send_json({"type": "history", "since": "yesterday"})
+    assert bob.expect_type("error")["code"] == "bad_request"
+
+
+def test_irc_private_history_with_history_private(make_server):
+    server = _history_server(make_server, history_private=True)
+    alice = IrcPeer(server.irc_address)
+    alice.register("alice")
+    bob = IrcPeer(server.irc_address)
+    bob.send_line("CAP REQ :batch server-time message-tags draft/chathistory")
+    bob.expect_cmd("CAP")
+    bob.send_line("CAP END")
+    bob.register("bob")
+    for text in ("psst", "still there?"):
+        alice.send_line(f"PRIVMSG bob :{text}")
+        assert bob.expect_cmd("PRIVMSG").params == ("bob", text)
+    carol = IrcPeer(server.irc_address)
+    carol.register("carol")
+    carol.send_line("PRIVMSG alice :hi alice")
+    alice.expect_cmd("PRIVMSG")
+    bob.send_line("CHATHISTORY LATEST alice * 10")
+    lines = bob.sync()
+    batch = [m for m in lines if m.command == "BATCH"]
+    assert batch[0].params[1:] == ("chathistory", "alice")
+    found = [(m.source.split("!")[0], m.params) for m in lines if m.command == "PRIVMSG"]
+    assert found == [("alice", ("bob", "psst")), ("alice", ("bob", "still there?"))]
+    assert all("time" in m.tags for m in lines if m.command == "PRIVMSG")
+    # carol's conversation with alice is not bob's to read
+    bob.send_line("CHATHISTORY LATEST carol * 10")
+    assert [m for m in bob.sync() if m.command == "PRIVMSG"] == []
+
+
 def test_irc_chathistory_subcommands(make_server):
     server = _history_server(make_server, history_replay=0)
     talker = JsonPeer(server.address, "talker")

@@ -230,8 +230,13 @@ def test_join_several_channels_with_keys_and_bad_names(irc_server):
     assert replies[1].command == "JOIN"
     assert replies[1].params == ("#open",)
     assert replies[-1].command == "403"
+    bob.send_line("MODE #locked")  # an outsider learns there is a key, not the key
+    assert bob.expect_cmd("324").params[1:] == ("#locked", "+nk")
     bob.send_line("JOIN #locked sesame")
     assert bob.msg().command == "JOIN"
+    bob.sync()
+    bob.send_line("MODE #locked")
+    assert bob.expect_cmd("324").params[1:] == ("#locked", "+nk", "sesame")
 
 
 def test_part_with_and_without_message_and_errors(irc_server):

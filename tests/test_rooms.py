@@ -242,4 +242,4 @@ def test_a_non_operator_is_told_so_before_anything_about_its_key():
         hub.set_modes(bob, "#rust", [("+k", "two words")])
     with pytest.raises(BadKey):
         hub.set_modes(alice, "#rust", [("+k", "two words")])
-    assert hub.room_modes("#rust", alice) == ("#rust", "", False)
+    assert hub.room_modes("#rust", alice) == ("#rust", False, "", False)

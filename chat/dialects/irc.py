@@ -385,7 +385,7 @@ class IrcDialect:
                 continue
             name, users = found
             modes = self._hub.room_modes(name, self._link)
-            secret = modes is not None and modes[2]
+            secret = modes is not None and modes[3]
             self._link.send_pieces(
                 split_lines(
                     irc.names_lines(self._server, self._me, name, users, secret),
@@ -443,10 +443,10 @@ class IrcDialect:
         modes = self._hub.room_modes(target, self._link)
         if modes is None:  # no such room, or a secret one the asker is not in
             raise NoSuchRoom(target)
-        name, key, secret = modes
+        name, keyed, key, secret = modes
         if len(params) == 1:
-            shown = "+n" + ("s" if secret else "") + ("k" if key else "")
-            args = [key] if key else []  # the key is "" for anyone who is not a member
+            shown = "+n" + ("s" if secret else "") + ("k" if keyed else "")
+            args = [key] if key else []  # a non-member sees "+nk" without the key, as on ircds
             self._numeric(irc.RPL_CHANNELMODEIS, name, shown, *args)
             return
         changes, lists = self._parse_modes(params[1], list(params[2:]))
