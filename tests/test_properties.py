@@ -409,8 +409,7 @@ def test_json_batch_of_one_senders_messages_is_encoded_as_one_by_one(
     encoder: its bytes are those of each message encoded on its own; a batch with anything
     else in it (`other`) too."""
     events = tuple(
-        ev.Message(i, ts, room, sender=sender, text=text, notice=notice)
-        for i, ts, text in messages
+        ev.Message(i, ts, room, sender=sender, text=text, notice=notice) for i, ts, text in messages
     )
     for batch in (events, (*events, other), (other, *events)):
         expected = b"".join(wire_json.encode(e, "x") for e in batch)
