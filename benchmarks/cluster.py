@@ -1,6 +1,6 @@
 """The cluster (chat/cluster) against one process, in one run, on this machine.
 
-    python benchmarks/cluster.py            # the full run (~1 min)
+    python benchmarks/cluster.py            # the full run (~2 min)
     python benchmarks/cluster.py --quick    # smaller, for a smoke test
 
 Setups: one plain `chat-server` (the single-process default), one `chat-server --cluster`
@@ -172,9 +172,11 @@ def main() -> int:
                 ("one cluster node", valkey.url, 1),
                 ("two cluster nodes", valkey.url, 2),
             ]
-            for _round in range(max(1, args.rounds)):
-                results: list[dict[str, Any]] = []
-                for name, url, count in setups:
+            for number in range(max(1, args.rounds)):
+                by_name: dict[str, dict[str, Any]] = {}
+                # Every other round in the reverse order: a setup that always ran first (or
+                # right after another) would meet the machine in the same state every time.
+                for name, url, count in setups if number % 2 == 0 else setups[::-1]:
                     valkey.command("FLUSHALL")  # every setup starts from an empty Valkey
                     nodes = [Node(work, url, *SERVER_OPTIONS, name=f"n{i}") for i in range(count)]
                     before = commandstats(valkey)
@@ -190,9 +192,9 @@ def main() -> int:
                     if url:
                         per = sum(calls.values()) / max(1, result["messages"])
                         result["redis_calls_per_message"] = round(per, 2)
-                    results.append(result)
+                    by_name[name] = result
                     print(json.dumps(result), flush=True)
-                rounds.append(results)
+                rounds.append([by_name[name] for name, _, _ in setups])
             ceiling = append_ceiling(valkey, 5000 if args.quick else 50000)
         finally:
             valkey.stop()
