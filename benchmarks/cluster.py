@@ -33,9 +33,11 @@ RUN_TIMEOUT_S = 120
 # The same options for every setup. A send queue of 4 MiB: flat out, 100 bots x 100 messages
 # is 60 MB of output in well under a second, and with the default 256 KiB a busy machine drops
 # the slowest readers ("send queue exceeded") in any setup, which measures the machine.
-# No history in any setup: a cluster node keeps none yet, and the single process would
-# otherwise write every message to SQLite on top (and to the user's own history file).
-SERVER_OPTIONS = ("--max-clients", "1000", "--sendq-bytes", str(4 * 1024 * 1024), "--no-history")
+SERVER_OPTIONS = ("--max-clients", "1000", "--sendq-bytes", str(4 * 1024 * 1024))
+# No history in this benchmark's setups: its cost in a cluster is measured on its own
+# (benchmarks/cluster_history.py), and the single process would write every message to the
+# user's own history file.
+NO_HISTORY = ("--no-history",)
 
 
 def commandstats(valkey: Valkey) -> dict[str, int]:
@@ -55,12 +57,17 @@ def cpu_s(node: Node | Valkey) -> float:
 
 
 def run_setup(
-    name: str, nodes: list[Node], valkey: Valkey, clients: int, messages: int, paced: int
+    name: str,
+    nodes: list[Node],
+    clients: int,
+    messages: int,
+    paced: int,
+    valkey: Valkey | None = None,
 ) -> dict[str, Any]:
     servers = tuple(node.address for node in nodes)
     each_before = [cpu_s(n) for n in nodes]
     cpu_before = sum(each_before)
-    valkey_before = cpu_s(valkey)
+    valkey_before = cpu_s(valkey) if valkey is not None else 0.0
     flat = run_load(
         LoadConfig(
             clients=clients,
@@ -74,7 +81,7 @@ def run_setup(
     )
     each_flat = [cpu_s(n) - before for n, before in zip(nodes, each_before, strict=True)]
     cpu_flat = sum(cpu_s(n) for n in nodes) - cpu_before
-    valkey_flat = cpu_s(valkey) - valkey_before
+    valkey_flat = cpu_s(valkey) - valkey_before if valkey is not None else 0.0
     timed = run_load(
         LoadConfig(
             clients=clients,
@@ -178,10 +185,11 @@ def main() -> int:
                 # right after another) would meet the machine in the same state every time.
                 for name, url, count in setups if number % 2 == 0 else setups[::-1]:
                     valkey.command("FLUSHALL")  # every setup starts from an empty Valkey
-                    nodes = [Node(work, url, *SERVER_OPTIONS, name=f"n{i}") for i in range(count)]
+                    options = (*SERVER_OPTIONS, *NO_HISTORY)
+                    nodes = [Node(work, url, *options, name=f"n{i}") for i in range(count)]
                     before = commandstats(valkey)
                     try:
-                        result = run_setup(name, nodes, valkey, clients, messages, paced)
+                        result = run_setup(name, nodes, clients, messages, paced, valkey)
                     finally:
                         for node in nodes:
                             node.stop()

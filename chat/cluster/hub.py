@@ -51,6 +51,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from chat import events as ev
+from chat.cluster import history as cluster_history
 from chat.hub import (
     DEFAULT_ROOM,
     ChatError,
@@ -62,6 +63,8 @@ from chat.hub import (
     Unavailable,
 )
 from chat.protocol import nick_key, room_key
+from chat.store import StoreError
+from chat.store.redis import RedisStore
 from chat.wire import EncodeCache
 
 log = logging.getLogger("chat.cluster")
@@ -94,6 +97,8 @@ CATCH_UP_TIMEOUT_S = 60.0  # a new node replays the stream before it listens
 RACY_CLAIM_GAP_S = 0.02
 # Request tokens remembered to apply a retried request once (retries happen within seconds).
 TOKENS_KEPT = 100_000
+# close(): what the history writer still has queued is sent within this (#11).
+HISTORY_STOP_S = 1.0
 
 GONE = "their server went away"
 CUT_OFF = "this server lost its link to the cluster"
@@ -302,6 +307,11 @@ class ClusterHub(Hub):
         self._reader_id: int | None = None
         self.applied = 0  # entries applied (benchmarks, tests)
         self.snapshots_built = 0  # by this node (tests)
+        # -- history (#11 in a cluster, chat/cluster/history.py) --
+        # The node whose user sent a message writes it to the store; the others only record
+        # it (replay buffers, the store's recent events). The follower says which (`_stamp`).
+        if isinstance(self.store, RedisStore):
+            self.store.origin = self._made_here
 
     # -- lifecycle (ChatServer.start() calls open(); stop() calls close() after the readers) ---
 
@@ -338,6 +348,7 @@ class ClusterHub(Hub):
         except redis.RedisError as error:
             self._close_clients()
             raise ClusterError(f"cannot use Redis at {where}: {error}") from None
+        self._open_history(loaded=bool(snapshot))
         if self.racy_claims:
             log.warning("cluster DEMO: nicknames are checked, then set: two users may get one")
         start_id = str(newest[0][0]) if newest else "0-0"
@@ -373,6 +384,8 @@ class ClusterHub(Hub):
             with contextlib.suppress(redis.RedisError):  # else its key expires
                 self._redis.delete(self._node_prefix + self.node)
         self._close_clients()
+        if self.store is not None:  # history (#11): this hub started it in open()
+            self.store.stop(HISTORY_STOP_S if self._link_up else 0.0)  # Redis away: no wait
         with self._ids_lock:
             everyone = sorted(self._members.items(), key=lambda item: _id_order(item[0]))
             self._members.clear()
@@ -724,6 +737,7 @@ class ClusterHub(Hub):
             error = Unavailable("", CUT_OFF)
         else:
             self._stamp.ts = float(command.get("t", 0)) or None
+            self._stamp.local = not isinstance(member, RemoteMember)  # history: who writes
             arguments = command.get("a", ())
             options = command.get("k", {})
             if options.pop("racy", False):  # the demo's SET: whoever held the name loses it
@@ -739,6 +753,7 @@ class ClusterHub(Hub):
                 error = bug
             finally:
                 self._stamp.ts = None
+                self._stamp.local = None
                 if twin is not None:
                     with self._lock:
                         self._by_key[nick_key(twin[0])] = twin
@@ -837,7 +852,11 @@ class ClusterHub(Hub):
                 ]
                 for s in self._rooms.values()
             ]
-            return {"members": members, "rooms": rooms, "next_id": self._next_id}
+            state = {"members": members, "rooms": rooms, "next_id": self._next_id}
+            history = cluster_history.snapshot_locked(self)  # history (#11)
+            if history is not None:
+                state["history"] = history
+            return state
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Replaces the replica by a snapshot (every member in it is another node's, or one
@@ -868,6 +887,7 @@ class ClusterHub(Hub):
                     secret=secret,
                 )
             self._next_id = int(state["next_id"])
+            cluster_history.restore_locked(self, state.get("history"))  # history (#11)
         with self._ids_lock:
             self._members.update(members)
 
@@ -888,6 +908,7 @@ class ClusterHub(Hub):
             self._restore(json.loads(snapshot["state"]))
             self._last_id, self._last_n = snapshot["id"], int(snapshot["n"])
             self._done_id = self._last_id
+            cluster_history.fill_replays(self)  # history (#11)
         self._append_gone(self.node)
 
     def _state_lost(self) -> None:
@@ -991,6 +1012,29 @@ class ClusterHub(Hub):
                 if key and not room.key:
                     room.key = key
                 room.secret = room.secret or secret
+
+    # -- history (#11 in a cluster: chat/cluster/history.py, chat/store/redis.py) --------------
+
+    def _open_history(self, *, loaded: bool) -> None:
+        """Starts the store (before the follower: it records what it applies) and, when the
+        replica came from a snapshot, fills the replay buffers from it. Raises ClusterError."""
+        if self.store is None:
+            return
+        try:
+            self.store.start()
+        except StoreError as error:
+            self._close_clients()
+            raise ClusterError(str(error)) from None
+        if loaded:
+            cluster_history.fill_replays(self)
+
+    def restore_history(self) -> None:
+        """Nothing: a node's rooms, ids and replay buffers come from the cluster (open())."""
+
+    def _made_here(self) -> bool:
+        """Whether the event being applied was made by this node's user (its node writes it to
+        the store; the follower sets the flag around each request)."""
+        return getattr(self._stamp, "local", None) is not False
 
     # -- link state, heartbeat, node-gone checks ----------------------------------------------
 
