@@ -381,6 +381,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_tls(parser, args)
+    if args.cluster and not args.no_history and args.history_db != default_history_path():
+        # history in a cluster (#12): one file per server cannot be every node's history
+        parser.error(
+            "--history-db is one server's file; with --cluster, history is kept in the"
+            " cluster's Redis (--no-history: none)"
+        )
     if args.workers > 1:  # cluster (#12): this process only starts and watches the workers
         return _run_workers(args, list(sys.argv[1:] if argv is None else argv))
     listener = _log_through_a_queue(args.log_level)

@@ -77,7 +77,8 @@ class ServerConfig:
     # -- history (#11, docs/history.md) --
     # Where messages and rooms are kept: a SQLite file, ":memory:", or None: no history. None
     # by default here, so tests and embedders never write to the user's state directory;
-    # chat-server's --history-db defaults to default_history_path() instead.
+    # chat-server's --history-db defaults to default_history_path() instead. With cluster_url,
+    # anything but None turns history on, kept in the cluster's Redis (the path is not used).
     history_db: str | None = None
     history_replay: int = 50  # messages replayed to a user joining a room (0: none)
     history_days: float | None = None  # delete messages older than this (None: keep)

@@ -107,7 +107,7 @@ class ChatServer:
         # tests swap; a server for real users takes the defaults.
         self.config = config = config or ServerConfig()
         # -- history (#11): a store from config.history_db unless one is given --
-        # (Not with --cluster yet: a node's replica must not be changed by a local file; #12.)
+        # (With --cluster it is kept in the cluster's Redis instead: below.)
         if (
             store is None
             and hub is None
@@ -118,6 +118,15 @@ class ChatServer:
 
             store = SqliteStore(
                 config.history_db,
+                retention_days=config.history_days,
+                max_per_target=config.history_max,
+            )
+        if store is None and hub is None and config.history_db is not None and config.cluster_url:
+            # history in a cluster (#12): every node reads and writes the cluster's Redis
+            from chat.store.redis import RedisStore
+
+            store = RedisStore(
+                config.cluster_url,
                 retention_days=config.history_days,
                 max_per_target=config.history_max,
             )
@@ -134,6 +143,10 @@ class ChatServer:
                 rooms_per_user=config.rooms_per_user,
                 max_rooms=config.max_rooms,
                 quiet_room_size=config.quiet_room_size,
+                store=store,  # history (#11) in the cluster's Redis, or None
+                replay=config.history_replay,
+                replay_bytes=max(1024, config.sendq_bytes // 4),
+                store_private=config.history_private,
             )
         if hub is None:
             hub = Hub(
@@ -211,8 +224,6 @@ class ChatServer:
         ):
             if option in self._bound:
                 log.info("%s %s:%d", what, *self._address_of(option))
-        if config.cluster_url and config.history_db is not None:  # cluster (#12)
-            log.info("history: not kept with --cluster yet (docs/cluster.md)")
         if self.store is not None:  # history (#11): where it is kept, said at every start
             log.info(
                 "history: %s (replay %d, private messages %s)",
