@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import selectors
 import signal
 import socket
 import sys
@@ -24,11 +23,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from crowd import Crowd
 from run import PY, RunningServer, Server
 
 PHASE_TIMEOUT_S = 300
-GOODBYE = b"*** server shutting down"
-CONNECT_BATCH = 64  # connections opened, then welcomed, at a time (the listen backlog is 128)
 
 
 def server_command(quiet: int, clients: int) -> list[str]:
@@ -51,69 +49,6 @@ def server_command(quiet: int, clients: int) -> list[str]:
     ]
 
 
-class Crowd:
-    """N text clients on one selector; each one's input is read and kept only as long as the
-    test needs it (until its welcome, and the last bytes to check for the goodbye)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.selector = selectors.DefaultSelector()
-        self.socks: list[socket.socket] = []
-        self.welcomed: set[int] = set()
-        self.seen: dict[int, bytes] = {}
-        self.eof: set[int] = set()
-        self.goodbye_before_eof: set[int] = set()
-
-    def join(self, count: int, prefix: str = "u") -> None:
-        deadline = time.monotonic() + PHASE_TIMEOUT_S
-        while len(self.socks) < count:
-            for _ in range(min(CONNECT_BATCH, count - len(self.socks))):
-                sock = socket.create_connection(("127.0.0.1", self.port))
-                sock.setblocking(False)
-                index = len(self.socks)
-                self.socks.append(sock)
-                self.seen[index] = b""
-                self.selector.register(sock, selectors.EVENT_READ, index)
-                sock.send(f"{prefix}{index}\n".encode())
-            self.pump(lambda: len(self.welcomed) == len(self.socks), deadline)
-        self.pump(lambda: len(self.welcomed) == count, deadline)
-
-    def pump(self, done: object, deadline: float) -> None:
-        assert callable(done)
-        while not done():
-            if time.monotonic() > deadline:
-                raise TimeoutError("phase took too long")
-            for key, _ in self.selector.select(0.5):
-                index = key.data
-                try:
-                    data = key.fileobj.recv(1 << 16)  # type: ignore[union-attr]
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError:
-                    data = b""
-                if not data:
-                    self.eof.add(index)
-                    if GOODBYE in self.seen[index]:
-                        self.goodbye_before_eof.add(index)
-                    self.selector.unregister(key.fileobj)
-                    continue
-                seen = self.seen[index][-64:] + data  # enough to find a marker split in two
-                self.seen[index] = seen
-                if index not in self.welcomed and b"* Hello " in seen:
-                    self.welcomed.add(index)
-                    self.seen[index] = b""
-
-    def hang_up(self) -> None:
-        for sock in self.socks:
-            self.selector.unregister(sock)
-            sock.close()
-
-    def close(self) -> None:
-        for sock in self.socks:
-            sock.close()
-        self.selector.close()
-
-
 def online(port: int) -> int:
     """How many users the server has, asked by a fresh text client (it counts itself)."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
@@ -130,7 +65,7 @@ def online(port: int) -> int:
 
 def joins(count: int, quiet: int) -> dict[str, float]:
     server = RunningServer(Server(f"quiet {quiet}", server_command(quiet, count)))
-    crowd = Crowd(server.port)
+    crowd = Crowd(("127.0.0.1", server.port))
     try:
         cpu0, t0 = server.cpu_s(), time.monotonic()
         crowd.join(count)
@@ -151,7 +86,7 @@ def joins(count: int, quiet: int) -> dict[str, float]:
 
 def shutdown(count: int, hangup: bool, keep_log: str = "") -> dict[str, float]:
     server = RunningServer(Server("shutdown", server_command(200, count)))
-    crowd = Crowd(server.port)
+    crowd = Crowd(("127.0.0.1", server.port))
     try:
         crowd.join(count)
         cpu0 = server.cpu_s()

@@ -1,6 +1,6 @@
 """The cluster (chat/cluster) against one process, in one run, on this machine.
 
-    python benchmarks/cluster.py            # the full run (~1 min)
+    python benchmarks/cluster.py            # the full run (~2 min)
     python benchmarks/cluster.py --quick    # smaller, for a smoke test
 
 Setups: one plain `chat-server` (the single-process default), one `chat-server --cluster`
@@ -34,6 +34,10 @@ RUN_TIMEOUT_S = 120
 # is 60 MB of output in well under a second, and with the default 256 KiB a busy machine drops
 # the slowest readers ("send queue exceeded") in any setup, which measures the machine.
 SERVER_OPTIONS = ("--max-clients", "1000", "--sendq-bytes", str(4 * 1024 * 1024))
+# No history in this benchmark's setups: its cost in a cluster is measured on its own
+# (benchmarks/cluster_history.py), and the single process would write every message to the
+# user's own history file.
+NO_HISTORY = ("--no-history",)
 
 
 def commandstats(valkey: Valkey) -> dict[str, int]:
@@ -46,16 +50,24 @@ def commandstats(valkey: Valkey) -> dict[str, int]:
     }
 
 
-def cpu_s(node: Node) -> float:
+def cpu_s(node: Node | Valkey) -> float:
+    assert node.process is not None
     fields = Path(f"/proc/{node.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, clock ticks of 10 ms
 
 
 def run_setup(
-    name: str, nodes: list[Node], clients: int, messages: int, paced: int
+    name: str,
+    nodes: list[Node],
+    clients: int,
+    messages: int,
+    paced: int,
+    valkey: Valkey | None = None,
 ) -> dict[str, Any]:
     servers = tuple(node.address for node in nodes)
-    cpu_before = sum(cpu_s(n) for n in nodes)
+    each_before = [cpu_s(n) for n in nodes]
+    cpu_before = sum(each_before)
+    valkey_before = cpu_s(valkey) if valkey is not None else 0.0
     flat = run_load(
         LoadConfig(
             clients=clients,
@@ -67,7 +79,9 @@ def run_setup(
             port=servers[0][1],
         )
     )
+    each_flat = [cpu_s(n) - before for n, before in zip(nodes, each_before, strict=True)]
     cpu_flat = sum(cpu_s(n) for n in nodes) - cpu_before
+    valkey_flat = cpu_s(valkey) - valkey_before if valkey is not None else 0.0
     timed = run_load(
         LoadConfig(
             clients=clients,
@@ -89,6 +103,11 @@ def run_setup(
         "room_order_disagreements": flat.room_order_disagreements,
         "deliveries_per_s": flat.delivery_rate,
         "server_cpu_s": round(cpu_flat, 2),
+        # CPU is steadier than a rate on a shared machine: what the servers (and Valkey) spent
+        # per delivery, and the busiest node's share (its own core's limit, with a core each).
+        "server_cpu_us_per_delivery": round(cpu_flat / max(1, flat.deliveries_received) * 1e6, 3),
+        "busiest_node_cpu_s": round(max(each_flat), 2),
+        "valkey_cpu_s": round(valkey_flat, 2),
         "p50_ms_at_200_msg_s": timed.latency.p50_ms if timed.latency else None,
         "p99_ms_at_200_msg_s": timed.latency.p99_ms if timed.latency else None,
         "messages": flat.messages_sent + timed.messages_sent,
@@ -160,14 +179,17 @@ def main() -> int:
                 ("one cluster node", valkey.url, 1),
                 ("two cluster nodes", valkey.url, 2),
             ]
-            for _round in range(max(1, args.rounds)):
-                results: list[dict[str, Any]] = []
-                for name, url, count in setups:
+            for number in range(max(1, args.rounds)):
+                by_name: dict[str, dict[str, Any]] = {}
+                # Every other round in the reverse order: a setup that always ran first (or
+                # right after another) would meet the machine in the same state every time.
+                for name, url, count in setups if number % 2 == 0 else setups[::-1]:
                     valkey.command("FLUSHALL")  # every setup starts from an empty Valkey
-                    nodes = [Node(work, url, *SERVER_OPTIONS, name=f"n{i}") for i in range(count)]
+                    options = (*SERVER_OPTIONS, *NO_HISTORY)
+                    nodes = [Node(work, url, *options, name=f"n{i}") for i in range(count)]
                     before = commandstats(valkey)
                     try:
-                        result = run_setup(name, nodes, clients, messages, paced)
+                        result = run_setup(name, nodes, clients, messages, paced, valkey)
                     finally:
                         for node in nodes:
                             node.stop()
@@ -178,9 +200,9 @@ def main() -> int:
                     if url:
                         per = sum(calls.values()) / max(1, result["messages"])
                         result["redis_calls_per_message"] = round(per, 2)
-                    results.append(result)
+                    by_name[name] = result
                     print(json.dumps(result), flush=True)
-                rounds.append(results)
+                rounds.append([by_name[name] for name, _, _ in setups])
             ceiling = append_ceiling(valkey, 5000 if args.quick else 50000)
         finally:
             valkey.stop()
@@ -188,14 +210,15 @@ def main() -> int:
     single, one, two = results
     print(f"\nmedians of {len(rounds)} round(s):")
     print(
-        "| setup | deliveries/s | lost | dup | order | room order | CPU s | p50 ms | p99 ms "
-        "| Redis calls/msg |"
+        "| setup | deliveries/s | lost | dup | order | room order | CPU s | busiest node CPU s "
+        "| Valkey CPU s | p50 ms | p99 ms | Redis calls/msg |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r['setup']} | {r['deliveries_per_s']:,.0f} | {r['lost']} | {r['duplicated']} "
             f"| {r['out_of_order']} | {r['room_order_disagreements']} | {r['server_cpu_s']} "
+            f"| {r['busiest_node_cpu_s']} | {r['valkey_cpu_s']} "
             f"| {r['p50_ms_at_200_msg_s']} | {r['p99_ms_at_200_msg_s']} "
             f"| {r.get('redis_calls_per_message', '-')} |"
         )
@@ -203,6 +226,13 @@ def main() -> int:
     rate_two, rate_one, rate_single = (r["deliveries_per_s"] for r in (two, one, single))
     print(f"two nodes / one process, deliveries/s: {rate_two / rate_single:.2f}")
     print(f"two nodes / one cluster node, deliveries/s: {rate_two / rate_one:.2f}")
+    cpu_two, cpu_one, cpu_single = (r["busiest_node_cpu_s"] for r in (two, one, single))
+    if cpu_two and cpu_single and cpu_one:
+        print(
+            "deliveries per CPU-second of the busiest node (a core each), two nodes / one "
+            f"process: {cpu_single / cpu_two:.2f}, two nodes / one cluster node: "
+            f"{cpu_one / cpu_two:.2f}"
+        )
     p99_two, p99_single = two["p99_ms_at_200_msg_s"], single["p99_ms_at_200_msg_s"]
     if p99_two and p99_single:
         print(f"p99 at 200 msg/s, two nodes / one process: {p99_two / p99_single:.2f}")

@@ -29,7 +29,7 @@ import big_room
 README_PROMISE_S = 2.0
 
 
-def run_once(count: int, hangup: bool, tree: Path | None) -> dict[str, Any]:
+def run_once(count: int, hangup: bool, tree: Path | None, keep_log: str = "") -> dict[str, Any]:
     saved = command = big_room.server_command
     if tree is not None:  # the same options, the code of another checkout
 
@@ -41,7 +41,9 @@ def run_once(count: int, hangup: bool, tree: Path | None) -> dict[str, Any]:
 
     big_room.server_command = command
     try:
-        return big_room.shutdown(count, hangup)
+        result = big_room.shutdown(count, hangup, keep_log)
+        result["load"] = os.getloadavg()[0]  # the machine may be shared: say how busy it was
+        return result
     finally:
         big_room.server_command = saved
 
@@ -52,6 +54,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--baseline-tree", type=Path, help="a checkout to compare with")
     parser.add_argument("--json", type=Path, help="write the results here too")
+    parser.add_argument("--logs", type=Path, help="keep each server's log in this directory")
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -64,12 +67,19 @@ def main() -> int:
         for hangup in (False, True):
             for _round in range(args.rounds):
                 for name, tree in trees:
-                    result = run_once(count, hangup, tree)
+                    log = ""
+                    if args.logs is not None:
+                        args.logs.mkdir(parents=True, exist_ok=True)
+                        how = "hangup" if hangup else "idle"
+                        tag = "baseline" if tree is not None else "this"
+                        log = str(args.logs / f"{count}-{how}-{tag}-{_round}.log")
+                    result = run_once(count, hangup, tree, log)
                     row = {"clients": count, "hangup": hangup, "tree": name, **result}
                     rows.append(row)
                     print(
                         f"{count} {'hanging up' if hangup else 'idle'} {name}: "
-                        f"exit {result['exit_s']:.2f} s, CPU {result['shutdown_cpu']:.2f} s"
+                        f"exit {result['exit_s']:.2f} s, CPU {result['shutdown_cpu']:.2f} s, "
+                        f"load {result['load']:.1f}"
                         + ("" if hangup else f", goodbyes {result['goodbyes']}/{count}"),
                         file=sys.stderr,
                         flush=True,

@@ -20,6 +20,8 @@ class FloodGate:
     `rate <= 0` turns flood control off.
     """
 
+    __slots__ = ("_burst", "_dropped", "_rate", "_stamp", "_tokens")  # one per client (#14)
+
     def __init__(self, rate: float, burst: int, now: float) -> None:
         self._rate = rate
         self._burst = max(1, burst)

@@ -305,10 +305,6 @@ class Hub:
         with self._lock:
             return len(self._nick_of)
 
-    def nick_of(self, member: Member) -> str | None:
-        with self._lock:
-            return self._nick_of.get(member)
-
     def userhost_of(self, nick: str) -> tuple[str, str] | None:
         """(nick as spelled, user@host) of the user called `nick`, or None."""
         with self._lock:

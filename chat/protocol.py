@@ -62,6 +62,8 @@ class LineDecoder:
     A line longer than `max_discard` raises `EndlessLine`: the caller disconnects.
     """
 
+    __slots__ = ("_buffer", "_discarded", "_discarding", "_max_discard", "_max_line")  # #14
+
     def __init__(self, max_line: int = MAX_LINE_BYTES, max_discard: int = MAX_DISCARD_BYTES):
         self._max_line = max_line
         self._max_discard = max_discard

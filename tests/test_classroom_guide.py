@@ -1,11 +1,13 @@
 """Every command of docs/classroom.md, run as a student would, so the guide cannot rot.
 
-Each `console` block is one experiment: its `chat-server` line is started in the background with
-port 0 instead of 8888 (the system picks a free port, read back from the log, so there is no
-race with other programs for a port), the other `$ ` lines run in order through bash with a
-time limit (`PID` becomes the server's process id, a trailing `&` runs a command in the
-background, `wait` collects the background commands), and at the end the server gets SIGINT,
-as from Ctrl-C.
+Each `console` block is one experiment: its `chat-server` lines are started in the background
+with port 0 instead of 8888 (or 8889: the system picks a free port, read back from the log, so
+there is no race with other programs for a port, and later lines get it in place of the
+guide's), the other `$ ` lines run in order through bash with a time limit (`PID` becomes the
+first server's process id, a trailing `&` runs a command in the background, `wait` collects the
+background commands, `export NAME=VALUE` sets a variable for the commands after it), and at the
+end every server gets SIGINT, as from Ctrl-C. An experiment with a `redis://` URL (the cluster,
+step 8) gets a real Valkey of its own (tests/valkey.py), whose URL replaces the guide's.
 
 What is checked, as the guide's "How to read the commands" says:
 * the exit code of each command is the one the guide announces (`# exits N`, else 0);
@@ -15,7 +17,7 @@ What is checked, as the guide's "How to read the commands" says:
   `--send-timeout 0`) every count may differ too, but must not be 0;
 * each line of a `log` block after an experiment is in that server's log (where in the log
   does not matter: threads interleave); there every number may differ (ports, counts);
-* the server stops on Ctrl-C with exit code 0, and its audit agrees with the mode it ran in.
+* every server stops on Ctrl-C with exit code 0, and its audit agrees with the mode it ran in.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.valkey import Valkey
+
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "classroom.md"
 COMMAND_TIMEOUT_S = 20.0
 START_TIMEOUT_S = 10.0
@@ -39,7 +43,9 @@ _EXITS = re.compile(r"#\s*exits\s+([\d\sor]+)$")
 # Lines whose numbers are timings: they differ from run to run on any server.
 _TIMING_LINES = ("latency ", "delivery rate ", "elapsed ")
 # Experiments whose counts differ from run to run: races, and a server stuck on purpose.
-_RACY_SERVERS = ("--unsafe-registry", "--send-timeout 0")
+_RACY_SERVERS = ("--unsafe-registry", "--send-timeout 0", "--racy-cluster-claims")
+GUIDE_REDIS_URL = "redis://127.0.0.1:6379/0"
+_GUIDE_PORT = re.compile(r"--port (\d+)")
 _LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
 _TOKENS = re.compile(r"(\.\.\.|0x[0-9a-f]+|\d[\d,.]*\d|\d)")
 _ANY_NUMBER = r"\d[\d,.]*"
@@ -60,12 +66,20 @@ class Experiment:
     server_log: list[str] = field(default_factory=list)  # lines of the `log` blocks after it
 
     @property
+    def servers(self) -> list[str]:
+        return [c.line for c in self.commands if c.line.startswith("chat-server ")]
+
+    @property
     def server(self) -> str:
-        return self.commands[0].line
+        return self.servers[0]
 
     @property
     def racy(self) -> bool:
-        return any(flag in self.server for flag in _RACY_SERVERS)
+        return any(flag in server for server in self.servers for flag in _RACY_SERVERS)
+
+    @property
+    def clustered(self) -> bool:
+        return any(GUIDE_REDIS_URL in c.line for c in self.commands)
 
 
 def _parse_command(raw: str) -> Command:
@@ -160,7 +174,10 @@ def _wait_for(path: Path, pattern: str, timeout: float) -> re.Match[str]:
 
 def test_the_guide_has_experiments():
     assert len(EXPERIMENTS) >= 9
-    assert all(e.commands and e.server.startswith("chat-server ") for e in EXPERIMENTS)
+    assert all(e.commands and e.servers for e in EXPERIMENTS)
+    assert all(e.commands[0].line == e.server for e in EXPERIMENTS if not e.clustered)
+    # Step 8: two servers on one Valkey, with and without the racy claims.
+    assert [len(e.servers) for e in EXPERIMENTS if e.clustered] == [2, 2]
     # Output is checked, not only exit codes: most experiments show what their commands print.
     shown = [e for e in EXPERIMENTS if any(c.output for c in e.commands)]
     assert len(shown) >= 7
@@ -196,19 +213,41 @@ def _slow(experiment: Experiment) -> bool:
         pytest.param(e, marks=[pytest.mark.stress, pytest.mark.timeout(120)] if _slow(e) else [])
         for e in EXPERIMENTS
     ],
-    ids=[f"{i}:{' '.join(e.server.split()[3:]) or 'default'}" for i, e in enumerate(EXPERIMENTS)],
+    ids=[
+        f"{i}:{'cluster ' if e.clustered else ''}{' '.join(e.server.split()[3:]) or 'default'}"
+        for i, e in enumerate(EXPERIMENTS)
+    ],
 )
 def test_every_command_of_the_guide_works(experiment, tmp_path):
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env["PYTHONUNBUFFERED"] = "1"
-    server_command = experiment.server.replace("8888", "0")
-    server_log = tmp_path / "server.log"
-    with server_log.open("w") as log_file:
-        server = subprocess.Popen(
-            ["bash", "-c", f"exec {server_command}"], stdout=log_file, stderr=log_file, env=env
-        )
+    valkey = Valkey(tmp_path).start() if experiment.clustered else None
+    servers: list[tuple[str, subprocess.Popen[bytes], Path]] = []  # (command, process, log)
+    ports: dict[str, str] = {}  # the guide's port -> the server's
     background: list[tuple[Command, subprocess.Popen[str]]] = []
+
+    def substitute(line: str) -> str:
+        if valkey is not None:
+            line = line.replace(GUIDE_REDIS_URL, valkey.url)
+        for guide_port, port in ports.items():
+            line = line.replace(guide_port, port)
+        return line.replace("PID", str(servers[0][1].pid)) if servers else line
+
+    def start(command: str) -> None:
+        guide_port = _GUIDE_PORT.search(command)
+        server_log = tmp_path / f"server{len(servers)}.log"
+        with server_log.open("w") as log_file:
+            server = subprocess.Popen(
+                ["bash", "-c", f"exec {_GUIDE_PORT.sub('--port 0', substitute(command))}"],
+                stdout=log_file,
+                stderr=log_file,
+                env=env,
+            )
+        servers.append((command, server, server_log))
+        port = _wait_for(server_log, r"listening on \S+:(\d+)\n", START_TIMEOUT_S).group(1)
+        if guide_port is not None:
+            ports[guide_port.group(1)] = port
 
     def collect() -> str:
         """Waits for the background commands; their output, in the order they were started."""
@@ -221,9 +260,15 @@ def test_every_command_of_the_guide_works(experiment, tmp_path):
         return "".join(outputs)
 
     try:
-        port = _wait_for(server_log, r"listening on \S+:(\d+)\n", START_TIMEOUT_S).group(1)
-        for command in experiment.commands[1:]:
-            line = command.line.replace("8888", port).replace("PID", str(server.pid))
+        for command in experiment.commands:
+            line = substitute(command.line)
+            if command.line.startswith("chat-server "):
+                start(command.line)
+                continue
+            if line.startswith("export "):
+                name, _, value = line.removeprefix("export ").partition("=")
+                env[name] = value
+                continue
             if line == "wait":
                 printed = collect()
             elif command.background:
@@ -255,19 +300,29 @@ def test_every_command_of_the_guide_works(experiment, tmp_path):
             if job.poll() is None:
                 job.kill()
                 job.wait(STOP_TIMEOUT_S)
-        if server.poll() is None:
-            server.send_signal(signal.SIGINT)
-        try:
-            server.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(STOP_TIMEOUT_S)
-            pytest.fail(f"the server did not stop on SIGINT:\n{server_log.read_text()}")
-    log = server_log.read_text(errors="replace")
-    assert server.returncode == 0, log
-    assert _not_in_log(experiment.server_log, log) == [], log
-    if "--unsafe-registry" in server_command:
-        assert "VIOLATION" in log
-        assert "invariant violation(s)" in log
-    else:
-        assert "audit: 0 invariant violations" in log, log
+        for _, server, _ in servers:
+            if server.poll() is None:
+                server.send_signal(signal.SIGINT)
+        stuck = []
+        for _, server, server_log in servers:
+            try:
+                server.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(STOP_TIMEOUT_S)
+                stuck.append(server_log.read_text())
+        if valkey is not None:
+            valkey.stop()
+        if stuck:
+            pytest.fail(f"a server did not stop on SIGINT:\n{stuck[0]}")
+    logs = ""
+    for command, server, server_log in servers:
+        log = server_log.read_text(errors="replace")
+        logs += log
+        assert server.returncode == 0, log
+        if "--unsafe-registry" in command:
+            assert "VIOLATION" in log
+            assert "invariant violation(s)" in log
+        else:
+            assert "audit: 0 invariant violations" in log, log
+    assert _not_in_log(experiment.server_log, logs) == [], logs

@@ -266,16 +266,15 @@ def test_nick_clash_across_nodes_only_the_racy_demo_gives_one_name_twice(
         "cluster_racy_claims": racy,
     }
     a, b = make_server(**options), make_server(**options)
-    both_won = 0
-    for _attempt in range(3 if racy else 1):  # a race may need more than one try to show
+    for _run in range(2):  # the demo works run after run on the same servers (a classroom)
         config = LoadConfig(
             clients=40, messages=1, nick_clash=True, duration=30, servers=(a.address, b.address)
         )
-        both_won += run_load(config).nick_clash_both_won
+        report = run_load(config)
+        assert report.joined == 40, report
+        assert (report.nick_clash_both_won > 0) == racy, report
         wait_until(lambda: not a.hub.nicks() and not b.hub.nicks())
-        if both_won:
-            break
-    assert (both_won > 0) == racy
+        assert a.hub.check_invariants() == b.hub.check_invariants() == []
 
 
 # -- Redis away: paused (a partition), gone long, restarted empty ------------------------------
@@ -451,7 +450,16 @@ def test_a_new_node_starts_from_a_snapshot_and_the_stream_is_trimmed(
         assert bob.expect_cmd("PRIVMSG").params[-1] == f"line {i}"
     entries = int(str(valkey.command("XLEN", "threadroom:events")))
     assert entries < 70  # trimmed: between one and two snapshot intervals are left
-    assert valkey.command("HGET", "threadroom:snapshot", "n") is not None
+
+    def snapshots() -> tuple[int, int]:
+        """(snapshots saved, snapshots built by a and b)"""
+        saved = int(str(valkey.command("HGET", "threadroom:snapshot", "n")))
+        return saved // 20, a.hub.snapshots_built + b.hub.snapshots_built
+
+    assert snapshots()[0] >= 3
+    # One node builds each snapshot (the first to claim it), not every node (a broken variant
+    # where both build: twice as many built as saved).
+    wait_until(lambda: snapshots()[0] == snapshots()[1])
     c = node()
     assert c.hub.applied < 70  # it did not replay the whole chat
     assert sorted(c.hub.nicks()) == ["alice", "bob"]
@@ -568,58 +576,3 @@ def test_a_node_stops_promptly_while_redis_is_away(
         valkey.resume()
     assert took < a.hub.request_timeout_s / 2, took  # a broken variant takes the full 10 s
     alice.close()
-
-
-@pytest.mark.stress
-@pytest.mark.timeout(120)
-def test_the_classroom_cluster_step_runs_as_written(tmp_path: Path, valkey: Valkey) -> None:
-    """docs/classroom.md step 8, command by command (a `text` block: the guide runner starts
-    one server per experiment and no Valkey, so this test runs it): the Redis URL and the two
-    ports are replaced by the test's own, and the output must match as the guide's does."""
-    from tests.test_classroom_guide import GUIDE, _first_missing
-
-    section = GUIDE.read_text().split("## 8. ", 1)[1]
-    block = re.search(r"```text\n(.*?)```", section, flags=re.DOTALL)
-    assert block is not None
-    commands: list[tuple[str, list[str]]] = []
-    for raw in block.group(1).splitlines():
-        if raw.startswith("$ "):
-            commands.append((raw[2:], []))
-        elif commands and raw.strip() not in ("", "..."):
-            commands[-1][1].append(raw)
-    ports = {"8888": str(free_port()), "8889": str(free_port())}
-    env = dict(os.environ)
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    servers: list[subprocess.Popen[bytes]] = []
-    try:
-        for line, expected in commands:
-            line = line.replace("redis://127.0.0.1:6379/0", valkey.url)
-            for guide_port, port in ports.items():
-                line = line.replace(guide_port, port)
-            exits = {int(n) for n in re.findall(r"# exits (\d+)", line)} or {0}
-            line = line.split("#")[0].strip()
-            if line.startswith("export "):
-                name, _, value = line.removeprefix("export ").partition("=")
-                env[name] = value
-            elif line.startswith("chat-server ") and line.endswith("&"):
-                log = tmp_path / f"server{len(servers)}.log"
-                with log.open("w") as out:
-                    servers.append(
-                        subprocess.Popen(["bash", "-c", f"exec {line[:-1]}"], stderr=out, env=env)
-                    )
-                wait_until(lambda log=log: "listening on" in log.read_text(), timeout=20)
-            else:
-                for _attempt in range(3):  # the race may need another try to show
-                    done = subprocess.run(
-                        ["bash", "-c", line], capture_output=True, text=True, timeout=60, env=env
-                    )
-                    if done.returncode in exits:
-                        break
-                assert done.returncode in exits, (line, done.stdout, done.stderr)
-                missing = _first_missing(expected, done.stdout, racy=True)
-                assert missing is None, f"{line!r} did not print {missing!r}:\n{done.stdout}"
-    finally:
-        for server in servers:
-            server.send_signal(signal.SIGINT)
-        codes = [server.wait(20) for server in servers]
-    assert codes == [0, 0]

@@ -392,3 +392,25 @@ def test_one_fan_out_encodes_each_form_once_and_the_same_as_without_a_cache(even
     first = wire_text.encode(event, "x", event.room, cache)
     assert wire_text.encode(event, "y", event.room, cache) is first
     assert first == wire_text.encode(event, "x", event.room)
+
+
+@PROPERTY
+@given(
+    cleaned,
+    cleaned,
+    st.booleans(),
+    st.lists(st.tuples(ids, stamps | st.integers(0, 2**40), cleaned), min_size=1, max_size=6),
+    room_events,
+)
+def test_json_batch_of_one_senders_messages_is_encoded_as_one_by_one(
+    room, sender, notice, messages, other
+):
+    """A batch from Hub.say (messages of one sender in one room) has a fast path in the JSON
+    encoder: its bytes are those of each message encoded on its own; a batch with anything
+    else in it (`other`) too."""
+    events = tuple(
+        ev.Message(i, ts, room, sender=sender, text=text, notice=notice) for i, ts, text in messages
+    )
+    for batch in (events, (*events, other), (other, *events)):
+        expected = b"".join(wire_json.encode(e, "x") for e in batch)
+        assert wire_json.encode(ev.Batch(batch), "x", None, EncodeCache()) == expected

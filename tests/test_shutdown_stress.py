@@ -3,12 +3,11 @@ and stop() costs about as much per client as with a handful (measured in the sam
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import resource
-import selectors
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,6 @@ import pytest
 
 CLIENTS = 1500  # two descriptors each (ours and the server's): ~3,000 in all
 SMALL = 20
-GOODBYE = b"*** server shutting down"
 READ_S = 120.0
 # stop() may cost this many times more per client with CLIENTS clients than with SMALL ones:
 # the work per client is the same, and a quadratic cost (every leave told to every remaining
@@ -38,59 +36,31 @@ def _need_descriptors() -> None:
         pytest.skip(f"ulimit -n is {soft}; {2 * CLIENTS + 500} descriptors are needed")
 
 
-class Crowd:
+def _load_crowd() -> Any:
+    """benchmarks/crowd.py, the crowd the benchmarks use too (loaded by its path, as
+    tests/test_benchmarks.py loads benchmarks/run.py: benchmarks/ is not a package)."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "crowd.py"
+    spec = importlib.util.spec_from_file_location("bench_crowd", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_crowd = _load_crowd()
+
+
+def _crowd_of(address: tuple[str, int], count: int) -> Any:
     """`count` registered text clients on one selector, read by this thread."""
+    crowd = _crowd.Crowd(address)
+    crowd.join(count, "c", READ_S)
+    return crowd
 
-    def __init__(self, address: tuple[str, int], count: int) -> None:
-        self.selector = selectors.DefaultSelector()
-        self.socks: list[socket.socket] = []
-        self.data: dict[int, bytes] = {}
-        self.eof: set[int] = set()
-        self.welcomed: set[int] = set()
-        deadline = time.monotonic() + READ_S
-        while len(self.socks) < count:
-            for _ in range(min(64, count - len(self.socks))):  # under the listen backlog
-                sock = socket.create_connection(address)
-                sock.setblocking(False)
-                index = len(self.socks)
-                self.socks.append(sock)
-                self.data[index] = b""
-                self.selector.register(sock, selectors.EVENT_READ, index)
-                sock.send(f"c{index}\n".encode())
-            self.pump(lambda: len(self.welcomed) == len(self.socks), deadline)
 
-    def pump(self, done: Any, deadline: float) -> None:
-        while not done():
-            assert time.monotonic() < deadline, "the clients did not get what they waited for"
-            for key, _ in self.selector.select(0.5):
-                try:
-                    chunk = key.fileobj.recv(1 << 16)  # type: ignore[union-attr]
-                except BlockingIOError:
-                    continue
-                except OSError:  # a reset: the client saw no clean end
-                    chunk = b""
-                if chunk:
-                    index = key.data
-                    if index not in self.welcomed:
-                        self.data[index] += chunk
-                        if b"* Hello " in self.data[index]:
-                            self.welcomed.add(index)
-                            self.data[index] = b""  # from now on only the end matters
-                    else:  # the goodbye is in the last bytes: keep only those
-                        self.data[index] = self.data[index][-64:] + chunk
-                else:
-                    self.eof.add(key.data)
-                    self.selector.unregister(key.fileobj)
-
-    def hang_up(self) -> None:
-        for sock in self.socks:
-            self.selector.unregister(sock)
-            sock.close()
-
-    def close(self) -> None:
-        for sock in self.socks:
-            sock.close()
-        self.selector.close()
+def _missed(crowd: Any, count: int) -> list[int]:
+    """The clients that did not read the goodbye before their EOF."""
+    return [i for i in range(count) if i not in crowd.goodbye_before_eof]
 
 
 def _timed_stop(server: Any) -> float:
@@ -104,15 +74,15 @@ def test_stop_with_thousands_says_goodbye_to_everyone_at_the_cost_per_client_of_
 ) -> None:
     _need_descriptors()
     small_server = make_server(quiet_room_size=0)
-    small = Crowd(small_server.address, SMALL)
+    small = _crowd_of(small_server.address, SMALL)
     small_s = _timed_stop(small_server)
     small.pump(lambda: len(small.eof) == SMALL, time.monotonic() + READ_S)
     small.close()
     server = make_server(max_clients=CLIENTS + SMALL, quiet_room_size=0)
-    crowd = Crowd(server.address, CLIENTS)
+    crowd = _crowd_of(server.address, CLIENTS)
     big_s = _timed_stop(server)
     crowd.pump(lambda: len(crowd.eof) == CLIENTS, time.monotonic() + READ_S)
-    missed = [i for i in range(CLIENTS) if GOODBYE not in crowd.data[i]]
+    missed = _missed(crowd, CLIENTS)
     crowd.close()
     assert not missed, f"{len(missed)} of {CLIENTS} clients got no goodbye before EOF"
     per_client_small, per_client_big = small_s / SMALL, big_s / CLIENTS
@@ -124,12 +94,12 @@ def test_stop_with_thousands_says_goodbye_to_everyone_at_the_cost_per_client_of_
 def test_stop_while_thousands_hang_up_at_that_moment(make_server: Any) -> None:
     _need_descriptors()
     small_server = make_server(quiet_room_size=0)
-    small = Crowd(small_server.address, SMALL)
+    small = _crowd_of(small_server.address, SMALL)
     small.hang_up()
     small_s = _timed_stop(small_server)
     small.close()
     server = make_server(max_clients=CLIENTS + SMALL, quiet_room_size=0)
-    crowd = Crowd(server.address, CLIENTS)
+    crowd = _crowd_of(server.address, CLIENTS)
     crowd.hang_up()
     big_s = _timed_stop(server)
     crowd.close()
@@ -139,7 +109,7 @@ def test_stop_while_thousands_hang_up_at_that_moment(make_server: Any) -> None:
     )
 
 
-def _serve_and_signal(count: int, hangup: bool) -> tuple[float, str, Crowd]:
+def _serve_and_signal(count: int, hangup: bool) -> tuple[float, str, Any]:
     """A real `chat-server` process with `count` registered text clients; SIGTERM, at the
     moment they all hang up (or while they idle). Returns the seconds from the signal (and the
     hang-up) to the process's exit, its log and the crowd."""
@@ -154,7 +124,7 @@ def _serve_and_signal(count: int, hangup: bool) -> tuple[float, str, Crowd]:
                 assert process.poll() is None, _read(log)
                 assert time.monotonic() < deadline, _read(log)
                 time.sleep(0.05)  # polls the log: no other sign that the server listens
-            crowd = Crowd(("127.0.0.1", int(port.group(1))), count)
+            crowd = _crowd_of(("127.0.0.1", int(port.group(1))), count)
             started = time.monotonic()
             if hangup:
                 crowd.hang_up()
@@ -184,7 +154,7 @@ def test_sigterm_with_thousands_exits_at_the_cost_per_client_of_a_few(hangup: bo
     small_s, _log, small = _serve_and_signal(SMALL, hangup)
     small.close()
     big_s, log, crowd = _serve_and_signal(CLIENTS, hangup)
-    missed = [i for i in range(CLIENTS) if GOODBYE not in crowd.data[i]]
+    missed = _missed(crowd, CLIENTS)
     crowd.close()
     assert "audit: 0 invariant violations" in log
     if not hangup:

@@ -90,6 +90,11 @@ CLOCK_MARGIN_S = 1.0
 RETRY_S = 0.25  # between attempts to reach Redis again
 COMMAND_TIMEOUT_S = 2.0  # one command to Redis; a paused Redis is noticed after this
 CATCH_UP_TIMEOUT_S = 60.0  # a new node replays the stream before it listens
+# The classroom demo's gap between its check (GET) and its claim (SET): a real GET, then SET
+# over a network is a round trip or more apart. Without a gap the twins' two checks overlap
+# only when their hellos arrive within the ~1 ms a claim takes to come back from the stream,
+# and some runs showed no clash at all; with it, every run does (docs/classroom.md step 8).
+RACY_CLAIM_GAP_S = 0.02
 # Request tokens remembered to apply a retried request once (retries happen within seconds).
 TOKENS_KEPT = 100_000
 # close(): what the history writer still has queued is sent within this (#11).
@@ -118,11 +123,18 @@ local n = redis.call('INCR', KEYS[2])
 return redis.call('XADD', KEYS[1], '*', 'n', n, 'c', ARGV[1])
 """
 
-# Every SNAPSHOT_EVERY entries each node offers Redis a snapshot of its replica (the first
-# one wins; they are all the same), and the stream is trimmed to the snapshot before it: a new
-# node loads the latest snapshot and replays only what follows it, and the stream holds between
-# one and two intervals of entries. KEYS: snapshot hash, stream; ARGV: number, entry id, state.
+# Every SNAPSHOT_EVERY entries one node saves a snapshot of its replica in Redis (they are all
+# the same there), and the stream is trimmed to the snapshot before it: a new node loads the
+# latest snapshot and replays only what follows it, and the stream holds between one and two
+# intervals of entries. KEYS: snapshot hash, stream; ARGV: number, entry id, state.
 SNAPSHOT_EVERY = 10_000
+# Which node builds a snapshot: the first to claim its number (SET NX). Building one stalls
+# that node's follower (50,000 users: ~0.2 s under the hub lock, ~0.1 s more to encode it), and
+# every node reaches the entry at about the same moment, so without the claim every node built
+# it and all but one threw it away. A claim outlives any build; if its node dies before
+# saving, the next interval's snapshot is taken by another (the stream is only trimmed behind
+# a saved one, so nothing is lost meanwhile).
+SNAPSHOT_CLAIM_MS = 60_000
 _SAVE_SNAPSHOT = """
 local have = tonumber(redis.call('HGET', KEYS[1], 'n') or '0')
 if have >= tonumber(ARGV[1]) then return 0 end
@@ -148,6 +160,9 @@ _OPERATIONS: dict[str, Callable[..., Any]] = {
     "whisper": Hub.whisper,
 }
 _CLAIMS = ("register", "join")
+# Entries are compact JSON; one encoder made once (json.dumps with any option but the defaults
+# builds a new one per call, which costs more than encoding a short entry).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 class NotSent(Unavailable):
@@ -291,6 +306,7 @@ class ClusterHub(Hub):
         self._beater: redis.Redis | None = None
         self._reader_id: int | None = None
         self.applied = 0  # entries applied (benchmarks, tests)
+        self.snapshots_built = 0  # by this node (tests)
         # -- history (#11 in a cluster, chat/cluster/history.py) --
         # The node whose user sent a message writes it to the store; the others only record
         # it (replay buffers, the store's recent events). The follower says which (`_stamp`).
@@ -421,6 +437,7 @@ class ClusterHub(Hub):
             return {}
         if self.holder(nick) is not None:
             raise NickTaken(nick)
+        time.sleep(RACY_CLAIM_GAP_S)  # the demo's round trip between GET and SET
         return {"racy": True}
 
     def leave(self, member: Member, reason: str, message: str = "") -> bool:
@@ -536,7 +553,7 @@ class ClusterHub(Hub):
         command["a"] = list(args)
         if kwargs:
             command["k"] = kwargs
-        return json.dumps(command, separators=(",", ":")), token
+        return _COMPACT.encode(command), token
 
     def _request(self, op: str, member: Member, *args: Any, **kwargs: Any) -> Any:
         member_id = self._member_id(member, claim=op in _CLAIMS)
@@ -726,6 +743,7 @@ class ClusterHub(Hub):
             if options.pop("racy", False):  # the demo's SET: whoever held the name loses it
                 with self._lock:
                     self._by_key.pop(nick_key(str(arguments[0])), None)
+            twin = self._racy_leave(member) if op == "leave" and self.racy_claims else None
             try:
                 outcome = operation(self, member, *arguments, **options)
             except ChatError as refused:
@@ -736,6 +754,9 @@ class ClusterHub(Hub):
             finally:
                 self._stamp.ts = None
                 self._stamp.local = None
+                if twin is not None:
+                    with self._lock:
+                        self._by_key[nick_key(twin[0])] = twin
             if op == "leave" or (op in _CLAIMS and error is not None):
                 self._forget(member, member_id)
         if future is not None:
@@ -744,6 +765,24 @@ class ClusterHub(Hub):
                     future.set_result(outcome)
                 else:
                     future.set_exception(error)
+
+    def _racy_leave(self, member: Member) -> tuple[str, Member] | None:
+        """The demo only: two users may hold one name (the racy SET gave it to the second while
+        the first kept it), and the name's entry is the second's. The first one's leave must
+        take out its own name, not the second's entry: it is pointed at the leaver for the
+        leave, and the second's is returned to be put back after it. Without this the leave
+        fails half way and leaves a member no one can name in the room, and every later join
+        fails (docs/classroom.md 7.8): the demo must work run after run, on the same servers."""
+        with self._lock:
+            nick = self._nick_of.get(member)
+            if nick is None:
+                return None
+            k = nick_key(nick)
+            holder = self._by_key.get(k)
+            self._by_key[k] = (nick, member)
+            if holder is None or holder[1] is member or holder[1] not in self._nick_of:
+                return None
+            return holder
 
     def _forget(self, member: Member, member_id: str) -> None:
         with self._ids_lock:
@@ -770,12 +809,17 @@ class ClusterHub(Hub):
     # -- snapshots: a new node starts from one; the stream is trimmed behind them -------------
 
     def _save_snapshot(self, entry_id: str, number: int) -> None:
-        """Offers Redis the replica as it is after entry `number` (every node reaches the same
-        state there; the first to offer it wins) and trims the stream behind the one before."""
+        """Saves the replica as it is after entry `number` in Redis, if this node is the first
+        to claim that number (every node reaches the same state there), and trims the stream
+        behind the snapshot before."""
         assert self._reader is not None
         try:
             if int(self._reader.hget(self._snapshot_key, "n") or 0) >= number:
                 return  # another node was first
+            claim = f"{self._snapshot_key}:by:{number}"
+            if not self._reader.set(claim, self.node, nx=True, px=SNAPSHOT_CLAIM_MS):
+                return  # another node builds this one
+            self.snapshots_built += 1
             state = json.dumps(self._snapshot_state(), separators=(",", ":"))
             self._save_script(
                 keys=[self._snapshot_key, self._stream],
