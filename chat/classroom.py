@@ -41,6 +41,7 @@ from chat.outbox import Output
 from chat.protocol import nick_key
 from chat.runner import Runner, Serve
 from chat.server import ChatServer, OutputFactory, queued_output
+from chat.waker import RUN_SLOTS, Waker
 
 log = logging.getLogger("chat.classroom")
 
@@ -393,7 +394,12 @@ def build_server(config: ServerConfig, options: DemoOptions) -> ChatServer:
         runner = SerialRunner()
     elif options.pool is not None:
         runner = PoolRunner(options.pool)
-    return ChatServer(config, hub=hub, runner=runner, output=output, audit=audit)
+    # The unsafe registry's races happen while clients register: with the waker's few
+    # newcomers' slots (#14) only two register at a time and the demo would rarely show one.
+    waker = None
+    if options.unsafe_registry:
+        waker = Waker(sleepers=config.max_clients, newcomer_slots=RUN_SLOTS)
+    return ChatServer(config, hub=hub, runner=runner, output=output, audit=audit, waker=waker)
 
 
 def banner(options: DemoOptions) -> list[str]:

@@ -520,7 +520,8 @@ class Connection:
         """The reader sleeps until its socket has input (or EOF), at most `timeout` s."""
         if self._waker is None or self._park is None:
             return _readable(self._sock, timeout)
-        return self._waker.wait_readable(self._sock.fileno(), self._park, timeout)
+        newcomer = self._dialect is not None and not self._dialect.registered  # (#14, burst)
+        return self._waker.wait_readable(self._sock.fileno(), self._park, timeout, newcomer)
 
     def _outside(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext() if self._waker is None else self._waker.outside()

@@ -102,6 +102,7 @@ class ChatServer:
         output: OutputFactory = queued_output,
         audit: Audit | None = None,
         store: HistoryStore | None = None,
+        waker: Waker | None = None,
     ) -> None:
         # hub, runner, output and audit are the parts the classroom (chat/classroom.py) and
         # tests swap; a server for real users takes the defaults.
@@ -172,8 +173,8 @@ class ChatServer:
         self._listeners: list[tuple[socket.socket, DialectClass]] = []
         self._accept_thread: threading.Thread | None = None
         self._sender = Sender()
-        # readers sleep here until they have input (chat/waker.py)
-        self._waker = Waker(sleepers=config.max_clients)
+        # readers sleep here until they have input (chat/waker.py; the classroom's may differ)
+        self._waker = Waker(sleepers=config.max_clients) if waker is None else waker
         self._wake_r = self._wake_w = -1  # a pipe that wakes the accept loop for stop()
         self._stopping = threading.Event()
         self._stop_lock = threading.Lock()

@@ -45,6 +45,10 @@ log = logging.getLogger("chat.waker")
 # reader that waits for a lock or a system call be overlapped by another. Not the number of
 # clients: every client keeps its thread, asleep until it has input.
 RUN_SLOTS = 8
+# Readers not registered yet (newcomers) run in slots of their own, this many at once: a burst
+# of arrivals (everyone at 9:00) cannot fill the run slots that chatting users need, and fewer
+# threads ask for the interpreter at once (docs/performance.md, #14: the burst).
+NEWCOMER_SLOTS = 2
 
 
 class Waker:
@@ -55,21 +59,35 @@ class Waker:
     reader), so that a sleeping reader never holds one. `wait_readable()` gives the slot back
     while asleep and returns holding one.
 
-    Thread safety: `_lock` (a leaf lock, held for a dict update) guards `_sleeping` (fd -> the
-    lock its reader sleeps on). The epoll object is used by readers (register, modify) and the
+    Thread safety: `_lock` (a leaf lock, held for a dict update) guards `_sleeping` and
+    `_sleeping_newcomers` (fd -> the lock its reader sleeps on) and `_newcomers` (the threads
+    holding a newcomer's slot). The epoll object is used by readers (register, modify) and the
     waker thread (poll), which the kernel allows. Run slots are tokens in a `queue.SimpleQueue`:
     a thread waiting for one sleeps in C without asking for the interpreter lock, and one
-    `put()` wakes one waiter.
+    `put()` wakes one waiter. Readers not registered yet run in newcomers' slots of their own
+    (`NEWCOMER_SLOTS`), which the waker thread never waits for: it releases a newcomer's lock
+    and the newcomer takes its slot itself, so a burst of arrivals neither fills the run slots
+    nor holds up the waking of registered readers.
     """
 
-    def __init__(self, slots: int = RUN_SLOTS, sleepers: int = 0) -> None:
+    def __init__(
+        self, slots: int = RUN_SLOTS, sleepers: int = 0, newcomer_slots: int = NEWCOMER_SLOTS
+    ) -> None:
         self._slot_count = slots
+        # Newcomers' slots: a reader starts in one and moves to the run slots once it is
+        # registered (wait_readable's `newcomer`). Threads holding one are in `_newcomers`.
+        self._newcomer_count = newcomer_slots
+        self._newcomer_slots: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(newcomer_slots):
+            self._newcomer_slots.put(None)
+        self._newcomers: set[int] = set()  # thread idents (only while registering)
         self._sleepers = sleepers  # how many readers may sleep at once (the futex hash's size)
         self._slots: queue.SimpleQueue[None] = queue.SimpleQueue()
         for _ in range(slots):
             self._slots.put(None)
         self._lock = threading.Lock()
         self._sleeping: dict[int, _thread.LockType] = {}
+        self._sleeping_newcomers: dict[int, _thread.LockType] = {}  # (no tuple per sleeper)
         self._epoll = select.epoll() if hasattr(select, "epoll") else None
         self._wake_r = self._wake_w = -1
         self._stopping = False
@@ -98,15 +116,15 @@ class Waker:
     # -- for reader threads --------------------------------------------------------------------
 
     def take_slot(self, fd: int) -> None:
-        """A reader starts: waits for a run slot (without asking for the interpreter), and
-        registers its socket `fd` (disarmed until its first `wait_readable`)."""
-        self._slots.get()
+        """A reader starts: waits for a newcomer's slot (without asking for the interpreter),
+        and registers its socket `fd` (disarmed until its first `wait_readable`)."""
+        self._take(newcomer=True)
         if self._epoll is not None:
             self._epoll.register(fd, select.EPOLLONESHOT)
 
     def give_slot(self) -> None:
         """A reader ends (its socket is closed by the sender, which takes it out of epoll)."""
-        self._slots.put(None)
+        self._give()
 
     @contextlib.contextmanager
     def every_slot(self) -> Iterator[None]:
@@ -116,9 +134,13 @@ class Waker:
         it from a reader (it would wait for its own slot)."""
         for _ in range(self._slot_count):
             self._slots.get()
+        for _ in range(self._newcomer_count):
+            self._newcomer_slots.get()
         try:
             yield
         finally:
+            for _ in range(self._newcomer_count):
+                self._newcomer_slots.put(None)
             for _ in range(self._slot_count):
                 self._slots.put(None)
 
@@ -127,36 +149,64 @@ class Waker:
         """Gives the caller's run slot back around a wait that may be long, and takes one again
         after it (a reader that waits for its client or for another reader must not keep the
         others from running)."""
-        self._slots.put(None)
+        newcomer = self._give()
         try:
             yield
         finally:
-            self._slots.get()
+            self._take(newcomer)
 
-    def wait_readable(self, fd: int, park: _thread.LockType, timeout: float | None) -> bool:
+    def wait_readable(
+        self, fd: int, park: _thread.LockType, timeout: float | None, newcomer: bool = False
+    ) -> bool:
         """Sleeps until `fd` has input (or EOF, or an error), at most `timeout` seconds (None:
-        no limit); True if it has. Called by the reader of `fd` holding a run slot, with its own
-        `park` lock, held (acquired) by the reader between calls; returns holding a run slot."""
+        no limit); True if it has. Called by the reader of `fd` holding a slot, with its own
+        `park` lock, held (acquired) by the reader between calls; returns holding a run slot,
+        or a newcomer's slot if `newcomer` (the reader is not registered yet)."""
         if self._epoll is None:
-            with self.outside():
+            self._give()
+            try:
                 return _poll_readable(fd, timeout)
+            finally:
+                self._take(newcomer)
         with self._lock:
-            self._sleeping[fd] = park
+            (self._sleeping_newcomers if newcomer else self._sleeping)[fd] = park
         # (registered by take_slot(), so no exception: its traceback would keep a frame object
         # alive, per sleeping reader, for as long as it sleeps)
         self._epoll.modify(fd, select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLONESHOT)
-        self._slots.put(None)
+        self._give()
         if park.acquire(True, -1 if timeout is None else max(0.0, timeout)):
-            return True  # the waker took a slot for us
-        with self._lock:
-            still_asleep = self._sleeping.pop(fd, None) is not None
-        if still_asleep:
-            self._slots.get()
-            return False
-        # The waker woke us in the same instant: it took a slot for us and releases `park`
-        # right after taking us out of `_sleeping` (nothing blocks in between).
-        park.acquire()
+            woke = True  # the waker took a run slot for us (a newcomer takes its own below)
+        else:
+            with self._lock:
+                woke = self._pop_locked(fd) is None
+            if woke:
+                # The waker woke us in the same instant: it releases `park` right after
+                # taking us out of `_sleeping` (nothing blocks in between).
+                park.acquire()
+            else:
+                self._take(newcomer)
+                return False
+        if newcomer:
+            self._take(newcomer=True)
         return True
+
+    def _take(self, newcomer: bool) -> None:
+        """Waits for a slot of the kind (in C, not asking for the interpreter)."""
+        if newcomer:
+            self._newcomer_slots.get()
+            with self._lock:
+                self._newcomers.add(threading.get_ident())
+        else:
+            self._slots.get()
+
+    def _give(self) -> bool:
+        """Gives back the slot the calling thread holds; whether it was a newcomer's."""
+        ident = threading.get_ident()
+        with self._lock:
+            newcomer = ident in self._newcomers
+            self._newcomers.discard(ident)
+        (self._newcomer_slots if newcomer else self._slots).put(None)
+        return newcomer
 
     # -- the waker thread ----------------------------------------------------------------------
 
@@ -172,13 +222,32 @@ class Waker:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 4096)
                     continue
-                self._slots.get()  # the bound: wait until a reader gives its slot back
                 with self._lock:
-                    park = self._sleeping.pop(fd, None)
-                if park is None:  # its reader timed out meanwhile, or has gone
-                    self._slots.put(None)
+                    took = fd in self._sleeping  # (a newcomer takes a newcomer's slot itself)
+                    if not took and fd not in self._sleeping_newcomers:
+                        continue  # its reader timed out meanwhile, or has gone
+                if took:
+                    self._slots.get()  # the bound: wait until a reader gives its slot back
+                with self._lock:
+                    sleeper = self._pop_locked(fd)
+                if sleeper is None:  # its reader timed out meanwhile
+                    if took:
+                        self._slots.put(None)
                     continue
+                park, newcomer = sleeper
+                if took and newcomer:  # (it timed out and sleeps again, now the other kind)
+                    self._slots.put(None)
+                elif not took and not newcomer:
+                    self._slots.get()
                 park.release()
+
+    def _pop_locked(self, fd: int) -> tuple[_thread.LockType, bool] | None:
+        """Takes the sleeper on `fd` out: (its lock, whether a newcomer), or None."""
+        park = self._sleeping.pop(fd, None)
+        if park is not None:
+            return park, False
+        park = self._sleeping_newcomers.pop(fd, None)
+        return None if park is None else (park, True)
 
 
 def new_park() -> _thread.LockType:

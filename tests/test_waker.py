@@ -12,6 +12,7 @@ import time
 import pytest
 
 from chat.waker import Waker, futex_hash_slots, new_park, widen_futex_hash
+from tests.peers import wait_until
 
 pytestmark = pytest.mark.skipif(not hasattr(__import__("select"), "epoll"), reason="epoll only")
 
@@ -91,6 +92,59 @@ def test_a_reader_whose_input_never_comes_times_out_and_keeps_its_slot_count() -
         waker.stop()
     assert readers.woken == [False] * 4
     assert more.woken == [True, True]
+
+
+def test_arrivals_holding_every_newcomer_slot_do_not_keep_a_registered_reader_waiting() -> None:
+    """A burst of newcomers (readers not registered yet) holds every newcomer's slot and more
+    wait for one: a registered reader whose client speaks still runs at once (issue #14: with
+    one kind of slot, a burst filled them all and the chatters waited behind it)."""
+    waker = Waker(slots=1, newcomer_slots=1)
+    waker.start()
+    (ours, theirs), *arrivals = [socket.socketpair() for _ in range(3)]
+    busy, done, woke = threading.Event(), threading.Event(), threading.Event()
+    results: list[bool] = []
+
+    def registered() -> None:
+        ours.setblocking(False)
+        waker.take_slot(ours.fileno())  # every reader starts as a newcomer
+        try:
+            results.append(waker.wait_readable(ours.fileno(), new_park(), JOIN_S))
+            woke.set()
+        finally:
+            waker.give_slot()
+
+    def newcomer(sock: socket.socket) -> None:
+        waker.take_slot(sock.fileno())
+        try:
+            busy.set()
+            done.wait(JOIN_S)  # registering, for as long as the test wants
+        finally:
+            waker.give_slot()
+
+    threads = [threading.Thread(target=registered)]
+    threads[0].start()
+    try:
+        wait_until(lambda: ours.fileno() in waker._sleeping)
+        threads += [threading.Thread(target=newcomer, args=(s,)) for s, _ in arrivals]
+        for thread in threads[1:]:
+            thread.start()
+        assert busy.wait(JOIN_S)
+        theirs.send(b"x")
+        assert woke.wait(JOIN_S), "the registered reader waited for the newcomers"
+        assert not done.is_set()
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(JOIN_S)
+        waker.stop()
+        for a, b in [(ours, theirs), *arrivals]:
+            a.close()
+            b.close()
+    assert results == [True]
+    assert not any(thread.is_alive() for thread in threads)
+    # Every slot came back, of both kinds.
+    assert waker._slots.qsize() == 1
+    assert waker._newcomer_slots.qsize() == 1
 
 
 # -- the futex hash (issue #14: registration slowed as more readers slept) ---------------------
