@@ -412,7 +412,7 @@ class Hub:
             self._claim_locked(member, nick, userhost)
             state = self._rooms[room_key(self.name)]
             state.members[member] = None
-            self._rooms_of[member][room_key(self.name)] = None
+            self._rooms_of.setdefault(member, {})[room_key(self.name)] = None
             welcome = self._welcome_locked(nick, state)
             # The welcome goes first, so the newcomer's stream starts with it.
             welcomed = member.deliver(welcome)
@@ -517,7 +517,7 @@ class Hub:
                 handover = _Handover().give_locked([member], self._view_locked(state))
                 joined = False
             else:
-                if len(self._rooms_of[member]) >= self.rooms_per_user:
+                if len(self._rooms_of.get(member, ())) >= self.rooms_per_user:
                     raise TooManyRooms(room, self.rooms_per_user)
                 if state is None and k in self._dormant:  # history kept it (#11)
                     state = self._revive_locked(k, member, nick, key)
@@ -541,7 +541,7 @@ class Hub:
     def _enter_locked(self, member: Member, nick: str, state: RoomState) -> _Handover:
         """Adds `member` to `state`, tells everyone there, then shows the newcomer the room."""
         state.members[member] = None
-        self._rooms_of[member][room_key(state.name)] = None
+        self._rooms_of.setdefault(member, {})[room_key(state.name)] = None
         userhost = self._userhost.get(member, "")
         name = state.name
         handover = self._publish_locked(
@@ -835,12 +835,14 @@ class Hub:
     # -- helpers -------------------------------------------------------------------------------
 
     def _claim_locked(self, member: Member, nick: str, userhost: str) -> None:
-        if nick_key(nick) in self._by_key:
+        key = nick_key(nick)
+        if key in self._by_key:
             raise NickTaken(nick)
-        self._by_key[nick_key(nick)] = (nick, member)
+        # Memory per idle client (#14): a nick already in its folded form is its own key (not
+        # a second copy), and the member's room set is made by its first room (setdefault).
+        self._by_key[nick if key == nick else key] = (nick, member)
         self._nick_of[member] = nick
         self._userhost[member] = userhost or f"{nick}@chat"
-        self._rooms_of[member] = {}
 
     def _member_state_locked(self, member: Member, room: str) -> RoomState:
         state = self._visible_state_locked(member, room)

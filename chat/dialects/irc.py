@@ -287,8 +287,10 @@ class IrcDialect:
             self._send(irc.format_line("", "ERROR", "Closing link: (Bad password)"))
             self._link.end(ev.LeaveReason.BAD_PASSWORD)
             return
-        nick = self._wanted_nick
-        self._userhost = f"~{self._user[0]}@irc"
+        nick, user, password = self._wanted_nick, self._user, self._password
+        # What only registration needs is not kept by an idle client (memory, #14).
+        self._user = self._password = None
+        self._userhost = f"~{user[0]}@irc"
         try:
             try:
                 self._hub.register(self._link, nick, self._userhost)
@@ -298,6 +300,7 @@ class IrcDialect:
                 self._hub.register(self._link, nick, self._userhost)
         except NickTaken:  # someone else won the race for it since NICK
             self._wanted_nick = None
+            self._user, self._password = user, password  # for the next NICK
             self._numeric(irc.ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
             return
         self.nick = nick
