@@ -115,6 +115,20 @@ def test_bad_nicks_and_empty_realname(irc_server):
     assert peer.expect_cmd("462").params[0] == "foo"
 
 
+def test_nick_taken_at_registration_then_another_nick_registers(make_server):
+    # With a password, a taken nick is found by registration itself; the USER and PASS given
+    # before must still be there for the next NICK (they are dropped once registered, #14).
+    server = make_server(irc_port=0, password="sesame")
+    first = IrcPeer(server.irc_address)
+    first.send_line("PASS sesame")
+    first.register("taken")
+    second = IrcPeer(server.irc_address)
+    second.send("PASS sesame\r\nNICK taken\r\nUSER u 0 * :R\r\n")
+    assert second.expect_cmd("433").params[1] == "taken"
+    second.send_line("NICK other")
+    assert second.expect_cmd("001").params[0] == "other"
+
+
 def test_password_right_wrong_and_missing(make_server):
     server = make_server(irc_port=0, password="sesame")
     good = IrcPeer(server.irc_address)
