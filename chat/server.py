@@ -482,7 +482,9 @@ class ChatServer:
             connection.attach(dialect(connection, self.hub, config))
             self._connections.add(connection)
             self._per_address[ip] += 1
-        log.info("%s:%d connected", address[0], address[1])  # before its reader can log
+        # DEBUG: the "registered as"/"joined as" line names the address too, and the accept
+        # thread is what a burst of arrivals waits on (#14, burst: docs/performance.md).
+        log.debug("%s:%d connected", address[0], address[1])  # before its reader can log
         if self._stopping.is_set():
             # Accepted in the accept thread's last round, after stop() took its list: it gets
             # the same goodbye as everyone (added to the set first, so none falls between).
