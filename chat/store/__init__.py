@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from chat import events as ev
 from chat.protocol import nick_key, room_key
@@ -123,6 +123,53 @@ def target_of(event: HistoryEvent) -> str:
     if isinstance(event, ev.PrivateMessage):
         return conversation_key(event.sender, event.recipient)
     return room_key(event.room)
+
+
+# How every store writes an event down: its kind as a small integer (the events' own classes
+# and flags), then as `fields()` lists them; `from_fields()` makes the event again.
+MESSAGE, NOTICE, ACTION, PRIVATE, PRIVATE_NOTICE, PRIVATE_ACTION = range(6)
+
+
+def fields(event: HistoryEvent) -> tuple[Any, ...]:
+    """(id, ts, kind, room, sender, recipient, userhost, text) of `event`."""
+    if isinstance(event, ev.PrivateMessage):
+        kind = PRIVATE_ACTION if event.action else PRIVATE_NOTICE if event.notice else PRIVATE
+        recipient = event.recipient
+    else:
+        kind = ACTION if isinstance(event, ev.Action) else NOTICE if event.notice else MESSAGE
+        recipient = ""
+    return (
+        event.id,
+        event.ts,
+        kind,
+        event.room,
+        event.sender,
+        recipient,
+        event.userhost,
+        event.text,
+    )
+
+
+def from_fields(row: Sequence[Any]) -> HistoryEvent:
+    """The event whose `fields()` are `row`."""
+    event_id, ts, kind, room, sender, recipient, userhost, text = row
+    if kind == ACTION:
+        return ev.Action(event_id, ts, room, sender=sender, text=text, userhost=userhost)
+    if kind in (MESSAGE, NOTICE):
+        return ev.Message(
+            event_id, ts, room, sender=sender, text=text, userhost=userhost, notice=kind == NOTICE
+        )
+    return ev.PrivateMessage(
+        event_id,
+        ts,
+        room,
+        sender=sender,
+        recipient=recipient,
+        text=text,
+        userhost=userhost,
+        notice=kind == PRIVATE_NOTICE,
+        action=kind == PRIVATE_ACTION,
+    )
 
 
 def select(events: Iterable[HistoryEvent], query: HistoryQuery) -> list[HistoryEvent]:

@@ -48,7 +48,6 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from chat import events as ev
 from chat.store import (
     MAX_HISTORY_LIMIT,
     HistoryEvent,
@@ -56,6 +55,8 @@ from chat.store import (
     RoomRecord,
     StoreError,
     StoreStats,
+    fields,
+    from_fields,
     select,
     target_of,
 )
@@ -79,9 +80,6 @@ RECENT_S = 30.0
 MAX_RECENT = 10_000
 # Retention by age: one node at a time (a key with this TTL elects it), this often.
 RETENTION_EVERY_S = 60.0
-
-# kind: what an event was (the same codes as SQLite mode's `kind` column).
-_MESSAGE, _NOTICE, _ACTION, _PRIVATE, _PRIVATE_NOTICE, _PRIVATE_ACTION = range(6)
 
 # The score (event id) of the first event, in id order, whose time is >= ARGV[1] (> ARGV[1]
 # when ARGV[2] is "1"), or -1: a binary search over ranks, since ids and times grow together.
@@ -119,38 +117,14 @@ return lo
 
 
 def encode(event: HistoryEvent) -> str:
-    """The sorted set's member for `event`: [id, ts, kind, room, sender, recipient, userhost,
-    text] as compact JSON (the id makes two equal lines two members)."""
-    if isinstance(event, ev.PrivateMessage):
-        kind = _PRIVATE_ACTION if event.action else _PRIVATE_NOTICE if event.notice else _PRIVATE
-        recipient = event.recipient
-    else:
-        kind = _ACTION if isinstance(event, ev.Action) else _NOTICE if event.notice else _MESSAGE
-        recipient = ""
-    row = [event.id, event.ts, kind, event.room, event.sender, recipient, event.userhost]
-    return json.dumps([*row, event.text], ensure_ascii=False, separators=(",", ":"))
+    """The sorted set's member for `event`: its `fields()` [id, ts, kind, room, sender,
+    recipient, userhost, text] as compact JSON (the id makes two equal lines two members)."""
+    return json.dumps(fields(event), ensure_ascii=False, separators=(",", ":"))
 
 
 def decode(member: str) -> HistoryEvent:
     """The event `encode` made."""
-    event_id, ts, kind, room, sender, recipient, userhost, text = json.loads(member)
-    if kind == _ACTION:
-        return ev.Action(event_id, ts, room, sender=sender, text=text, userhost=userhost)
-    if kind in (_MESSAGE, _NOTICE):
-        return ev.Message(
-            event_id, ts, room, sender=sender, text=text, userhost=userhost, notice=kind == _NOTICE
-        )
-    return ev.PrivateMessage(
-        event_id,
-        ts,
-        room,
-        sender=sender,
-        recipient=recipient,
-        text=text,
-        userhost=userhost,
-        notice=kind == _PRIVATE_NOTICE,
-        action=kind == _PRIVATE_ACTION,
-    )
+    return from_fields(json.loads(member))
 
 
 def _where(url: str) -> str:

@@ -27,7 +27,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from chat import events as ev
 from chat.protocol import room_key
 from chat.store import (
     MAX_HISTORY_LIMIT,
@@ -36,6 +35,8 @@ from chat.store import (
     RoomRecord,
     StoreError,
     StoreStats,
+    fields,
+    from_fields,
     select,
     target_of,
 )
@@ -60,9 +61,6 @@ INSERT_SLICE = 200
 RETENTION_EVERY_S = 60.0
 
 SCHEMA_VERSION = 2
-
-# kind column: what an event was (the events' own classes and flags).
-_MESSAGE, _NOTICE, _ACTION, _PRIVATE, _PRIVATE_NOTICE, _PRIVATE_ACTION = range(6)
 
 
 def _v1(db: sqlite3.Connection) -> None:
@@ -91,23 +89,10 @@ assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
 def _row(event: HistoryEvent, target: str | None = None) -> tuple[Any, ...]:
-    if isinstance(event, ev.PrivateMessage):
-        kind = _PRIVATE_ACTION if event.action else _PRIVATE_NOTICE if event.notice else _PRIVATE
-        recipient = event.recipient
-    else:
-        kind = _ACTION if isinstance(event, ev.Action) else _NOTICE if event.notice else _MESSAGE
-        recipient = ""
-    return (
-        event.id,
-        target_of(event) if target is None else target,
-        event.ts,
-        kind,
-        event.room,
-        event.sender,
-        recipient,
-        event.userhost,
-        event.text,
-    )
+    """The events table's row: the event's `fields()` with its target after the id (the kind
+    column holds chat.store's kind codes)."""
+    event_id, *rest = fields(event)
+    return (event_id, target_of(event) if target is None else target, *rest)
 
 
 _COLUMNS = "id, ts, kind, room, sender, recipient, userhost, text"
@@ -116,27 +101,6 @@ _BULK_INSERT = (
     + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(9))
     + " FROM json_each(?)"
 )
-
-
-def _event(row: tuple[Any, ...]) -> HistoryEvent:
-    event_id, ts, kind, room, sender, recipient, userhost, text = row
-    if kind == _ACTION:
-        return ev.Action(event_id, ts, room, sender=sender, text=text, userhost=userhost)
-    if kind in (_MESSAGE, _NOTICE):
-        return ev.Message(
-            event_id, ts, room, sender=sender, text=text, userhost=userhost, notice=kind == _NOTICE
-        )
-    return ev.PrivateMessage(
-        event_id,
-        ts,
-        room,
-        sender=sender,
-        recipient=recipient,
-        text=text,
-        userhost=userhost,
-        notice=kind == _PRIVATE_NOTICE,
-        action=kind == _PRIVATE_ACTION,
-    )
 
 
 def _explain(path: str, error: BaseException) -> str:
@@ -463,7 +427,7 @@ class SqliteStore:
                 args.append(upper)
             order = "DESC" if query.keeps_newest() else "ASC"
             rows = db.execute(f"{where} ORDER BY id {order} LIMIT ?", (*args, limit)).fetchall()
-        return [_event(row) for row in rows]
+        return [from_fields(row) for row in rows]
 
     @staticmethod
     def _last_id_in(db: sqlite3.Connection, target: str) -> int:
