@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from chat import runner as runner_module
-from tests.peers import TextPeer, wait_until
+from tests.peers import TextPeer
 
 lean_start_only = pytest.mark.skipif(
     not runner_module._LEAN_START, reason="this CPython's threading has no _shutdown_locks scan"
@@ -49,20 +49,25 @@ def test_readers_stay_out_of_threadings_shutdown_set_and_stop_joins_them(
     assert runner not in runner_module._RUNNERS
 
 
-def test_a_reader_reaped_when_its_client_leaves_unlists_an_empty_runner(make_server: Any) -> None:
-    server = make_server()
-    peer = TextPeer(server.address, "solo")
-    runner = server._runner
+def test_a_runner_is_listed_for_the_exit_only_while_it_has_threads_not_joined() -> None:
+    runner = runner_module.ThreadPerConnection()
+    assert runner not in runner_module._RUNNERS
+    release = threading.Event()
+
+    def serve() -> None:
+        release.wait(10)
+
+    for key in ("a", "b"):
+        runner.run(key, serve, f"reader test:{key}")
     assert runner in runner_module._RUNNERS
-    peer.send("/quit\n")
-    peer.close()
-    wait_until(lambda: not server._connections)
-    # The next accept reaps the finished reader (a second client makes the accept thread go
-    # round); then the runner's only thread is the second client's.
-    second = TextPeer(server.address, "second")
-    wait_until(lambda: len(runner._unjoined()) == 1)
-    second.close()
-    server.stop()
+    release.set()
+    runner.reap("a")
+    assert runner in runner_module._RUNNERS  # "b" is not joined yet
+    runner.reap("b")
+    assert runner not in runner_module._RUNNERS  # nothing left for the exit to wait for
+    runner.run("c", serve, "reader test:c")
+    assert runner in runner_module._RUNNERS
+    runner.close()
     assert runner not in runner_module._RUNNERS
 
 
