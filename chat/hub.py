@@ -207,6 +207,20 @@ class RoomState:
     saved: bool = False  # the store has its record
 
 
+def record_of(state: RoomState) -> RoomRecord:
+    """What the store keeps of a room (the hub lock is held)."""
+    return RoomRecord(
+        state.name,
+        state.topic,
+        state.topic_by,
+        state.topic_ts,
+        state.key,
+        state.secret,
+        state.creator,
+        state.created_ts,
+    )
+
+
 class Hub:
     """The users online, by nickname, and the rooms they are in.
 
@@ -866,6 +880,20 @@ class Hub:
             if state.saved:  # its record is in the store: it stays, empty (#11)
                 self._rest_locked(state)
 
+    def _recall_locked(self, record: RoomRecord) -> None:
+        """Brings back a room the store (or a cluster snapshot) kept: its record goes into the
+        room of that name if it is in use, or into a dormant room; its replay buffer starts
+        empty."""
+        k = room_key(record.name)
+        state = self._rooms.get(k) or RoomState(record.name)
+        state.topic, state.topic_by, state.topic_ts = record.topic, record.topic_by, record.topic_ts
+        state.key, state.secret = record.key, record.secret
+        state.creator, state.created_ts = record.creator, record.created_ts
+        state.recent = deque(maxlen=self.replay)
+        state.saved = True
+        if k not in self._rooms:
+            self._rest_locked(state)
+
     def _rest_locked(self, state: RoomState) -> None:
         """Keeps an empty room that history knows, dormant. At most `max_rooms` are kept, or
         someone creating, talking in and leaving rooms in a loop would grow the server's memory
@@ -968,19 +996,7 @@ class Hub:
         with self._lock:
             self._next_id = max(self._next_id, store.last_id() + 1)
             for record in records:
-                k = room_key(record.name)
-                state = self._rooms.get(k) or RoomState(record.name)
-                state.topic, state.topic_by, state.topic_ts = (
-                    record.topic,
-                    record.topic_by,
-                    record.topic_ts,
-                )
-                state.key, state.secret = record.key, record.secret
-                state.creator, state.created_ts = record.creator, record.created_ts
-                state.recent = deque(maxlen=self.replay)
-                state.saved = True
-                if k not in self._rooms:
-                    self._rest_locked(state)
+                self._recall_locked(record)
             for k, events in tails.items():
                 found = self._rooms.get(k) or self._dormant.get(k)
                 if found is not None and found.recent is not None:
@@ -1084,18 +1100,7 @@ class Hub:
             if not state.created_ts:
                 state.created_ts = self._clock()
             state.saved = True
-            self.store.offer_room(
-                RoomRecord(
-                    state.name,
-                    state.topic,
-                    state.topic_by,
-                    state.topic_ts,
-                    state.key,
-                    state.secret,
-                    state.creator,
-                    state.created_ts,
-                )
-            )
+            self.store.offer_room(record_of(state))
 
 
 def _created(record: RoomRecord) -> float:
