@@ -225,12 +225,12 @@ class Hub:
     """The users online, by nickname, and the rooms they are in.
 
     Thread safety: `_lock` guards everything: `_by_key` and `_nick_of` (the one nickname
-    namespace of every front-end), `_userhost`, `_rooms` (room key -> RoomState), `_rooms_of`
-    (member -> the keys of its rooms, in join order) and `_next_id`. Each public method takes it
-    once, briefly; while holding it a method only touches these dicts, builds one event and
-    calls recipients' `deliver()`, which takes only the recipient's own outbox lock (lock order:
-    hub lock, then outbox lock; never the reverse). Members whose outbox is full are collected
-    and dropped after the lock is released, because dropping one is I/O.
+    namespace of every front-end), `_userhost`, `_realname`, `_rooms` (room key -> RoomState),
+    `_rooms_of` (member -> the keys of its rooms, in join order) and `_next_id`. Each public
+    method takes it once, briefly; while holding it a method only touches these dicts, builds one
+    event and calls recipients' `deliver()`, which takes only the recipient's own outbox lock
+    (lock order: hub lock, then outbox lock; never the reverse). Members whose outbox is full
+    are collected and dropped after the lock is released, because dropping one is I/O.
 
     History (#11): the lock also guards `_dormant` (empty rooms history keeps) and each room's
     `recent` replay buffer. `store.offer_event` / `offer_room` are called under the lock and
@@ -271,6 +271,10 @@ class Hub:
         self._by_key: dict[str, tuple[str, Member]] = dict_factory("registry")  # key -> holder
         self._nick_of: dict[Member, str] = dict_factory("registry")
         self._userhost: dict[Member, str] = {}
+        # An IRC user's real name (USER's last parameter: WHOIS, WHO); only those who gave one
+        # other than their nick have an entry (text and JSON users give none).
+        self._realname: dict[Member, str] = {}
+        self._most_users = 0  # the most users online at once since the start (IRC's LUSERS)
         lobby = RoomState(name, permanent=True, members=dict_factory("members"))
         self._rooms: dict[str, RoomState] = {room_key(name): lobby}
         self._rooms_of: dict[Member, dict[str, None]] = {}
@@ -326,6 +330,16 @@ class Hub:
             if holder is None:
                 return None
             return holder[0], self._userhost.get(holder[1], "")
+
+    def identity_of(self, nick: str) -> tuple[str, str, str] | None:
+        """(nick as spelled, user@host, real name) of the user called `nick`, or None; the real
+        name is the nick for whoever gave none."""
+        with self._lock:
+            holder = self._by_key.get(nick_key(nick))
+            if holder is None:
+                return None
+            nick, member = holder
+            return nick, self._userhost.get(member, ""), self._realname.get(member, nick)
 
     def rooms_of(self, member: Member) -> tuple[str, ...]:
         """The names of the rooms `member` is in, in the order it joined them."""
@@ -386,6 +400,11 @@ class Hub:
         with self._lock:
             return len(self._rooms)
 
+    def counts(self) -> tuple[int, int, int]:
+        """(users online, the most ever online at once, rooms), read at one moment."""
+        with self._lock:
+            return len(self._nick_of), self._most_users, len(self._rooms)
+
     def hush(self) -> None:
         """The server is stopping and everyone is leaving: from now on joins and leaves are
         told to nobody but the user concerned, as in a quiet room. Telling each of 10,000
@@ -409,11 +428,13 @@ class Hub:
 
     # -- the nickname namespace ----------------------------------------------------------------
 
-    def register(self, member: Member, nick: str, userhost: str = "") -> None:
+    def register(self, member: Member, nick: str, userhost: str = "", realname: str = "") -> None:
         """Claims `nick` for `member`, atomically (of two claims of one nick, one wins); enters
         no room (IRC users choose theirs). Raises NickTaken."""
         with self._lock:
             self._claim_locked(member, nick, userhost)
+            if realname and realname != nick:
+                self._realname[member] = realname
 
     def join(self, member: Member, nick: str, userhost: str = "") -> ev.Welcome:
         """Registers `member` as `nick` and puts it in the default room, in one step.
@@ -452,6 +473,7 @@ class Hub:
                 return False
             del self._by_key[nick_key(nick)]
             userhost = self._userhost.pop(member, "")
+            self._realname.pop(member, None)
             keys = list(self._rooms_of.pop(member, {}))
             states = [self._rooms[k] for k in keys]
             loud = [s for s in states if not self._quiet_locked(s)]  # counted before it leaves
@@ -857,6 +879,7 @@ class Hub:
         self._by_key[nick if key == nick else key] = (nick, member)
         self._nick_of[member] = nick
         self._userhost[member] = userhost or f"{nick}@chat"
+        self._most_users = max(self._most_users, len(self._nick_of))
 
     def _member_state_locked(self, member: Member, room: str) -> RoomState:
         state = self._visible_state_locked(member, room)

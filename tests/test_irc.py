@@ -424,7 +424,63 @@ def test_nick_change_who_whois_lusers_list(irc_server):
     alice.send_line("LIST")
     assert [m.command for m in alice.sync()] == ["321", "322", "322", "323"]  # #lobby too
     alice.send_line("LUSERS")
-    assert alice.msg().params[-1] == "There are 2 users on 1 server"
+    assert alice.msg().params[-1] == "There are 2 users and 0 invisible on 1 servers"
+
+
+def test_whois_and_who_show_the_real_name_given_in_user_cleaned_and_cut(irc_server):
+    """The USER line's real name is what WHOIS and WHO show (irssi's "ircname"), as on any IRC
+    server; terminal escapes in it never reach the asker, and it is cut to 50 characters.
+    A text user, who gives none, shows the nick."""
+    alice = connect(irc_server)
+    alice.send("NICK alice\r\nUSER al 0 * :Alice \x1b[2JLiddell " + "x" * 80 + "\r\n")
+    alice.expect_cmd("422")
+    bob = connect(irc_server, "bob")
+    text = TextPeer(irc_server.address, "carol")
+    bob.send_line("WHOIS alice")
+    whois = bob.expect_cmd("311")
+    assert whois.params[1:5] == ("alice", "~al", "irc", "*")
+    assert whois.params[5] == ("Alice Liddell " + "x" * 80)[:50]
+    bob.sync()
+    bob.send_line("WHO alice")
+    assert bob.expect_cmd("352").params[-1] == "0 " + whois.params[5]
+    bob.sync()
+    bob.send_line("WHOIS carol")
+    assert bob.expect_cmd("311").params[5] == "carol"
+    bob.sync()
+    text.close()
+
+
+def test_who_with_a_mask_lists_the_matching_users_of_every_front_end(irc_server):
+    peers = [connect(irc_server, nick) for nick in ("coolNick", "cool[b]", "other")]
+    text = TextPeer(irc_server.address, "coolText")
+    asker = peers[-1]
+    for mask, expected in [
+        ("cool*", {"coolNick", "cool[b]", "coolText"}),
+        ("COOL[B]", {"cool[b]"}),  # brackets are the nick's own characters, case folded
+        ("cool????", {"coolNick", "coolText"}),
+        ("*", {"coolNick", "cool[b]", "coolText", "other"}),
+        ("0", {"coolNick", "cool[b]", "coolText", "other"}),
+        ("nobody*", set()),
+    ]:
+        asker.send_line(f"WHO {mask}")
+        replies = asker.sync()
+        assert replies[-1].command == "315" and replies[-1].params[1] == mask
+        assert {m.params[5] for m in replies[:-1]} == expected, mask
+    text.close()
+
+
+def test_lusers_counts_users_now_and_the_most_at_once(irc_server):
+    alice, bob = connect(irc_server, "alice"), connect(irc_server, "bob")
+    for peer in (alice, bob):
+        peer.send_line("JOIN #chan")
+        peer.sync()
+    bob.send_line("QUIT")
+    alice.expect_cmd("QUIT")  # bob has left the hub
+    alice.send_line("LUSERS")
+    replies = {m.command: m.params for m in alice.sync()}
+    assert replies["251"][-1] == "There are 1 users and 0 invisible on 1 servers"
+    assert replies["265"][1:] == ("1", "2", "Current local users 1, max 2")
+    assert replies["266"][1:] == ("1", "2", "Current global users 1, max 2")
 
 
 # -- across front-ends ---------------------------------------------------------------------

@@ -421,8 +421,8 @@ class ClusterHub(Hub):
 
     # -- what users ask: appended to the stream, applied by the follower, answered here -------
 
-    def register(self, member: Member, nick: str, userhost: str = "") -> None:
-        self._request("register", member, nick, userhost, **self._racy_check(nick))
+    def register(self, member: Member, nick: str, userhost: str = "", realname: str = "") -> None:
+        self._request("register", member, nick, userhost, realname, **self._racy_check(nick))
 
     def join(self, member: Member, nick: str, userhost: str = "") -> ev.Welcome:
         welcome: ev.Welcome = self._request(
@@ -866,6 +866,7 @@ class ClusterHub(Hub):
             self._by_key.clear()
             self._nick_of.clear()
             self._userhost.clear()
+            self._realname.clear()
             self._rooms_of.clear()
             for member_id, nick, userhost, keys in state["members"]:
                 member = members[member_id] = RemoteMember(member_id)

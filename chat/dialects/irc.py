@@ -31,13 +31,26 @@ from chat.hub import (
     Unavailable,
     UserNotInRoom,
 )
-from chat.protocol import Line, clean_text, nick_error, nick_key, room_error, room_key
+from chat.protocol import (
+    REALNAME_MAX_CHARS,
+    Line,
+    clean_text,
+    nick_error,
+    nick_key,
+    nick_mask,
+    room_error,
+    room_key,
+)
 from chat.store import MAX_HISTORY_LIMIT
 from chat.wire import EncodeCache, irc
 
 log = logging.getLogger("chat.dialects.irc")
 
 # Commands a client may send before it is registered (everything else gets 451).
+# WHO with a mask lists at most this many users (as ircu's MAXWHOREPLIES): "WHO *" on a server
+# of 10,000 would otherwise be a megabyte, more than a client's send queue.
+WHO_MAX_REPLIES = 500
+
 _BEFORE_REGISTRATION = {"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"}
 # Capabilities of a client that asked for none: one shared object (since Python 3.10 every
 # `frozenset()` is a new 216-byte object; one per idle client is 2 MiB at 10,000, #14).
@@ -244,7 +257,7 @@ class IrcDialect:
             self._numeric(irc.ERR_NEEDMOREPARAMS, "USER", "Not enough parameters")
             return
         username = "".join(c for c in params[0] if c.isalnum() or c in "-_.")[:10] or "user"
-        self._user = (username, clean_text(params[3]))
+        self._user = (username, clean_text(params[3])[:REALNAME_MAX_CHARS].strip() or username)
         self._try_register()
 
     def _irc_nick(self, params: tuple[str, ...]) -> None:
@@ -293,11 +306,11 @@ class IrcDialect:
         self._userhost = f"~{user[0]}@irc"
         try:
             try:
-                self._hub.register(self._link, nick, self._userhost)
+                self._hub.register(self._link, nick, self._userhost, user[1])
             except NickTaken:
                 if not reclaim_nick(self._hub, nick):
                     raise
-                self._hub.register(self._link, nick, self._userhost)
+                self._hub.register(self._link, nick, self._userhost, user[1])
         except NickTaken:  # someone else won the race for it since NICK
             self._wanted_nick = None
             self._user, self._password = user, password  # for the next NICK
@@ -646,11 +659,12 @@ class IrcDialect:
             found = self._hub.room_names(mask, self._link)
             entries = [(u.lstrip("@"), u.startswith("@")) for u in found[1]] if found else []
             room = found[0] if found else mask
-        else:
-            entries = [(mask, False)] if self._hub.userhost_of(mask) else []
+        else:  # a nick, or a mask of nicks ("*" and "0": everyone), the first WHO_MAX_REPLIES
+            matches = nick_mask(mask)
+            entries = [(n, False) for n in self._hub.nicks() if matches(n)][:WHO_MAX_REPLIES]
             room = "*"
         for nick, op in entries:
-            who = self._hub.userhost_of(nick)
+            who = self._hub.identity_of(nick)
             if who is None:
                 continue
             user, _, host = who[1].partition("@")
@@ -665,7 +679,7 @@ class IrcDialect:
                     self._server,
                     who[0],
                     "H@" if op else "H",
-                    f"0 {who[0]}",
+                    f"0 {who[2]}",
                 )
             )
         lines.append(irc.numeric(self._server, self._me, irc.RPL_ENDOFWHO, mask, "End of WHO"))
@@ -676,7 +690,7 @@ class IrcDialect:
             self._numeric(irc.ERR_NONICKNAMEGIVEN, "No nickname given")
             return
         nick = params[-1]
-        who = self._hub.userhost_of(nick)
+        who = self._hub.identity_of(nick)
         rooms = self._hub.visible_rooms_of(nick, self._link)
         if who is None or rooms is None:
             self._numeric(irc.ERR_NOSUCHNICK, nick, "No such nick/channel")
@@ -684,7 +698,7 @@ class IrcDialect:
             return
         user, _, host = who[1].partition("@")
         s, me = self._server, self._me
-        lines = [irc.numeric(s, me, irc.RPL_WHOISUSER, who[0], user, host, "*", who[0])]
+        lines = [irc.numeric(s, me, irc.RPL_WHOISUSER, who[0], user, host, "*", who[2])]
         if rooms:
             lines.append(irc.numeric(s, me, irc.RPL_WHOISCHANNELS, who[0], " ".join(rooms)))
         lines.append(irc.numeric(s, me, irc.RPL_WHOISSERVER, who[0], s, "threadroom chat"))
@@ -692,12 +706,30 @@ class IrcDialect:
         self._send(*lines)
 
     def _irc_lusers(self, params: tuple[str, ...]) -> None:
-        users, rooms = len(self._hub), self._hub.room_count()
+        users, most, rooms = self._hub.counts()
         s, me = self._server, self._me
         self._send(
-            irc.numeric(s, me, irc.RPL_LUSERCLIENT, f"There are {users} users on 1 server"),
+            irc.numeric(
+                s, me, irc.RPL_LUSERCLIENT, f"There are {users} users and 0 invisible on 1 servers"
+            ),
             irc.numeric(s, me, irc.RPL_LUSERCHANNELS, str(rooms), "channels formed"),
             irc.numeric(s, me, irc.RPL_LUSERME, f"I have {users} clients and 0 servers"),
+            irc.numeric(
+                s,
+                me,
+                irc.RPL_LOCALUSERS,
+                str(users),
+                str(most),
+                f"Current local users {users}, max {most}",
+            ),
+            irc.numeric(
+                s,
+                me,
+                irc.RPL_GLOBALUSERS,
+                str(users),
+                str(most),
+                f"Current global users {users}, max {most}",
+            ),
         )
 
     def _irc_motd(self, params: tuple[str, ...]) -> None:
