@@ -458,6 +458,48 @@ def test_a_node_over_tls_to_redis_shares_chat_and_history(
     assert len(refused.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.stress
+@pytest.mark.timeout(60)
+def test_what_a_killed_node_could_not_write_the_others_write_for_it(
+    tmp_path: Path, valkey: Valkey, make_server: Any
+) -> None:
+    """A node killed with `kill -9` dies with the history writes it had queued: the other
+    nodes, which applied those messages too, write them again once the node is declared gone.
+    Deterministic: the doomed node's Redis user may not ZADD (an ACL), so none of its own
+    writes ever lands; every line of its user must still be in Redis after its death."""
+    from tests.valkey import Node
+
+    valkey.command("ACL", "SETUSER", "mute", "on", ">pw", "~*", "&*", "+@all", "-zadd")
+    doomed = Node(
+        tmp_path,
+        f"redis://mute:pw@127.0.0.1:{valkey.port}/0",
+        "--cluster-heartbeat",
+        str(HEARTBEAT_S),
+        name="doomed",
+    )
+    try:
+        survivor = _node(make_server, valkey)
+        alice = JsonPeer(doomed.address, "alice")
+        bob = JsonPeer(survivor.address, "bob")
+        lines = [f"line {i}" for i in range(5)]
+        for text in lines:
+            alice.send_json({"type": "message", "room": "#lobby", "text": text})
+        seen = [bob.expect_type("message")["text"] for _ in lines]
+        assert seen == lines
+        wait_until(lambda: "history degraded" in doomed.log())  # its own writes failed
+
+        def stored() -> list[str]:
+            members = valkey.command("ZRANGE", "threadroom:history:#lobby", "0", "-1")
+            return [decode(m).text for m in members]  # type: ignore[union-attr]
+
+        assert stored() == []  # nobody else writes alice's lines while her node lives
+        doomed.kill()
+        assert bob.expect_type("leave")["nick"] == "alice"
+        wait_until(lambda: stored() == lines)
+    finally:
+        doomed.stop()
+
+
 # -- real chat-server processes ------------------------------------------------------------
 
 

@@ -800,6 +800,11 @@ class ClusterHub(Hub):
             members = [(mid, self._members[mid]) for mid in victims]
         if members:
             log.warning("cluster: node %s is gone; %d user(s) leave", node, len(members))
+        if node != self.node and isinstance(self.store, RedisStore):
+            # Its writer may have died with their last messages queued: write them again.
+            with self._lock:
+                senders = {self._nick_of[m] for _, m in members if m in self._nick_of}
+            self.store.rescue(senders)
         for member_id, member in members:
             Hub.leave(self, member, reason)
             self._forget(member, member_id)
