@@ -22,10 +22,18 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from chat import events as ev
-from chat.protocol import clean_text, clean_topic, key_error, nick_key, room_error, room_key
+from chat.protocol import (
+    AWAY_MAX_CHARS,
+    clean_text,
+    clean_topic,
+    key_error,
+    nick_key,
+    room_error,
+    room_key,
+)
 from chat.store import (
     MAX_HISTORY_LIMIT,
     HistoryEvent,
@@ -221,11 +229,22 @@ def record_of(state: RoomState) -> RoomRecord:
     )
 
 
+class Identity(NamedTuple):
+    """Who a user is, as WHOIS and WHO tell it: the nick as spelled, "user@host", the real
+    name (the nick for whoever gave none) and the away message (None: here)."""
+
+    nick: str
+    userhost: str
+    realname: str
+    away: str | None
+
+
 class Hub:
     """The users online, by nickname, and the rooms they are in.
 
     Thread safety: `_lock` guards everything: `_by_key` and `_nick_of` (the one nickname
-    namespace of every front-end), `_userhost`, `_realname`, `_rooms` (room key -> RoomState),
+    namespace of every front-end), `_userhost`, `_realname`, `_away`, `_rooms` (room key ->
+    RoomState),
     `_rooms_of` (member -> the keys of its rooms, in join order) and `_next_id`. Each public
     method takes it once, briefly; while holding it a method only touches these dicts, builds one
     event and calls recipients' `deliver()`, which takes only the recipient's own outbox lock
@@ -274,6 +293,7 @@ class Hub:
         # An IRC user's real name (USER's last parameter: WHOIS, WHO); only those who gave one
         # other than their nick have an entry (text and JSON users give none).
         self._realname: dict[Member, str] = {}
+        self._away: dict[Member, str] = {}  # IRC's AWAY: those away, and why
         self._most_users = 0  # the most users online at once since the start (IRC's LUSERS)
         lobby = RoomState(name, permanent=True, members=dict_factory("members"))
         self._rooms: dict[str, RoomState] = {room_key(name): lobby}
@@ -331,15 +351,33 @@ class Hub:
                 return None
             return holder[0], self._userhost.get(holder[1], "")
 
-    def identity_of(self, nick: str) -> tuple[str, str, str] | None:
-        """(nick as spelled, user@host, real name) of the user called `nick`, or None; the real
-        name is the nick for whoever gave none."""
+    def identity_of(self, nick: str) -> Identity | None:
+        """Who the user called `nick` is (WHOIS, WHO), or None if nobody is."""
         with self._lock:
             holder = self._by_key.get(nick_key(nick))
             if holder is None:
                 return None
             nick, member = holder
-            return nick, self._userhost.get(member, ""), self._realname.get(member, nick)
+            return Identity(
+                nick,
+                self._userhost.get(member, ""),
+                self._realname.get(member, nick),
+                self._away.get(member),
+            )
+
+    def set_away(self, member: Member, message: str) -> bool:
+        """Marks `member` away with `message` (cleaned, cut to AWAY_MAX_CHARS), or back if it
+        is empty; True if it is away now. Only those who ask learn it (WHOIS, WHO, a private
+        message's answer): nothing is announced."""
+        message = clean_text(message)[:AWAY_MAX_CHARS].strip()
+        with self._lock:
+            if member not in self._nick_of:
+                return False
+            if message:
+                self._away[member] = message
+            else:
+                self._away.pop(member, None)
+            return bool(message)
 
     def rooms_of(self, member: Member) -> tuple[str, ...]:
         """The names of the rooms `member` is in, in the order it joined them."""
@@ -474,6 +512,7 @@ class Hub:
             del self._by_key[nick_key(nick)]
             userhost = self._userhost.pop(member, "")
             self._realname.pop(member, None)
+            self._away.pop(member, None)
             keys = list(self._rooms_of.pop(member, {}))
             states = [self._rooms[k] for k in keys]
             loud = [s for s in states if not self._quiet_locked(s)]  # counted before it leaves
@@ -836,14 +875,26 @@ class Hub:
         known by that nickname (else a ghost answers to it), and every member can be found by its
         own nickname (else it is lost: unreachable by /msg, its name free for someone else).
         Every room member is online and knows it is in the room, and the other way round; only
-        the default room may be empty.
+        the default room may be empty. What is kept per user (user@host, real name, away) is
+        kept for users online only (else every departed user would leave it behind).
         """
         with self._lock:
             by_key = dict(self._by_key)
             nick_of = dict(self._nick_of)
             rooms = {k: (s.name, dict(s.members), set(s.ops)) for k, s in self._rooms.items()}
             rooms_of = {m: dict(keys) for m, keys in self._rooms_of.items()}
+            kept = [
+                ("user@host", list(self._userhost)),
+                ("real name", list(self._realname)),
+                ("away message", list(self._away)),
+            ]
         problems = [
+            f"left behind: the {what} of {member!r}, who is offline"
+            for what, members in kept
+            for member in members
+            if member not in nick_of
+        ]
+        problems += [
             f"ghost: {nick!r} is registered to a client that no longer has that name"
             for nick, member in by_key.values()
             if nick_of.get(member) != nick

@@ -209,6 +209,8 @@ KEY_MAX_CHARS = 23
 # An IRC user's real name (USER's last parameter, shown by WHOIS and WHO), cut to this: one
 # line's worth in any client, and the hub keeps one per user who gave one.
 REALNAME_MAX_CHARS = 50
+# An away message (IRC's AWAY, AWAYLEN): a sentence, not a letter.
+AWAY_MAX_CHARS = 200
 # Unicode categories never allowed in a name: controls (Cc), format characters such as the
 # bidi overrides that make "#\u202egnp.exe" display as "#exe.png" (Cf), surrogates,
 # private use and unassigned code points (Cs, Co, Cn), and every kind of space (Zs, Zl, Zp).

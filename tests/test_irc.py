@@ -469,6 +469,35 @@ def test_who_with_a_mask_lists_the_matching_users_of_every_front_end(irc_server)
     text.close()
 
 
+def test_away_is_told_to_whoever_asks_or_writes_privately_and_never_announced(irc_server):
+    """AWAY :msg marks a user away (306), AWAY alone brings it back (305); a PRIVMSG to it is
+    answered with 301 and the message (a NOTICE never is), WHOIS adds 301, WHO says G instead
+    of H. Nobody else is told: nothing is announced. The message is cleaned and cut to 200."""
+    alice, bob = connect(irc_server, "alice"), connect(irc_server, "bob")
+    for peer in (alice, bob):
+        peer.send_line("JOIN #chan")
+        peer.sync()
+    alice.send_line("AWAY :at \x1b[31mlunch " + "z" * 300)
+    assert [m.command for m in alice.sync()] == ["JOIN", "306"]  # bob's JOIN, then the answer
+    bob.send_line("NOTICE alice :psst")
+    bob.send_line("PRIVMSG alice :hello?")
+    away = bob.expect_cmd("301")
+    assert away.params[1:] == ("alice", ("at lunch " + "z" * 300)[:200])
+    assert [m.command for m in bob.sync()] == []  # one 301: for the PRIVMSG only
+    bob.send_line("WHOIS alice")
+    assert "301" in [m.command for m in bob.sync()]
+    bob.send_line("WHO #chan")
+    flags = {m.params[5]: m.params[6] for m in bob.sync() if m.command == "352"}
+    assert flags == {"alice": "G@", "bob": "H"}
+    alice.send_line("AWAY")
+    told = alice.sync()
+    assert [m.command for m in told] == ["NOTICE", "PRIVMSG", "305"]  # nothing announced
+    assert told[-1].params[-1] == "You are no longer marked as being away"
+    bob.send_line("PRIVMSG alice :back?")
+    bob.send_line("WHOIS alice")
+    assert "301" not in [m.command for m in bob.sync()]
+
+
 def test_lusers_counts_users_now_and_the_most_at_once(irc_server):
     alice, bob = connect(irc_server, "alice"), connect(irc_server, "bob")
     for peer in (alice, bob):

@@ -158,6 +158,7 @@ _OPERATIONS: dict[str, Callable[..., Any]] = {
     "say": Hub.say,
     "act": Hub.act,
     "whisper": Hub.whisper,
+    "set_away": Hub.set_away,
 }
 _CLAIMS = ("register", "join")
 # Entries are compact JSON; one encoder made once (json.dumps with any option but the defaults
@@ -480,6 +481,10 @@ class ClusterHub(Hub):
 
     def set_topic(self, member: Member, room: str, topic: str) -> None:
         self._request("set_topic", member, room, topic)
+
+    def set_away(self, member: Member, message: str) -> bool:
+        away: bool = self._request("set_away", member, message)
+        return away
 
     def set_modes(
         self, member: Member, room: str, changes: Iterable[tuple[str, str]]
@@ -872,6 +877,7 @@ class ClusterHub(Hub):
             self._nick_of.clear()
             self._userhost.clear()
             self._realname.clear()
+            self._away.clear()
             self._rooms_of.clear()
             for member_id, nick, userhost, keys in state["members"]:
                 member = members[member_id] = RemoteMember(member_id)

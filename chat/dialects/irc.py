@@ -562,6 +562,8 @@ class IrcDialect:
                     self._hub.whisper(
                         self._link, target, text, echo=False, notice=notice, action=bool(ctcp)
                     )
+                    if not notice and (who := self._hub.identity_of(target)) and who.away:
+                        self._numeric(irc.RPL_AWAY, who.nick, who.away)
             except ChatError as error:
                 if not notice:
                     self._chat_error(error, command)
@@ -652,6 +654,12 @@ class IrcDialect:
 
     # -- information ---------------------------------------------------------------------------
 
+    def _irc_away(self, params: tuple[str, ...]) -> None:
+        if self._hub.set_away(self._link, params[0] if params else ""):
+            self._numeric(irc.RPL_NOWAWAY, "You have been marked as being away")
+        else:
+            self._numeric(irc.RPL_UNAWAY, "You are no longer marked as being away")
+
     def _irc_who(self, params: tuple[str, ...]) -> None:
         mask = params[0] if params else "*"
         lines = []
@@ -678,8 +686,8 @@ class IrcDialect:
                     host,
                     self._server,
                     who[0],
-                    "H@" if op else "H",
-                    f"0 {who[2]}",
+                    ("G" if who.away is not None else "H") + ("@" if op else ""),
+                    f"0 {who.realname}",
                 )
             )
         lines.append(irc.numeric(self._server, self._me, irc.RPL_ENDOFWHO, mask, "End of WHO"))
@@ -698,10 +706,12 @@ class IrcDialect:
             return
         user, _, host = who[1].partition("@")
         s, me = self._server, self._me
-        lines = [irc.numeric(s, me, irc.RPL_WHOISUSER, who[0], user, host, "*", who[2])]
+        lines = [irc.numeric(s, me, irc.RPL_WHOISUSER, who[0], user, host, "*", who.realname)]
         if rooms:
             lines.append(irc.numeric(s, me, irc.RPL_WHOISCHANNELS, who[0], " ".join(rooms)))
         lines.append(irc.numeric(s, me, irc.RPL_WHOISSERVER, who[0], s, "threadroom chat"))
+        if who.away is not None:
+            lines.append(irc.numeric(s, me, irc.RPL_AWAY, who.nick, who.away))
         lines.append(irc.numeric(s, me, irc.RPL_ENDOFWHOIS, who[0], "End of /WHOIS list"))
         self._send(*lines)
 
