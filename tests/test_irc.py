@@ -498,6 +498,22 @@ def test_away_is_told_to_whoever_asks_or_writes_privately_and_never_announced(ir
     assert "301" not in [m.command for m in bob.sync()]
 
 
+def test_userhost_and_ison_answer_for_users_online_of_every_front_end(irc_server):
+    """USERHOST (302: `nick=+user@host`, `-` when away) and ISON (303: irssi's /notify), for
+    users of any front-end; nicks nobody holds are left out."""
+    alice, bob = connect(irc_server, "alice"), connect(irc_server, "bob")
+    text = TextPeer(irc_server.address, "carol")
+    bob.send_line("AWAY :gone fishing")
+    bob.expect_cmd("306")
+    alice.send_line("USERHOST bob ALICE ghost carol")
+    assert alice.expect_cmd("302").params[-1] == "bob=-~user@irc alice=+~user@irc carol=+carol@text"
+    alice.send_line("ISON Bob ghost carol :alice")
+    assert alice.expect_cmd("303").params[-1] == "bob carol alice"
+    alice.send_line("ISON nobody")
+    assert alice.expect_cmd("303").params[-1] == ""
+    text.close()
+
+
 def test_lusers_counts_users_now_and_the_most_at_once(irc_server):
     alice, bob = connect(irc_server, "alice"), connect(irc_server, "bob")
     for peer in (alice, bob):

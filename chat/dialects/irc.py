@@ -660,6 +660,26 @@ class IrcDialect:
         else:
             self._numeric(irc.RPL_UNAWAY, "You are no longer marked as being away")
 
+    def _irc_userhost(self, params: tuple[str, ...]) -> None:
+        """USERHOST nick...: `nick=+user@host` for each one online (`-` if away), 302."""
+        if not params:
+            self._numeric(irc.ERR_NEEDMOREPARAMS, "USERHOST", "Not enough parameters")
+            return
+        replies = []
+        for nick in params[:5]:  # RFC 2812: up to five
+            if (who := self._hub.identity_of(nick)) is not None:
+                replies.append(f"{who.nick}={'-' if who.away else '+'}{who.userhost}")
+        self._numeric(irc.RPL_USERHOST, " ".join(replies))
+
+    def _irc_ison(self, params: tuple[str, ...]) -> None:
+        """ISON nick...: which of them are online, as spelled (irssi's /notify asks this)."""
+        if not params:
+            self._numeric(irc.ERR_NEEDMOREPARAMS, "ISON", "Not enough parameters")
+            return
+        asked = " ".join(params).split()  # as many as one 512-byte line holds
+        online = [who.nick for nick in asked if (who := self._hub.identity_of(nick))]
+        self._numeric(irc.RPL_ISON, " ".join(online))
+
     def _irc_who(self, params: tuple[str, ...]) -> None:
         mask = params[0] if params else "*"
         lines = []
