@@ -365,19 +365,17 @@ class Hub:
                 self._away.get(member),
             )
 
-    def set_away(self, member: Member, message: str) -> bool:
+    def set_away(self, member: Member, message: str) -> str | None:
         """Marks `member` away with `message` (cleaned, cut to AWAY_MAX_CHARS), or back if it
-        is empty; True if it is away now. Only those who ask learn it (WHOIS, WHO, a private
-        message's answer): nothing is announced."""
+        is empty; returns the message kept (None: back). Only those who ask learn it (WHOIS,
+        WHO, a private message's answer): nothing is announced."""
         message = clean_text(message)[:AWAY_MAX_CHARS].strip()
         with self._lock:
-            if member not in self._nick_of:
-                return False
-            if message:
-                self._away[member] = message
-            else:
+            if member not in self._nick_of or not message:
                 self._away.pop(member, None)
-            return bool(message)
+                return None
+            self._away[member] = message
+            return message
 
     def rooms_of(self, member: Member) -> tuple[str, ...]:
         """The names of the rooms `member` is in, in the order it joined them."""

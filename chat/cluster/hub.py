@@ -482,8 +482,8 @@ class ClusterHub(Hub):
     def set_topic(self, member: Member, room: str, topic: str) -> None:
         self._request("set_topic", member, room, topic)
 
-    def set_away(self, member: Member, message: str) -> bool:
-        away: bool = self._request("set_away", member, message)
+    def set_away(self, member: Member, message: str) -> str | None:
+        away: str | None = self._request("set_away", member, message)
         return away
 
     def set_modes(

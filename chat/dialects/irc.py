@@ -655,7 +655,7 @@ class IrcDialect:
     # -- information ---------------------------------------------------------------------------
 
     def _irc_away(self, params: tuple[str, ...]) -> None:
-        if self._hub.set_away(self._link, params[0] if params else ""):
+        if self._hub.set_away(self._link, params[0] if params else "") is not None:
             self._numeric(irc.RPL_NOWAWAY, "You have been marked as being away")
         else:
             self._numeric(irc.RPL_UNAWAY, "You are no longer marked as being away")
