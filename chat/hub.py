@@ -343,14 +343,6 @@ class Hub:
         with self._lock:
             return len(self._nick_of)
 
-    def userhost_of(self, nick: str) -> tuple[str, str] | None:
-        """(nick as spelled, user@host) of the user called `nick`, or None."""
-        with self._lock:
-            holder = self._by_key.get(nick_key(nick))
-            if holder is None:
-                return None
-            return holder[0], self._userhost.get(holder[1], "")
-
     def identity_of(self, nick: str) -> Identity | None:
         """Who the user called `nick` is (WHOIS, WHO), or None if nobody is."""
         with self._lock:

@@ -893,11 +893,10 @@ class ClusterHub(Hub):
                 self._nick_of[member] = nick
                 self._userhost[member] = userhost
                 self._rooms_of[member] = dict.fromkeys(keys)
-                realname, away = (*identity, "", None)[:2]
-                if realname:
-                    self._realname[member] = realname
-                if away:
-                    self._away[member] = away
+                if identity and identity[0]:
+                    self._realname[member] = identity[0]
+                if len(identity) > 1 and identity[1]:
+                    self._away[member] = identity[1]
             self._rooms.clear()
             for name, permanent, ids, ops, topic, topic_by, topic_ts, key, secret in state["rooms"]:
                 self._rooms[room_key(name)] = RoomState(

@@ -46,11 +46,10 @@ from chat.wire import EncodeCache, irc
 
 log = logging.getLogger("chat.dialects.irc")
 
-# Commands a client may send before it is registered (everything else gets 451).
 # WHO with a mask lists at most this many users (as ircu's MAXWHOREPLIES): "WHO *" on a server
 # of 10,000 would otherwise be a megabyte, more than a client's send queue.
 WHO_MAX_REPLIES = 500
-
+# Commands a client may send before it is registered (everything else gets 451).
 _BEFORE_REGISTRATION = {"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"}
 # Capabilities of a client that asked for none: one shared object (since Python 3.10 every
 # `frozenset()` is a new 216-byte object; one per idle client is 2 MiB at 10,000, #14).
@@ -503,7 +502,7 @@ class IrcDialect:
         return changes, lists
 
     def _user_mode(self, target: str, params: tuple[str, ...]) -> None:
-        if self._hub.userhost_of(target) is None:
+        if self._hub.identity_of(target) is None:
             raise NoSuchNick(target)
         if nick_key(target) != nick_key(self._me):
             self._numeric(irc.ERR_USERSDONTMATCH, "Cannot change mode for other users")
@@ -511,7 +510,7 @@ class IrcDialect:
             self._numeric(irc.RPL_UMODEIS, "+")
         elif any(c not in "+-iw" for c in params[0]):
             self._numeric(irc.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
-        # +i / +w: accepted and meaningless here (nobody is listed by WHO without a channel)
+        # +i / +w: accepted and meaningless here (a WHO mask lists everyone, docs/irc.md)
 
     # -- talking -------------------------------------------------------------------------------
 
@@ -695,7 +694,7 @@ class IrcDialect:
             who = self._hub.identity_of(nick)
             if who is None:
                 continue
-            user, _, host = who[1].partition("@")
+            user, _, host = who.userhost.partition("@")
             lines.append(
                 irc.numeric(
                     self._server,
@@ -705,7 +704,7 @@ class IrcDialect:
                     user,
                     host,
                     self._server,
-                    who[0],
+                    who.nick,
                     ("G" if who.away is not None else "H") + ("@" if op else ""),
                     f"0 {who.realname}",
                 )
@@ -724,15 +723,15 @@ class IrcDialect:
             self._numeric(irc.ERR_NOSUCHNICK, nick, "No such nick/channel")
             self._numeric(irc.RPL_ENDOFWHOIS, nick, "End of /WHOIS list")
             return
-        user, _, host = who[1].partition("@")
+        user, _, host = who.userhost.partition("@")
         s, me = self._server, self._me
-        lines = [irc.numeric(s, me, irc.RPL_WHOISUSER, who[0], user, host, "*", who.realname)]
+        lines = [irc.numeric(s, me, irc.RPL_WHOISUSER, who.nick, user, host, "*", who.realname)]
         if rooms:
-            lines.append(irc.numeric(s, me, irc.RPL_WHOISCHANNELS, who[0], " ".join(rooms)))
-        lines.append(irc.numeric(s, me, irc.RPL_WHOISSERVER, who[0], s, "threadroom chat"))
+            lines.append(irc.numeric(s, me, irc.RPL_WHOISCHANNELS, who.nick, " ".join(rooms)))
+        lines.append(irc.numeric(s, me, irc.RPL_WHOISSERVER, who.nick, s, "threadroom chat"))
         if who.away is not None:
             lines.append(irc.numeric(s, me, irc.RPL_AWAY, who.nick, who.away))
-        lines.append(irc.numeric(s, me, irc.RPL_ENDOFWHOIS, who[0], "End of /WHOIS list"))
+        lines.append(irc.numeric(s, me, irc.RPL_ENDOFWHOIS, who.nick, "End of /WHOIS list"))
         self._send(*lines)
 
     def _irc_lusers(self, params: tuple[str, ...]) -> None:
