@@ -244,12 +244,12 @@ class Hub:
 
     Thread safety: `_lock` guards everything: `_by_key` and `_nick_of` (the one nickname
     namespace of every front-end), `_userhost`, `_realname`, `_away`, `_rooms` (room key ->
-    RoomState),
-    `_rooms_of` (member -> the keys of its rooms, in join order) and `_next_id`. Each public
-    method takes it once, briefly; while holding it a method only touches these dicts, builds one
-    event and calls recipients' `deliver()`, which takes only the recipient's own outbox lock
-    (lock order: hub lock, then outbox lock; never the reverse). Members whose outbox is full
-    are collected and dropped after the lock is released, because dropping one is I/O.
+    RoomState), `_rooms_of` (member -> the keys of its rooms, in join order), `_most_users` and
+    `_next_id`. Each public method takes it once, briefly; while holding it a method only
+    touches these dicts, builds one event and calls recipients' `deliver()`, which takes only
+    the recipient's own outbox lock (lock order: hub lock, then outbox lock; never the reverse).
+    Members whose outbox is full are collected and dropped after the lock is released, because
+    dropping one is I/O.
 
     History (#11): the lock also guards `_dormant` (empty rooms history keeps) and each room's
     `recent` replay buffer. `store.offer_event` / `offer_room` are called under the lock and

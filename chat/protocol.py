@@ -6,6 +6,7 @@ Nothing here touches a socket, a thread or a clock, so every rule can be tested 
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import unicodedata
 from collections.abc import Callable
@@ -192,8 +193,10 @@ def nick_mask(mask: str) -> Callable[[str], bool]:
     the "[]" a nick may hold included, stands for itself."""
     if mask == "0":
         return lambda nick: True
-    pattern = re.escape(nick_key(mask)).replace(r"\*", ".*").replace(r"\?", ".")
-    match = re.compile(pattern, re.DOTALL).fullmatch
+    # fnmatch's translation matches each part between stars at its first place with atomic
+    # groups: linear, where a naive ".*a.*a.*b" backtracks (0.25 ms a nick, seconds for a WHO
+    # of a large server). "[[]" is its way of saying a literal "[".
+    match = re.compile(fnmatch.translate(nick_key(mask).replace("[", "[[]"))).match
     return lambda nick: match(nick_key(nick)) is not None
 
 
