@@ -267,8 +267,12 @@ class ClusterHub(Hub):
     under it; it may be taken inside the hub lock, never the reverse) guards `_id_of`/`_members`
     (local member <-> cluster-wide id; id -> member, local or remote), `_waiting` (token ->
     Future), `_link_up` and `_unsent`. `_applied_cond` (a leaf) wakes `barrier()` callers after
-    each batch. The follower alone touches `_last_id`, `_done_id`, `_last_n`, `_tokens` and
-    `_epoch` (barrier() only reads `_done_id`, one str). Two threads of our own: the follower
+    each batch. `_epoch_cond` (a leaf) guards `held` and the follower's changes of `_epoch`;
+    a reader whose append Redis refused for another epoch (it lost its data) waits on it,
+    never holding another lock, until the follower has re-entered this node's users and the
+    other nodes theirs (`_state_lost`, `_release_held`); readers read `_epoch` (one str) to
+    append. The follower alone touches `_last_id`, `_done_id`, `_last_n`, `_tokens` and the
+    `_resync_*` fields (barrier() only reads `_done_id`, one str). Two threads of our own: the follower
     (XREAD, apply, snapshots) and the heartbeat (liveness key, node-gone checks, leaves to
     resend); both are joined in `close()`. Queries (who, rooms) read the local replica, which
     is at most one stream read behind; a ping waits until it is not (`barrier()`).
