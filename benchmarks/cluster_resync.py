@@ -172,7 +172,7 @@ def main() -> None:
             }
         finally:
             valkey.stop()
-    print(json.dumps(result, indent=2))  # noqa: T201
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,11 @@ entry to its replica with the very same `Hub` code. So:
 * a request whose `XADD` cannot reach Redis is retried with the same token until its deadline,
   and the script refuses an entry that arrives after that deadline, so a user told "not sent"
   was told the truth, and a retry that did get through twice is applied once (tokens are
-  remembered).
+  remembered);
+* after Redis lost its data (restarted without persistence) every node re-enters its users
+  through the new stream, and a node's own requests wait until its users and the other nodes'
+  are back (the append script refuses them before: it checks the node's epoch), so a message
+  sent meanwhile is applied where its sender and receivers are in their rooms.
 
 Node liveness: each node refreshes a key with a TTL (`SET ... PX`); when a node's key has stayed
 missing for a whole TTL more (kill -9), any node appends "node gone", and every node applies
@@ -272,10 +276,11 @@ class ClusterHub(Hub):
     never holding another lock, until the follower has re-entered this node's users and the
     other nodes theirs (`_state_lost`, `_release_held`); readers read `_epoch` (one str) to
     append. The follower alone touches `_last_id`, `_done_id`, `_last_n`, `_tokens` and the
-    `_resync_*` fields (barrier() only reads `_done_id`, one str). Two threads of our own: the follower
-    (XREAD, apply, snapshots) and the heartbeat (liveness key, node-gone checks, leaves to
-    resend); both are joined in `close()`. Queries (who, rooms) read the local replica, which
-    is at most one stream read behind; a ping waits until it is not (`barrier()`).
+    `_resync_*` fields (barrier() only reads `_done_id`, one str). Two threads of our own:
+    the follower (XREAD, apply, snapshots) and the heartbeat (liveness key, node-gone checks,
+    leaves to resend); both are joined in `close()`. Queries (who, rooms) read the local
+    replica, which is at most one stream read behind; a ping waits until it is not
+    (`barrier()`).
     """
 
     def __init__(
