@@ -68,7 +68,7 @@ def append_rates(valkey: Valkey, calls: int, rounds: int) -> dict[str, Any]:
     payload = json.dumps({"o": "say", "r": "x", "m": "n/1", "a": ["hello there"]})
     deadline_ms = int((time.time() + 3600) * 1000)
     keys = ["bench:events", "bench:seq", "bench:epoch"]
-    args = [payload, deadline_ms, "e1"]
+    args: list[str | int] = [payload, deadline_ms, "e1"]
     rates: dict[str, dict[str, list[float]]] = {
         mode: {"before": [], "after": []} for mode in ("one at a time", "pipelined")
     }
@@ -117,7 +117,7 @@ def resync_times(valkey: Valkey, users: int, rounds: int) -> dict[str, Any]:
         finally:
             spent.append(time.perf_counter() - started)
 
-    hub._append_resyncs = timed  # type: ignore[method-assign]
+    hub._append_resyncs = timed  # type: ignore[method-assign,assignment]
     batch_default = cluster_hub.RESYNC_BATCH
     try:
         members = [Quiet() for _ in range(users)]
