@@ -11,6 +11,9 @@ line has either reached the new stream (the defect) or is held by her node (the 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -235,3 +238,23 @@ def test_a_node_that_resyncs_too_late_tells_its_users_they_may_have_missed_lines
     alice.expect("<bob> and now?", timeout=15)
     alice.close()
     bob.close()
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(120)
+def test_the_resync_benchmark_smoke_run() -> None:
+    """benchmarks/cluster_resync.py --quick: both parts run and give their figures."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "cluster_resync.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(done.stdout)
+    for mode in ("one at a time", "pipelined"):
+        assert results["append script"][mode]["after/before"] > 0
+    assert results["resync"]["append one per round trip / batched"] > 0
