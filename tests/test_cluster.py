@@ -175,6 +175,23 @@ def test_rooms_modes_renames_and_kicks_span_nodes(two_nodes: tuple[Any, Any]) ->
     bob.close()
 
 
+def test_real_names_and_away_are_known_on_every_node(two_nodes: tuple[Any, Any]) -> None:
+    a, b = two_nodes
+    alice = IrcPeer(a.irc_address)
+    alice.send("NICK alice\r\nUSER al 0 * :Alice Liddell\r\n")
+    alice.expect_cmd("422")
+    bob = IrcPeer(b.irc_address, "bob")
+    alice.send_line("AWAY :down the rabbit hole")
+    assert alice.msg().command == "306"  # in the stream: applied on her node
+    bob.sync()  # a delivery barrier: bob's node has applied the stream as far as it went
+    bob.send_line("WHOIS alice")
+    replies = {m.command: m.params for m in bob.sync()}
+    assert replies["311"][-1] == "Alice Liddell"
+    assert replies["301"][1:] == ("alice", "down the rabbit hole")
+    bob.send_line("PRIVMSG alice :are you there?")
+    assert bob.expect_cmd("301").params[-1] == "down the rabbit hole"
+
+
 # -- real chat-server processes --------------------------------------------------------------
 
 

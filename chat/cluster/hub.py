@@ -180,6 +180,7 @@ _OPERATIONS: dict[str, Callable[..., Any]] = {
     "say": Hub.say,
     "act": Hub.act,
     "whisper": Hub.whisper,
+    "set_away": Hub.set_away,
 }
 _CLAIMS = ("register", "join")
 # Entries are compact JSON; one encoder made once (json.dumps with any option but the defaults
@@ -470,8 +471,8 @@ class ClusterHub(Hub):
 
     # -- what users ask: appended to the stream, applied by the follower, answered here -------
 
-    def register(self, member: Member, nick: str, userhost: str = "") -> None:
-        self._request("register", member, nick, userhost, **self._racy_check(nick))
+    def register(self, member: Member, nick: str, userhost: str = "", realname: str = "") -> None:
+        self._request("register", member, nick, userhost, realname, **self._racy_check(nick))
 
     def join(self, member: Member, nick: str, userhost: str = "") -> ev.Welcome:
         welcome: ev.Welcome = self._request(
@@ -529,6 +530,10 @@ class ClusterHub(Hub):
 
     def set_topic(self, member: Member, room: str, topic: str) -> None:
         self._request("set_topic", member, room, topic)
+
+    def set_away(self, member: Member, message: str) -> bool:
+        away: bool = self._request("set_away", member, message)
+        return away
 
     def set_modes(
         self, member: Member, room: str, changes: Iterable[tuple[str, str]]
@@ -894,6 +899,11 @@ class ClusterHub(Hub):
             members = [(mid, self._members[mid]) for mid in victims]
         if members:
             log.warning("cluster: node %s is gone; %d user(s) leave", node, len(members))
+        if node != self.node and isinstance(self.store, RedisStore):
+            # Its writer may have died with their last messages queued: write them again.
+            with self._lock:
+                senders = {self._nick_of[m] for _, m in members if m in self._nick_of}
+            self.store.rescue(senders)
         for member_id, member in members:
             Hub.leave(self, member, reason)
             self._forget(member, member_id)
@@ -960,6 +970,8 @@ class ClusterHub(Hub):
             self._by_key.clear()
             self._nick_of.clear()
             self._userhost.clear()
+            self._realname.clear()
+            self._away.clear()
             self._rooms_of.clear()
             for member_id, nick, userhost, keys in state["members"]:
                 member = members[member_id] = RemoteMember(member_id)
