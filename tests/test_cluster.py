@@ -444,7 +444,8 @@ def test_a_new_node_starts_from_a_snapshot_and_the_stream_is_trimmed(
 ) -> None:
     """Every few entries a snapshot of the replica goes to Redis and the stream is trimmed
     behind the one before; a node started later loads the latest snapshot and replays only
-    what follows: the same users, rooms, operators, keys and topics as the others."""
+    what follows: the same users (real names and away messages too), rooms, operators, keys
+    and topics as the others."""
     from chat.cluster import ClusterHub
 
     def node() -> Any:
@@ -462,6 +463,8 @@ def test_a_new_node_starts_from_a_snapshot_and_the_stream_is_trimmed(
     alice.expect_cmd("TOPIC")
     bob.send_line("JOIN #ops sesame")
     bob.expect_cmd("366")
+    bob.send_line("AWAY :in the snapshot too")
+    bob.expect_cmd("306")
     for i in range(70):  # one entry each: bob sees each before alice sends the next
         alice.send_line(f"PRIVMSG #ops :line {i}")
         assert bob.expect_cmd("PRIVMSG").params[-1] == f"line {i}"
@@ -482,6 +485,8 @@ def test_a_new_node_starts_from_a_snapshot_and_the_stream_is_trimmed(
     assert sorted(c.hub.nicks()) == ["alice", "bob"]
     assert c.hub.room_names("#ops", None) == ("#ops", ("@alice", "bob"))
     assert c.hub.topic(None, "#ops").topic == "kept in the snapshot"
+    assert c.hub.identity_of("alice").realname == "Real Name"  # tests/peers.py's USER line
+    assert c.hub.identity_of("bob").away == "in the snapshot too"
     carol = IrcPeer(c.irc_address, "carol")
     carol.send_line("JOIN #ops")
     carol.expect_cmd("475")  # the key came with the snapshot

@@ -939,7 +939,14 @@ class ClusterHub(Hub):
         with self._lock, self._ids_lock:  # lock order: hub lock, then the leaf
             id_of = {member: member_id for member_id, member in self._members.items()}
             members = [
-                [id_of[m], nick, self._userhost.get(m, ""), list(self._rooms_of.get(m, ()))]
+                [
+                    id_of[m],
+                    nick,
+                    self._userhost.get(m, ""),
+                    list(self._rooms_of.get(m, ())),
+                    self._realname.get(m, ""),
+                    self._away.get(m),
+                ]
                 for m, nick in self._nick_of.items()
             ]
             rooms = [
@@ -973,12 +980,18 @@ class ClusterHub(Hub):
             self._realname.clear()
             self._away.clear()
             self._rooms_of.clear()
-            for member_id, nick, userhost, keys in state["members"]:
+            # A snapshot of an older node has no real name and away message (IRC's WHOIS).
+            for member_id, nick, userhost, keys, *identity in state["members"]:
                 member = members[member_id] = RemoteMember(member_id)
                 self._by_key[nick_key(nick)] = (nick, member)
                 self._nick_of[member] = nick
                 self._userhost[member] = userhost
                 self._rooms_of[member] = dict.fromkeys(keys)
+                realname, away = (*identity, "", None)[:2]
+                if realname:
+                    self._realname[member] = realname
+                if away:
+                    self._away[member] = away
             self._rooms.clear()
             for name, permanent, ids, ops, topic, topic_by, topic_ts, key, secret in state["rooms"]:
                 self._rooms[room_key(name)] = RoomState(
