@@ -365,7 +365,8 @@ def test_redis_restarted_empty_resynchronises_membership(
 ) -> None:
     """Without persistence a restarted Redis has forgotten the chat: each node notices (the
     epoch key is gone), tells its users, and re-enters them (nickname, rooms, operator status,
-    key) through the new stream: one chat again, every nick held once, the room's key kept."""
+    key, real name, away message) through the new stream: one chat again, every nick held
+    once, the room's key kept."""
     a, b = two_nodes
     alice = IrcPeer(a.irc_address, "alice")
     bob = IrcPeer(b.irc_address, "bob")
@@ -376,6 +377,8 @@ def test_redis_restarted_empty_resynchronises_membership(
     bob.send_line("JOIN #ops sesame")
     bob.expect_cmd("366")
     alice.expect_cmd("JOIN")
+    alice.send_line("AWAY :rebuilding")
+    alice.expect_cmd("306")
     valkey.restart()
     for peer in (alice, bob):
         notice = peer.expect_cmd("NOTICE", timeout=15)
@@ -385,6 +388,8 @@ def test_redis_restarted_empty_resynchronises_membership(
     wait_until(lambda: a.hub.room_names("#ops", None) == b.hub.room_names("#ops", None), 15)
     assert a.hub.room_names("#ops", None) == ("#ops", ("@alice", "bob"))
     assert a.hub.room_modes("#ops", None) is not None
+    for node in (a, b):
+        assert node.hub.identity_of("alice")[2:] == ("Real Name", "rebuilding")
     carol = IrcPeer(b.irc_address, "carol")
     carol.send_line("JOIN #ops")
     carol.expect_cmd("475")  # the key survived the restart

@@ -1165,7 +1165,8 @@ class ClusterHub(Hub):
 
     def _resync_state_locked(self, member: Member) -> list[Any]:
         """What a resync entry says of `member`: [nick, userhost, [[room, op, topic, topic_by,
-        topic_ts, key, secret], ...]] (rooms in the order it joined them)."""
+        topic_ts, key, secret], ...], real name, away message] (rooms in the order it joined
+        them; the real name "" and the away message None if it gave none)."""
         rooms = []
         for k in self._rooms_of.get(member, ()):
             state = self._rooms[k]
@@ -1180,12 +1181,18 @@ class ClusterHub(Hub):
                     state.secret,
                 ]
             )
-        return [self._nick_of[member], self._userhost.get(member, ""), rooms]
+        return [
+            self._nick_of[member],
+            self._userhost.get(member, ""),
+            rooms,
+            self._realname.get(member, ""),
+            self._away.get(member),
+        ]
 
     def _apply_resync(self, member_id: str, state: list[Any]) -> None:
         """A user re-enters after Redis lost the chat: its nickname (if still free), then its
         rooms as it knew them (a room someone else rebuilt first keeps that one's key)."""
-        nick, userhost, rooms = state
+        nick, userhost, rooms, *identity = state  # an older node's has no real name, away
         mine = member_id.startswith(self.node + "/")
         if mine:
             self._resync_pending.pop(member_id, None)
@@ -1196,13 +1203,15 @@ class ClusterHub(Hub):
         if member is None:
             return
         try:
-            Hub.register(self, member, nick, userhost)
+            Hub.register(self, member, nick, userhost, identity[0] if identity else "")
         except ChatError:
             self._forget(member, member_id)
             if mine:  # its requests held for the resync are refused with this, not "not in"
                 self._resync_lost.add(member_id)
                 _send_off(member, NICK_LOST)
             return
+        if len(identity) > 1 and identity[1]:
+            Hub.set_away(self, member, identity[1])
         for name, op, topic, topic_by, topic_ts, key, secret in rooms:
             try:
                 Hub.enter(self, member, name, key, show_if_in=False)
