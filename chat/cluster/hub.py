@@ -66,6 +66,7 @@ from chat.hub import (
     RoomState,
     Unavailable,
 )
+from chat.hub import muted as hub_muted
 from chat.protocol import nick_key, room_key
 from chat.store import StoreError
 from chat.store.redis import RedisStore
@@ -317,6 +318,12 @@ class ClusterHub(Hub):
         self._link_up = True
         self._numbers = itertools.count(1)
         self._tokens: OrderedDict[str, None] = OrderedDict()  # applied request tokens
+        # Tokens of requests applied before Redis lost its data (#12). A request whose append
+        # Redis executed just before dying, reply lost, is retried into the new stream: a node
+        # that applied it from the old stream applies it again (every replica must take the
+        # same entries, or they part) but hands its events to nobody (`hub.muted`): its users
+        # had them. A node that had not read it delivers it: every user gets it once.
+        self._tokens_before: OrderedDict[str, None] = OrderedDict()
         self._last_id = "0-0"  # the newest entry read (set before it is applied)
         self._done_id = "0-0"  # the newest entry applied
         self._last_n = 0
@@ -812,9 +819,11 @@ class ClusterHub(Hub):
             # resync_wait_s for us in vain): what it says may not reach them. They are told
             # when they are back (_apply_resync): a notice, never silence.
             self._resync_missed.update(self._resync_pending)
-        self._apply_request(op, command)
+        self._apply_request(op, command, muted=token in self._tokens_before)
 
-    def _apply_request(self, op: Any, command: dict[str, Any]) -> None:
+    def _apply_request(self, op: Any, command: dict[str, Any], *, muted: bool = False) -> None:
+        """Applies a user's request to the replica and answers its waiting reader, if ours.
+        `muted`: this node applied it before Redis lost its data; its events go to nobody."""
         member_id = str(command.get("m"))
         with self._ids_lock:
             member = self._members.get(member_id)
@@ -843,6 +852,7 @@ class ClusterHub(Hub):
                 with self._lock:
                     self._by_key.pop(nick_key(str(arguments[0])), None)
             twin = self._racy_leave(member) if op == "leave" and self.racy_claims else None
+            hub_muted.on = muted
             try:
                 outcome = operation(self, member, *arguments, **options)
             except ChatError as refused:
@@ -851,6 +861,7 @@ class ClusterHub(Hub):
                 log.exception("cluster: applying %s failed", op)
                 error = bug
             finally:
+                hub_muted.on = False
                 self._stamp.ts = None
                 self._stamp.local = None
                 if twin is not None:
@@ -1069,6 +1080,9 @@ class ClusterHub(Hub):
                 m for m, who in self._members.items() if isinstance(who, RemoteMember)
             ]:
                 del self._members[member_id]
+        self._tokens_before.update(self._tokens)  # what this node's users already got
+        while len(self._tokens_before) > TOKENS_KEPT:
+            self._tokens_before.popitem(last=False)
         self._tokens.clear()
         self._last_id = self._done_id = "0-0"
         self._last_n = 0

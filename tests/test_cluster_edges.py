@@ -1,0 +1,187 @@
+"""Exactly-once and replay edges of the cluster (#12) that need Redis to fail at one instant.
+
+* A request whose append Redis executed just before it died without its data, and whose reply
+  never reached its node: the node retries it into the new stream. The nodes that delivered it
+  from the old stream must not deliver it again; a node that had not read it must.
+* Event ids after Redis lost its data: the same on every node, the running ones and one started
+  afterwards, and above every id a user saw before.
+* A node that loads a snapshot while the origin node's history writer has not yet written the
+  last messages before it: its replay is the same as the other nodes'.
+
+Every race is forced with a hook, never left to luck: the node's append script is wrapped so
+that Redis executes it and the test restarts Redis before the node sees the reply (then the
+reply is "lost": a ConnectionError, as when Redis dies with it); a node's follower is parked
+before its XREAD; a node's history writer is held before it writes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.peers import TextPeer, wait_until
+from tests.valkey import Valkey
+
+HEARTBEAT_S = 0.3
+HOLD_TIMEOUT_S = 20.0
+
+
+@pytest.fixture
+def valkey(tmp_path: Path) -> Iterator[Valkey]:
+    server = Valkey(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cluster(valkey: Valkey, make_server: Any) -> Any:
+    """Starts nodes on one Valkey (valkey first: it is torn down after them)."""
+    options = {"cluster_url": valkey.url, "cluster_heartbeat_s": HEARTBEAT_S, "flood_rate": 0}
+
+    def node(**more: Any) -> Any:
+        return make_server(**{**options, **more})
+
+    return node
+
+
+class LostReply:
+    """The node's append of the request carrying `text` is executed by Redis; the node then
+    waits (`executed`, `go`) for the test to restart Redis empty, and never sees the reply."""
+
+    def __init__(self, hub: Any, text: str) -> None:
+        self.executed = threading.Event()
+        self.go = threading.Event()
+        self.entries: list[Any] = []
+        real = hub._append
+
+        def append(*, keys: Any, args: Any, client: Any) -> Any:
+            entry = real(keys=keys, args=args, client=client)
+            if not self.entries and text in str(args[0]):
+                self.entries.append(entry)
+                self.executed.set()
+                self.go.wait(HOLD_TIMEOUT_S)
+                raise redis.ConnectionError("the reply was lost with Redis (test)")
+            return entry
+
+        hub._append = append  # looked up on the instance
+
+
+class ParkedReads:
+    """Parks a node's follower before its next XREAD until `release()`: it reads nothing."""
+
+    def __init__(self, hub: Any) -> None:
+        self.parked = threading.Event()
+        self._go = threading.Event()
+        client = hub._reader
+        real = client.xread
+
+        def xread(*args: Any, **kwargs: Any) -> Any:
+            if not self._go.is_set():
+                self.parked.set()
+                self._go.wait(HOLD_TIMEOUT_S)
+            return real(*args, **kwargs)
+
+        client.xread = xread
+
+    def release(self) -> None:
+        self._go.set()
+
+
+def _in_stream(valkey: Valkey, text: str) -> bool:
+    entries: Any = valkey.command("XRANGE", "threadroom:events", "-", "+")
+    return any(text in json.loads(fields["c"]).get("a", ()) for _id, fields in entries)
+
+
+def _lines_until(peer: TextPeer, last: str) -> list[str]:
+    seen = [peer.line(timeout=15)]
+    while seen[-1] != last:
+        seen.append(peer.line(timeout=15))
+    return seen
+
+
+def _no_error_for(peer: TextPeer) -> None:
+    peer.send("/users\n")  # a barrier: every answer to the peer's lines came before it
+    told = [peer.line(timeout=15)]
+    while not told[-1].startswith(("*** Online", "*** Users in")):
+        told.append(peer.line(timeout=15))
+    assert not [line for line in told if line.startswith("! ")], told
+
+
+def _restart_empty(valkey: Valkey) -> None:
+    valkey.stop()  # no persistence: it comes back without the chat
+    valkey.start()
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(90)
+def test_a_line_whose_reply_died_with_redis_is_not_delivered_twice(
+    cluster: Any, valkey: Valkey
+) -> None:
+    """Both nodes delivered alice's line from the old stream; her node's retry goes into the
+    new one; neither bob (other node) nor carol (her node) sees it again, and alice is told
+    nothing went wrong."""
+    a, b = cluster(), cluster()
+    alice = TextPeer(a.address, "alice")
+    carol = TextPeer(a.address, "carol")
+    bob = TextPeer(b.address, "bob")
+    carol.expect("*** bob joined")
+    lost = LostReply(a.hub, "once")
+    alice.send("once\n")
+    assert lost.executed.wait(15)
+    assert lost.entries[0], lost.entries  # Redis did append it
+    bob.expect("<alice> once")
+    carol.expect("<alice> once")
+    _restart_empty(valkey)
+    lost.go.set()
+    wait_until(lambda: _in_stream(valkey, "once"), 15)  # the retry is in the new stream
+    alice.send("after\n")
+    for peer in (bob, carol):
+        seen = _lines_until(peer, "<alice> after")
+        assert "<alice> once" not in seen, seen
+    _no_error_for(alice)
+    assert sorted(a.hub.nicks()) == sorted(b.hub.nicks()) == ["alice", "bob", "carol"]
+    for peer in (alice, bob, carol):
+        peer.close()
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(90)
+def test_a_line_whose_reply_died_with_redis_reaches_a_node_that_had_not_read_it(
+    cluster: Any, valkey: Valkey
+) -> None:
+    """Node b's follower is parked: it never read alice's line from the old stream. The retry
+    in the new stream reaches bob once; carol (alice's node, which delivered it before) does
+    not get it again."""
+    a, b = cluster(), cluster()
+    alice = TextPeer(a.address, "alice")
+    carol = TextPeer(a.address, "carol")
+    bob = TextPeer(b.address, "bob")
+    carol.expect("*** bob joined")
+    reads = ParkedReads(b.hub)
+    try:
+        assert reads.parked.wait(15)
+        lost = LostReply(a.hub, "once")
+        alice.send("once\n")
+        assert lost.executed.wait(15)
+        carol.expect("<alice> once")
+        _restart_empty(valkey)
+        lost.go.set()
+    finally:
+        reads.release()
+    alice.send("after\n")
+    seen = _lines_until(bob, "<alice> after")
+    assert [line for line in seen if line.startswith("<alice>")] == [
+        "<alice> once",
+        "<alice> after",
+    ], seen
+    seen = _lines_until(carol, "<alice> after")
+    assert "<alice> once" not in seen, seen
+    _no_error_for(alice)
+    for peer in (alice, bob, carol):
+        peer.close()
