@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.peers import TextPeer, wait_until
+from tests.peers import JsonPeer, TextPeer, wait_until
 from tests.valkey import Valkey
 
 HEARTBEAT_S = 0.3
@@ -184,4 +184,48 @@ def test_a_line_whose_reply_died_with_redis_reaches_a_node_that_had_not_read_it(
     assert "<alice> once" not in seen, seen
     _no_error_for(alice)
     for peer in (alice, bob, carol):
+        peer.close()
+
+
+def _said(peer: JsonPeer, text: str) -> dict[str, Any]:
+    while True:
+        event = peer.expect_type("message", timeout=15)
+        if event["text"] == text:
+            return event
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(90)
+def test_event_ids_after_redis_lost_its_data_are_the_same_on_every_node(
+    cluster: Any, valkey: Valkey
+) -> None:
+    """Node b is behind when Redis dies (its follower parked: it never applies alice's last
+    lines), and node c starts after the loss. One line afterwards has one id on a, b and c,
+    above every id anyone saw before."""
+    a, b = cluster(), cluster()
+    alice = JsonPeer(a.address, "alice")
+    carol = JsonPeer(a.address, "carol")
+    bob = JsonPeer(b.address, "bob")
+    alice.expect_type("join")  # carol
+    alice.expect_type("join")  # bob
+    reads = ParkedReads(b.hub)
+    try:
+        assert reads.parked.wait(15)
+        for n in range(3):
+            alice.send_json({"type": "message", "text": f"b never reads {n}"})
+        seen_before = _said(carol, "b never reads 2")["id"]
+        _restart_empty(valkey)
+    finally:
+        reads.release()
+    wait_until(lambda: sorted(b.hub.nicks()) == ["alice", "bob", "carol"], 15)
+    c = cluster()  # from the new stream's start: its ids begin at 1
+    dave = JsonPeer(c.address, "dave")
+    wait_until(lambda: all("dave" in n.hub.nicks() for n in (a, b)), 15)
+    alice.send_json({"type": "message", "text": "one id"})
+    ids = {
+        who: _said(peer, "one id")["id"] for who, peer in [("a", carol), ("b", bob), ("c", dave)]
+    }
+    assert len(set(ids.values())) == 1, ids
+    assert ids["a"] > seen_before, (ids, seen_before)
+    for peer in (alice, bob, carol, dave):
         peer.close()

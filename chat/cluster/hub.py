@@ -131,9 +131,11 @@ LINK_SLOW = "cluster link slow: sent, but not confirmed yet"
 # request the node gave up on can never appear later), and refused (0) unless Redis still holds
 # the chat this node's replica belongs to (its epoch): after Redis lost its data, a node's
 # requests wait until it has re-entered its users in the new stream, so every node applies them
-# after their sender's resync entry (#12). KEYS: stream, counter, epoch; ARGV: payload, deadline
-# in ms since the epoch, the node's epoch. Returns the entry id, false if too late, 0 if the
-# epoch is not the node's.
+# after their sender's resync entry (#12). After Redis lost its data, each entry also carries
+# the floor of event ids (KEYS[4], `_RAISE_FLOOR`): every node numbers the new stream's events
+# alike (`_apply_entry`). KEYS: stream, counter, epoch, id floor; ARGV: payload, deadline in ms
+# since the epoch, the node's epoch. Returns the entry id, false if too late, 0 if the epoch
+# is not the node's.
 _APPEND = """
 local now = redis.call('TIME')
 if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[2]) then
@@ -143,7 +145,27 @@ if redis.call('GET', KEYS[3]) ~= ARGV[3] then
   return 0
 end
 local n = redis.call('INCR', KEYS[2])
+local floor = redis.call('GET', KEYS[4])
+if floor then
+  return redis.call('XADD', KEYS[1], '*', 'n', n, 'c', ARGV[1], 'f', floor)
+end
 return redis.call('XADD', KEYS[1], '*', 'n', n, 'c', ARGV[1])
+"""
+
+# Event ids after Redis lost its data (#12). Ids are numbered by each node as it applies the
+# stream; a node that was behind when Redis died, or one started afterwards, would number the
+# new stream's events from another value than the others, for good. So at the loss every node
+# starts the new stream's numbering from 1 (as a node started afterwards does), and before it
+# appends anything in the new stream it raises the floor (this script: the max) to its own
+# next id; the append script stamps the floor into every entry, and every node applying an
+# entry takes next id = max(next id, floor): the same stream, the same start, the same ids on
+# every node. Each node's users are back only through its own resync entries, appended after
+# its floor: every event they see has an id above every id they saw before. KEYS: the floor;
+# ARGV: this node's next id.
+_RAISE_FLOOR = """
+if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
 """
 
 # Every SNAPSHOT_EVERY entries one node saves a snapshot of its replica in Redis (they are all
@@ -307,6 +329,8 @@ class ClusterHub(Hub):
         self._stream = f"{key_prefix}:events"
         self._counter = f"{key_prefix}:seq"
         self._epoch_key = f"{key_prefix}:epoch"
+        self._floor_key = f"{key_prefix}:id-floor"  # after Redis lost its data (#12)
+        self._ids_high = 1  # the follower's: above every id this node handed out (_RAISE_FLOOR)
         self._snapshot_key = f"{key_prefix}:snapshot"
         self.snapshot_every = SNAPSHOT_EVERY  # tests make it small
         self._node_prefix = f"{key_prefix}:node:"
@@ -667,7 +691,7 @@ class ClusterHub(Hub):
             epoch = self._epoch
             try:
                 entry = self._append(
-                    keys=[self._stream, self._counter, self._epoch_key],
+                    keys=[self._stream, self._counter, self._epoch_key, self._floor_key],
                     args=[payload, int(deadline * 1000), epoch],
                     client=self._redis,
                 )
@@ -786,6 +810,9 @@ class ClusterHub(Hub):
         self._last_n = number
         self._last_id = entry_id
         self.applied += 1
+        if "f" in fields:  # Redis lost its data before: number as every node does (#12)
+            with self._lock:
+                self._next_id = max(self._next_id, int(fields["f"]))
         try:
             command = json.loads(fields["c"])
         except (KeyError, ValueError):
@@ -1075,6 +1102,9 @@ class ClusterHub(Hub):
             Hub.leave(self, member, STATE_LOST)
         with self._lock:
             self._hushed = hushed
+            # The new stream's ids: from 1 and its floors, as on every node (_RAISE_FLOOR).
+            self._ids_high = max(self._ids_high, self._next_id)
+            self._next_id = 1
         with self._ids_lock:
             for member_id in [
                 m for m, who in self._members.items() if isinstance(who, RemoteMember)
@@ -1089,6 +1119,7 @@ class ClusterHub(Hub):
         assert self._reader is not None
         self._reader.set(self._epoch_key, uuid.uuid4().hex, nx=True)
         epoch = str(self._reader.get(self._epoch_key))
+        self._reader.eval(_RAISE_FLOOR, 1, self._floor_key, self._ids_high)  # before our entries
         self._resync_epoch = None
         if self._append_resyncs(mine, epoch):
             self._resync_epoch = epoch
@@ -1148,7 +1179,7 @@ class ClusterHub(Hub):
                 pipe = self._redis.pipeline(transaction=False)
                 for payload in payloads:
                     self._append(
-                        keys=[self._stream, self._counter, self._epoch_key],
+                        keys=[self._stream, self._counter, self._epoch_key, self._floor_key],
                         args=[payload, int(deadline * 1000), epoch],
                         client=pipe,
                     )
