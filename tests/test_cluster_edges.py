@@ -229,3 +229,70 @@ def test_event_ids_after_redis_lost_its_data_are_the_same_on_every_node(
     assert ids["a"] > seen_before, (ids, seen_before)
     for peer in (alice, bob, carol, dave):
         peer.close()
+
+
+class HeldWriter:
+    """Holds a node's history writer before each batch it would write, until `release()`."""
+
+    def __init__(self, store: Any) -> None:
+        self._go = threading.Event()
+        real = store._write
+
+        def write(batch: Any) -> Any:
+            self._go.wait(HOLD_TIMEOUT_S)
+            return real(batch)
+
+        store._write = write  # looked up on the instance by the writer thread
+
+    def release(self) -> None:
+        self._go.set()
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(90)
+def test_a_node_loading_a_snapshot_before_the_writers_wrote_replays_the_same(
+    cluster: Any, valkey: Valkey
+) -> None:
+    """alice's node has not written her last lines to Redis (its writer is held) when the
+    snapshot is made and node c loads it: carol's replay on c is still bob's on b."""
+    history = {"history_db": "cluster", "history_replay": 5}
+    a, b = cluster(**history), cluster(**history)
+    alice = JsonPeer(a.address, "alice")
+    ann = JsonPeer(a.address, "ann")
+    for peer in (alice, ann):
+        peer.send_json({"type": "join", "room": "#den"})
+        peer.sync()
+    said = []
+
+    def say(text: str) -> None:  # one line, one entry: ann saw it before the next
+        alice.send_json({"type": "message", "room": "#den", "text": text})
+        event = ann.expect_type("message", timeout=15)
+        said.append((event["id"], event["text"]))
+
+    for n in range(3):
+        say(f"written {n}")
+    wait_until(lambda: a.store.stats().written == 3)
+    writer = HeldWriter(a.store)
+    try:
+        for n in range(3):
+            say(f"not written yet {n}")
+        number = int(str(valkey.command("GET", "threadroom:seq"))) + 1
+        for node in (a, b):
+            node.hub.snapshot_every = number  # the next entry's
+        say("the snapshot's last")
+        wait_until(lambda: valkey.command("HGET", "threadroom:snapshot", "n") == str(number), 15)
+        c = cluster(**history)
+        carol = JsonPeer(c.address, "carol")
+        bob = JsonPeer(b.address, "bob")
+        assert _replay(carol, "#den") == _replay(bob, "#den") == said[-5:]
+    finally:
+        writer.release()
+    for peer in (alice, ann, bob, carol):
+        peer.close()
+
+
+def _replay(peer: JsonPeer, room: str) -> list[tuple[int, str]]:
+    peer.send_json({"type": "join", "room": room})
+    replay = peer.expect_type("history", timeout=15)
+    assert replay["replay"] is True
+    return [(m["id"], m["text"]) for m in replay["messages"]]
