@@ -118,8 +118,7 @@ def _restart_empty(valkey: Valkey) -> None:
     valkey.start()
 
 
-@pytest.mark.stress
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(60)
 def test_a_line_whose_reply_died_with_redis_is_not_delivered_twice(
     cluster: Any, valkey: Valkey
 ) -> None:
@@ -150,8 +149,7 @@ def test_a_line_whose_reply_died_with_redis_is_not_delivered_twice(
         peer.close()
 
 
-@pytest.mark.stress
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(60)
 def test_a_line_whose_reply_died_with_redis_reaches_a_node_that_had_not_read_it(
     cluster: Any, valkey: Valkey
 ) -> None:
@@ -194,8 +192,7 @@ def _said(peer: JsonPeer, text: str) -> dict[str, Any]:
             return event
 
 
-@pytest.mark.stress
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(60)
 def test_event_ids_after_redis_lost_its_data_are_the_same_on_every_node(
     cluster: Any, valkey: Valkey
 ) -> None:
@@ -248,8 +245,7 @@ class HeldWriter:
         self._go.set()
 
 
-@pytest.mark.stress
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(60)
 def test_a_node_loading_a_snapshot_before_the_writers_wrote_replays_the_same(
     cluster: Any, valkey: Valkey
 ) -> None:
