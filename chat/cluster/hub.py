@@ -23,7 +23,10 @@ entry to its replica with the very same `Hub` code. So:
 * after Redis lost its data (restarted without persistence) every node re-enters its users
   through the new stream, and a node's own requests wait until its users and the other nodes'
   are back (the append script refuses them before: it checks the node's epoch), so a message
-  sent meanwhile is applied where its sender and receivers are in their rooms.
+  sent meanwhile is applied where its sender and receivers are in their rooms. A request
+  whose reply died with Redis is retried into the new stream and applied by every node, but
+  delivered only by the nodes that had not applied it from the old one (tokens are kept across
+  the loss); the new stream's events get the same ids on every node (an id floor).
 
 Node liveness: each node refreshes a key with a TTL (`SET ... PX`); when a node's key has stayed
 missing for a whole TTL more (kill -9), any node appends "node gone", and every node applies
@@ -299,8 +302,8 @@ class ClusterHub(Hub):
     a reader whose append Redis refused for another epoch (it lost its data) waits on it,
     never holding another lock, until the follower has re-entered this node's users and the
     other nodes theirs (`_state_lost`, `_release_held`); readers read `_epoch` (one str) to
-    append. The follower alone touches `_last_id`, `_done_id`, `_last_n`, `_tokens` and the
-    `_resync_*` fields (barrier() only reads `_done_id`, one str). Two threads of our own:
+    append. The follower alone touches `_last_id`, `_done_id`, `_last_n`, `_tokens`,
+    `_tokens_before`, `_ids_high` and the `_resync_*` fields (barrier() only reads `_done_id`, one str). Two threads of our own:
     the follower (XREAD, apply, snapshots) and the heartbeat (liveness key, node-gone checks,
     leaves to resend); both are joined in `close()`. Queries (who, rooms) read the local
     replica, which is at most one stream read behind; a ping waits until it is not
