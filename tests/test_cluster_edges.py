@@ -17,6 +17,9 @@ before its XREAD; a node's history writer is held before it writes.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +28,9 @@ from typing import Any
 import pytest
 import redis
 
+from chat.cluster import history as cluster_history
+from chat.hub import Hub
+from chat.store.sqlite import SqliteStore
 from tests.peers import JsonPeer, TextPeer, wait_until
 from tests.valkey import Valkey
 
@@ -292,3 +298,68 @@ def _replay(peer: JsonPeer, room: str) -> list[tuple[int, str]]:
     replay = peer.expect_type("history", timeout=15)
     assert replay["replay"] is True
     return [(m["id"], m["text"]) for m in replay["messages"]]
+
+
+class _Quiet:
+    def deliver(self, event: Any, cache: Any = None) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+    def drop(self, reason: str) -> None:
+        pass
+
+
+def test_a_snapshot_carries_each_buffers_recent_suffix_and_at_most_the_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pure of Redis: what `_carried_locked` takes from the replay buffers. From each buffer's
+    first message of the last CARRIED_S on (a suffix: a later message with an older clock is
+    carried too, or the buffer would have a hole), nothing from a buffer with none, and the
+    newest `MAX_RECENT` of all when there are more."""
+    now = [0.0]
+    store = SqliteStore(str(tmp_path / "h.sqlite3"))
+    store.start()
+    try:
+        hub = Hub(clock=lambda: now[0], store=store, replay=10)
+        talker = _Quiet()
+        hub.join(talker, "talker")
+        hub.enter(talker, "#old")
+        hub.enter(talker, "#new")
+        old = cluster_history.time.time() - cluster_history.CARRIED_S - 60
+        for n, ts in enumerate([old, old, old + 100, old, old + 100]):
+            now[0] = ts
+            hub.say(talker, f"n{n}", room="#new")
+        now[0] = old
+        hub.say(talker, "stale", room="#old")
+        with hub._lock:
+            carried = cluster_history._carried_locked(hub)
+        assert [row[-1] for row in carried["#new"]] == ["n2", "n3", "n4"]
+        assert "#old" not in carried
+        monkeypatch.setattr(cluster_history, "MAX_RECENT", 2)
+        with hub._lock:
+            carried = cluster_history._carried_locked(hub)
+        assert [row[-1] for row in carried["#new"]] == ["n3", "n4"]
+    finally:
+        store.stop(2.0)
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(120)
+def test_the_edges_benchmark_smoke_run() -> None:
+    """benchmarks/cluster_edges.py --quick: both parts run and give their figures."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "cluster_edges.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(done.stdout)
+    for mode in ("one at a time", "pipelined"):
+        assert results["append script"][mode]["floor/before"] > 0
+    assert results["snapshot"]["bytes per carried message"] > 0
