@@ -191,6 +191,55 @@ def test_a_line_whose_reply_died_with_redis_reaches_a_node_that_had_not_read_it(
         peer.close()
 
 
+def _den(node: Any) -> list[str]:
+    found = node.hub.room_names("#den", None)
+    return sorted(user.lstrip("@") for user in found[1]) if found else []
+
+
+@pytest.mark.timeout(60)
+def test_a_part_whose_reply_died_with_redis_leaves_every_replica_and_view_alike(
+    cluster: Any, valkey: Valkey
+) -> None:
+    """A change of state, not a line: b applied alice's part from the old stream; her own node
+    a had not (its follower parked), so a's resync re-enters her in #den, told to bob. The
+    retry is then applied by both nodes and told again: alice is out of #den on both, and the
+    last bob heard of her there is that she left. (Skipping the retry on b would leave her in
+    #den on b; muting it there would leave bob believing she is in.)"""
+    a, b = cluster(), cluster()
+    alice = TextPeer(a.address, "alice")
+    bob = TextPeer(b.address, "bob")
+    alice.expect("*** bob joined")
+    for peer in (alice, bob):
+        peer.send("/join #den\n")
+    wait_until(lambda: _den(a) == _den(b) == ["alice", "bob"], 15)
+    reads = ParkedReads(a.hub)
+    try:
+        assert reads.parked.wait(15)
+        lost = LostReply(a.hub, '"o":"part"')
+        alice.send("/part #den\n")
+        assert lost.executed.wait(15)
+        bob.expect("*** alice left #den")
+        _restart_empty(valkey)
+        lost.go.set()
+    finally:
+        reads.release()
+    wait_until(lambda: _in_stream(valkey, "#den") and _den(a) == _den(b) == ["bob"], 15)
+    bob.send("/users\n")  # a barrier: what b applied before is in bob's lines
+    told = [bob.line(timeout=15)]
+    while not told[-1].startswith(("*** Online", "*** Users in")):
+        told.append(bob.line(timeout=15))
+    # bob's current room is #den again after his resync: its lines name no room
+    den = told[
+        max(i for i, line in enumerate(told) if line.startswith("*** Now talking in #den")) :
+    ]
+    about = [line for line in den if line.startswith("*** alice")]
+    # (re-entered in #den by her resync, before or after bob's: either way, told she left)
+    assert about, told
+    assert about[-1] == "*** alice left #den", told
+    alice.close()
+    bob.close()
+
+
 def _said(peer: JsonPeer, text: str) -> dict[str, Any]:
     while True:
         event = peer.expect_type("message", timeout=15)

@@ -209,6 +209,13 @@ _OPERATIONS: dict[str, Callable[..., Any]] = {
     "set_away": Hub.set_away,
 }
 _CLAIMS = ("register", "join")
+# Requests whose events are lines users read (chat-load counts them: exactly once). Applied
+# again after Redis lost its data (their reply died with it), a node that delivered them from
+# the old stream applies them muted. A change of state (part, rename, topic, ...) is told
+# again: the resync re-entered its users as their node saw them, maybe before that change,
+# and every node's users must hear the change after that re-entry, or they believe the old
+# state (alice "joined #den" again in the resync, her part retried: she is out).
+_MESSAGES = ("say", "act", "whisper")
 # Entries are compact JSON; one encoder made once (json.dumps with any option but the defaults
 # builds a new one per call, which costs more than encoding a short entry).
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
@@ -303,9 +310,10 @@ class ClusterHub(Hub):
     never holding another lock, until the follower has re-entered this node's users and the
     other nodes theirs (`_state_lost`, `_release_held`); readers read `_epoch` (one str) to
     append. The follower alone touches `_last_id`, `_done_id`, `_last_n`, `_tokens`,
-    `_tokens_before`, `_ids_high` and the `_resync_*` fields (barrier() only reads `_done_id`, one str). Two threads of our own:
-    the follower (XREAD, apply, snapshots) and the heartbeat (liveness key, node-gone checks,
-    leaves to resend); both are joined in `close()`. Queries (who, rooms) read the local
+    `_tokens_before`, `_ids_high` and the `_resync_*` fields (barrier() only reads
+    `_done_id`, one str). Two threads of our own: the follower (XREAD, apply, snapshots) and
+    the heartbeat (liveness key, node-gone checks, leaves to resend); both are joined in
+    `close()`. Queries (who, rooms) read the local
     replica, which is at most one stream read behind; a ping waits until it is not
     (`barrier()`).
     """
@@ -348,8 +356,9 @@ class ClusterHub(Hub):
         # Tokens of requests applied before Redis lost its data (#12). A request whose append
         # Redis executed just before dying, reply lost, is retried into the new stream: a node
         # that applied it from the old stream applies it again (every replica must take the
-        # same entries, or they part) but hands its events to nobody (`hub.muted`): its users
-        # had them. A node that had not read it delivers it: every user gets it once.
+        # same entries, or they part); if it is a message, it hands its events to nobody
+        # (`hub.muted`): its users had them. A node that had not read it delivers it: every
+        # user gets each line once (_MESSAGES).
         self._tokens_before: OrderedDict[str, None] = OrderedDict()
         self._last_id = "0-0"  # the newest entry read (set before it is applied)
         self._done_id = "0-0"  # the newest entry applied
@@ -849,7 +858,7 @@ class ClusterHub(Hub):
             # resync_wait_s for us in vain): what it says may not reach them. They are told
             # when they are back (_apply_resync): a notice, never silence.
             self._resync_missed.update(self._resync_pending)
-        self._apply_request(op, command, muted=token in self._tokens_before)
+        self._apply_request(op, command, muted=op in _MESSAGES and token in self._tokens_before)
 
     def _apply_request(self, op: Any, command: dict[str, Any], *, muted: bool = False) -> None:
         """Applies a user's request to the replica and answers its waiting reader, if ours.
