@@ -191,6 +191,34 @@ def test_a_line_whose_reply_died_with_redis_reaches_a_node_that_had_not_read_it(
         peer.close()
 
 
+@pytest.mark.timeout(60)
+def test_a_join_whose_reply_died_with_redis_leaves_the_user_linked(
+    cluster: Any, valkey: Valkey
+) -> None:
+    """alice's very first request (her nickname) is the one whose reply died. Her node applied
+    it from the old stream and re-entered her in the resync; the retry then meets her own
+    name. She must stay a user of the cluster (she talks, she leaves), not be unlinked from
+    it while her name stays taken everywhere."""
+    a, b = cluster(), cluster()
+    bob = TextPeer(b.address, "bob")
+    alice = TextPeer(a.address)
+    lost = LostReply(a.hub, '"o":"join"')
+    alice.send("alice\n")
+    assert lost.executed.wait(15)
+    bob.expect("*** alice joined")
+    alice.expect("* Hello ")  # her node applied it: the welcome came from the old stream
+    _restart_empty(valkey)
+    lost.go.set()
+    wait_until(lambda: _in_stream(valkey, "alice") and a.hub.holder("alice") is not None, 15)
+    alice.send("still here\n")
+    seen = _lines_until(bob, "<alice> still here")
+    assert seen.count("<alice> still here") == 1, seen
+    _no_error_for(alice)
+    alice.close()
+    wait_until(lambda: list(a.hub.nicks()) == list(b.hub.nicks()) == ["bob"], 15)  # name free
+    bob.close()
+
+
 def _den(node: Any) -> list[str]:
     found = node.hub.room_names("#den", None)
     return sorted(user.lstrip("@") for user in found[1]) if found else []

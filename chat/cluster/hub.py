@@ -906,8 +906,12 @@ class ClusterHub(Hub):
                 if twin is not None:
                     with self._lock:
                         self._by_key[nick_key(twin[0])] = twin
-            if op == "leave" or (op in _CLAIMS and error is not None):
+            if op == "leave":
                 self._forget(member, member_id)
+            elif op in _CLAIMS and error is not None:
+                # A failed claim unlinks a member that has no nickname; not one that has (a
+                # claim retried after Redis lost its data meets its own resynced name, #12).
+                self._forget_if_unclaimed(member, member_id)
         if future is not None:
             with contextlib.suppress(InvalidStateError):  # hush() may have answered it
                 if error is None:
