@@ -80,6 +80,14 @@ TTL_BEATS = 2.0
 # The follower waits this long in XREAD for news before it looks at the stop flag again.
 READ_BLOCK_MS = 250
 READ_COUNT = 1000  # entries applied per XREAD at most
+# The follower lets the sender and the readers have the interpreter (`time.sleep(0)`) once it
+# has applied entries for this long without a pause (its XREAD pauses it between reads anyway).
+# Yielding after every entry, as the first passes did, cost a node 10-18 % more CPU per
+# delivery flat out (a switch of threads per entry) and, paced, a wait for the interpreter
+# after each message; never yielding (1,000 entries in one go) filled outboxes faster than the
+# sender could empty them and dropped clients. At 1 ms none is dropped with the default send
+# queue (docs/performance.md, "The cluster, fourth pass").
+YIELD_EVERY_S = 0.001
 # A user's request waits at most this long to be appended and applied; it covers a Redis
 # paused for 5 s (SIGSTOP) with room to spare. After it, the user is told it was not sent.
 REQUEST_TIMEOUT_S = 10.0
@@ -649,6 +657,7 @@ class ClusterHub(Hub):
                 self._mark_down(error)
                 self._stopping.wait(RETRY_S)
                 continue
+            yielded = time.perf_counter()
             for _stream, entries in reply or ():
                 for entry_id, fields in entries:
                     try:
@@ -659,10 +668,12 @@ class ClusterHub(Hub):
                     if not applied:
                         break  # reloaded from a snapshot: read on from there
                     self._done_id = entry_id  # barrier() waits for this, not for _last_id
-                    # Let the sender (and the readers) have the interpreter between entries: a
+                    # Let the sender (and the readers) have the interpreter now and then: a
                     # thousand entries applied in one go fill outboxes faster than the one
                     # sender thread can empty them, and full outboxes drop their clients.
-                    time.sleep(0)
+                    if time.perf_counter() - yielded >= YIELD_EVERY_S:
+                        time.sleep(0)
+                        yielded = time.perf_counter()
             if not self._caught_up.is_set() and _stream_id(self._last_id) >= self._target:
                 self._caught_up.set()
             if reply:
