@@ -168,6 +168,9 @@ _OPERATIONS: dict[str, Callable[..., Any]] = {
     "whisper": Hub.whisper,
 }
 _CLAIMS = ("register", "join")
+# Messages that a node with no user in their room and no history only numbers (#12, fourth
+# pass: _numbered_only).
+_NUMBERED_ONLY = ("say", "act")
 # Entries are compact JSON; one encoder made once (json.dumps with any option but the defaults
 # builds a new one per call, which costs more than encoding a short entry).
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
@@ -314,6 +317,7 @@ class ClusterHub(Hub):
         self._beater: redis.Redis | None = None
         self._reader_id: int | None = None
         self.applied = 0  # entries applied (benchmarks, tests)
+        self.numbered_only = 0  # messages only numbered here (_numbered_only; tests)
         self.snapshots_built = 0  # by this node (tests)
         # -- history (#11 in a cluster, chat/cluster/history.py) --
         # The node whose user sent a message writes it to the store; the others only record
@@ -756,7 +760,8 @@ class ClusterHub(Hub):
                     self._by_key.pop(nick_key(str(arguments[0])), None)
             twin = self._racy_leave(member) if op == "leave" and self.racy_claims else None
             try:
-                outcome = operation(self, member, *arguments, **options)
+                if not self._numbered_only(op, member, arguments, options):
+                    outcome = operation(self, member, *arguments, **options)
             except ChatError as refused:
                 error = refused
             except Exception as bug:  # a bug must not stop the follower: log it, answer it
@@ -776,6 +781,36 @@ class ClusterHub(Hub):
                     future.set_result(outcome)
                 else:
                     future.set_exception(error)
+
+    def _numbered_only(
+        self, op: Any, member: Member, arguments: list[Any], options: dict[str, Any]
+    ) -> bool:
+        """A message (say, act) from another node's user to a room where this node has no
+        user and keeps no history: nobody here would see it and nothing here records it, so
+        the follower only takes its event ids (every replica must number the events alike)
+        instead of cleaning, building and fanning out events to placeholders. True if so;
+        False (apply it in full) whenever anything else could happen: a local user in the
+        room, history on, or a request the Hub would refuse (it says why, on the origin node).
+        """
+        if self.store is not None or op not in _NUMBERED_ONLY or type(member) is not RemoteMember:
+            return False
+        if op == "say":
+            room, count = options.get("room"), len(arguments)
+            if not count:
+                return False
+        else:  # act(text, room)
+            room, count = (arguments[1] if len(arguments) > 1 else None), 1
+        with self._lock:
+            state = self._rooms.get(room_key(str(room or self.name)))
+            if state is None or member not in state.members:
+                return False  # refused by the Hub's own checks, as on every node
+            # A scan that stops at the first user of this node: a room with one is applied
+            # in full anyway, and its fan-out walks every member too.
+            if not all(type(m) is RemoteMember for m in state.members):
+                return False
+            self._next_id += count
+        self.numbered_only += count
+        return True
 
     def _racy_leave(self, member: Member) -> tuple[str, Member] | None:
         """The demo only: two users may hold one name (the racy SET gave it to the second while
