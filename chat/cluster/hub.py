@@ -80,14 +80,18 @@ TTL_BEATS = 2.0
 # The follower waits this long in XREAD for news before it looks at the stop flag again.
 READ_BLOCK_MS = 250
 READ_COUNT = 1000  # entries applied per XREAD at most
-# The follower lets the sender and the readers have the interpreter (`time.sleep(0)`) once it
-# has applied entries for this long without a pause (its XREAD pauses it between reads anyway).
-# Yielding after every entry, as the first passes did, cost a node 10-18 % more CPU per
-# delivery flat out (a switch of threads per entry) and, paced, a wait for the interpreter
-# after each message; never yielding (1,000 entries in one go) filled outboxes faster than the
-# sender could empty them and dropped clients. At 1 ms none is dropped with the default send
-# queue (docs/performance.md, "The cluster, fourth pass").
+# Flow control of the follower: after applying entries for YIELD_EVERY_S without a pause (its
+# XREAD pauses it between reads), it waits until the sender has sent what it queued (at most
+# SENT_WAIT_S: a client whose socket is full is not waited for; a full outbox drops it).
+# The first passes yielded the interpreter (`time.sleep(0)`) after every entry: a switch of
+# threads per entry, 10-18 % more CPU per delivery flat out and a wait for the interpreter
+# after each paced message. Yielding only every millisecond was cheaper but starved the sender
+# (after each of its sends the follower took the interpreter back for another millisecond:
+# one socket served per millisecond) and dropped clients with the default send queue; never
+# yielding did too. Waiting for the sender does neither (docs/performance.md, "The cluster,
+# third pass").
 YIELD_EVERY_S = 0.001
+SENT_WAIT_S = 0.05
 # A user's request waits at most this long to be appended and applied; it covers a Redis
 # paused for 5 s (SIGSTOP) with room to spare. After it, the user is told it was not sent.
 REQUEST_TIMEOUT_S = 10.0
@@ -168,7 +172,7 @@ _OPERATIONS: dict[str, Callable[..., Any]] = {
     "whisper": Hub.whisper,
 }
 _CLAIMS = ("register", "join")
-# Messages that a node with no user in their room and no history only numbers (#12, fourth
+# Messages that a node with no user in their room and no history only numbers (#12, third
 # pass: _numbered_only).
 _NUMBERED_ONLY = ("say", "act")
 # Entries are compact JSON; one encoder made once (json.dumps with any option but the defaults
@@ -265,6 +269,9 @@ class ClusterHub(Hub):
     (XREAD, apply, snapshots) and the heartbeat (liveness key, node-gone checks, leaves to
     resend); both are joined in `close()`. Queries (who, rooms) read the local replica, which
     is at most one stream read behind; a ping waits until it is not (`barrier()`).
+    `_wait_sent` is set once by `ChatServer.start()` (`attach_sender`); the follower calls it
+    between entries holding no lock (it waits on the sender's own leaf lock, for at most
+    SENT_WAIT_S).
     """
 
     def __init__(
@@ -310,6 +317,8 @@ class ClusterHub(Hub):
         self._applied_cond = threading.Condition()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._wait_sent: Callable[[float], bool] | None = None  # attach_sender()
+        self.yield_every_s = YIELD_EVERY_S  # tests make it 0
         self._append: Any = None  # the registered numbering script (open())
         self._save_script: Any = None  # the snapshot script (open())
         self._redis: redis.Redis | None = None
@@ -672,17 +681,29 @@ class ClusterHub(Hub):
                     if not applied:
                         break  # reloaded from a snapshot: read on from there
                     self._done_id = entry_id  # barrier() waits for this, not for _last_id
-                    # Let the sender (and the readers) have the interpreter now and then: a
-                    # thousand entries applied in one go fill outboxes faster than the one
-                    # sender thread can empty them, and full outboxes drop their clients.
-                    if time.perf_counter() - yielded >= YIELD_EVERY_S:
-                        time.sleep(0)
+                    # Let the sender catch up now and then: a thousand entries applied in one
+                    # go fill outboxes faster than the one sender thread can empty them, and
+                    # full outboxes drop their clients.
+                    if time.perf_counter() - yielded >= self.yield_every_s:
+                        self._let_output_out()
                         yielded = time.perf_counter()
             if not self._caught_up.is_set() and _stream_id(self._last_id) >= self._target:
                 self._caught_up.set()
             if reply:
                 with self._applied_cond:
                     self._applied_cond.notify_all()
+
+    def attach_sender(self, wait_sent: Callable[[float], bool]) -> None:
+        self._wait_sent = wait_sent
+
+    def _let_output_out(self) -> None:
+        """The follower's pause (YIELD_EVERY_S): until the sender has sent what is queued, or
+        only a turn of the interpreter before the server's sender runs (catching up at open())."""
+        wait_sent = self._wait_sent
+        if wait_sent is None:
+            time.sleep(0)
+        else:
+            wait_sent(SENT_WAIT_S)
 
     def _apply_entry(self, entry_id: str, fields: dict[str, str]) -> bool:
         """Applies one entry; False if the replica was reloaded instead (a gap)."""

@@ -1,9 +1,12 @@
-"""A node with no user in a room only numbers that room's messages (#12, fourth pass), and its
-replica stays the same as everyone's: who is there, operators, topic, the ids and order of what
-a user joining later sees, on one real Valkey with two in-process nodes."""
+"""The cluster's follower (#12, third pass), on one real Valkey with two in-process nodes: a
+node with no user in a room only numbers that room's messages, and its replica stays the same
+as everyone's (who is there, operators, topic, the ids and order of what a user joining later
+sees); and between long stretches of entries the follower waits for the sender.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,3 +121,37 @@ def test_with_history_a_node_without_local_users_still_records_for_a_later_joine
     wait_until(lambda: a.hub._next_id == b.hub._next_id)
     for peer in (alice, bob, carol):
         peer.close()
+
+
+def test_the_follower_waits_for_the_sender_between_stretches_and_never_under_the_lock(
+    two_nodes: tuple[Any, Any],
+) -> None:
+    """Entries pile up in the stream while node b is held up; then its follower applies them
+    in one read and waits for its sender (flow control) between them, outside the hub lock,
+    and bob gets every message in order."""
+    a, b = two_nodes
+    assert b.hub._wait_sent == b._sender.wait_idle  # ChatServer.start() attached it
+    waits: list[tuple[str, bool]] = []
+
+    def recording(timeout: float) -> bool:
+        free = b.hub._lock.acquire(blocking=False)
+        if free:
+            b.hub._lock.release()
+        waits.append((threading.current_thread().name, free))
+        return bool(b._sender.wait_idle(timeout))
+
+    b.hub._wait_sent = recording
+    b.hub.yield_every_s = 0.0  # a wait after every entry
+    alice = JsonPeer(a.address, "alice")
+    bob = JsonPeer(b.address, "bob")
+    alice.expect_type("join")
+    with b.hub._lock:  # node b applies nothing now: the entries wait in the stream
+        for n in range(20):
+            alice.send_json({"type": "message", "text": f"m{n}"})
+            alice.sync()  # one entry each
+    texts = [text for _id, _type, text in _messages_until_pong(bob)]
+    assert texts == [f"m{n}" for n in range(20)]
+    assert len(waits) >= 19
+    assert set(waits) == {("cluster-follow", True)}
+    alice.close()
+    bob.close()
