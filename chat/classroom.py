@@ -182,6 +182,8 @@ class UnsafeHub(Hub):
                 found.append(f"in {state.name}")
         self._rooms_of.pop(member, None)
         self._userhost.pop(member, None)
+        self._realname.pop(member, None)
+        self._away.pop(member, None)
         self._nick_of.pop(member, None)
         for key, (nick, holder) in list(self._by_key.items()):
             if holder is member:

@@ -125,6 +125,13 @@ class Quit:
 
 
 @dataclass(frozen=True)
+class SetAway:
+    """Away with `text` (IRC's AWAY), or back when it is empty."""
+
+    text: str = ""
+
+
+@dataclass(frozen=True)
 class Nothing:
     """A line that asks for nothing (an empty line)."""
 
@@ -167,6 +174,7 @@ Request = (
     | KickUser
     | SetRoomMode
     | ShowHistory
+    | SetAway
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -398,6 +406,16 @@ class HelpText:
 
 
 @dataclass(frozen=True)
+class AwayStatus:
+    """Whether `nick` is away (`text`, None: back): the answer to one's own `SetAway`, or told
+    to whoever sends an away user a private message."""
+
+    nick: str
+    text: str | None
+    ts: float
+
+
+@dataclass(frozen=True)
 class Error:
     code: str
     message: str
@@ -449,4 +467,5 @@ Event = (
     | Pong
     | Goodbye
     | History
+    | AwayStatus
 )

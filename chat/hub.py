@@ -22,10 +22,18 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from chat import events as ev
-from chat.protocol import clean_text, clean_topic, key_error, nick_key, room_error, room_key
+from chat.protocol import (
+    AWAY_MAX_CHARS,
+    clean_text,
+    clean_topic,
+    key_error,
+    nick_key,
+    room_error,
+    room_key,
+)
 from chat.store import (
     MAX_HISTORY_LIMIT,
     HistoryEvent,
@@ -207,16 +215,41 @@ class RoomState:
     saved: bool = False  # the store has its record
 
 
+def record_of(state: RoomState) -> RoomRecord:
+    """What the store keeps of a room (the hub lock is held)."""
+    return RoomRecord(
+        state.name,
+        state.topic,
+        state.topic_by,
+        state.topic_ts,
+        state.key,
+        state.secret,
+        state.creator,
+        state.created_ts,
+    )
+
+
+class Identity(NamedTuple):
+    """Who a user is, as WHOIS and WHO tell it: the nick as spelled, "user@host", the real
+    name (the nick for whoever gave none) and the away message (None: here)."""
+
+    nick: str
+    userhost: str
+    realname: str
+    away: str | None
+
+
 class Hub:
     """The users online, by nickname, and the rooms they are in.
 
     Thread safety: `_lock` guards everything: `_by_key` and `_nick_of` (the one nickname
-    namespace of every front-end), `_userhost`, `_rooms` (room key -> RoomState), `_rooms_of`
-    (member -> the keys of its rooms, in join order) and `_next_id`. Each public method takes it
-    once, briefly; while holding it a method only touches these dicts, builds one event and
-    calls recipients' `deliver()`, which takes only the recipient's own outbox lock (lock order:
-    hub lock, then outbox lock; never the reverse). Members whose outbox is full are collected
-    and dropped after the lock is released, because dropping one is I/O.
+    namespace of every front-end), `_userhost`, `_realname`, `_away`, `_rooms` (room key ->
+    RoomState), `_rooms_of` (member -> the keys of its rooms, in join order), `_most_users` and
+    `_next_id`. Each public method takes it once, briefly; while holding it a method only
+    touches these dicts, builds one event and calls recipients' `deliver()`, which takes only
+    the recipient's own outbox lock (lock order: hub lock, then outbox lock; never the reverse).
+    Members whose outbox is full are collected and dropped after the lock is released, because
+    dropping one is I/O.
 
     History (#11): the lock also guards `_dormant` (empty rooms history keeps) and each room's
     `recent` replay buffer. `store.offer_event` / `offer_room` are called under the lock and
@@ -257,6 +290,11 @@ class Hub:
         self._by_key: dict[str, tuple[str, Member]] = dict_factory("registry")  # key -> holder
         self._nick_of: dict[Member, str] = dict_factory("registry")
         self._userhost: dict[Member, str] = {}
+        # An IRC user's real name (USER's last parameter: WHOIS, WHO); only those who gave one
+        # other than their nick have an entry (text and JSON users give none).
+        self._realname: dict[Member, str] = {}
+        self._away: dict[Member, str] = {}  # IRC's AWAY: those away, and why
+        self._most_users = 0  # the most users online at once since the start (IRC's LUSERS)
         lobby = RoomState(name, permanent=True, members=dict_factory("members"))
         self._rooms: dict[str, RoomState] = {room_key(name): lobby}
         self._rooms_of: dict[Member, dict[str, None]] = {}
@@ -305,13 +343,31 @@ class Hub:
         with self._lock:
             return len(self._nick_of)
 
-    def userhost_of(self, nick: str) -> tuple[str, str] | None:
-        """(nick as spelled, user@host) of the user called `nick`, or None."""
+    def identity_of(self, nick: str) -> Identity | None:
+        """Who the user called `nick` is (WHOIS, WHO), or None if nobody is."""
         with self._lock:
             holder = self._by_key.get(nick_key(nick))
             if holder is None:
                 return None
-            return holder[0], self._userhost.get(holder[1], "")
+            nick, member = holder
+            return Identity(
+                nick,
+                self._userhost.get(member, ""),
+                self._realname.get(member, nick),
+                self._away.get(member),
+            )
+
+    def set_away(self, member: Member, message: str) -> str | None:
+        """Marks `member` away with `message` (cleaned, cut to AWAY_MAX_CHARS), or back if it
+        is empty; returns the message kept (None: back). Only those who ask learn it (WHOIS,
+        WHO, a private message's answer): nothing is announced."""
+        message = clean_text(message)[:AWAY_MAX_CHARS].strip()
+        with self._lock:
+            if member not in self._nick_of or not message:
+                self._away.pop(member, None)
+                return None
+            self._away[member] = message
+            return message
 
     def rooms_of(self, member: Member) -> tuple[str, ...]:
         """The names of the rooms `member` is in, in the order it joined them."""
@@ -372,6 +428,11 @@ class Hub:
         with self._lock:
             return len(self._rooms)
 
+    def counts(self) -> tuple[int, int, int]:
+        """(users online, the most ever online at once, rooms), read at one moment."""
+        with self._lock:
+            return len(self._nick_of), self._most_users, len(self._rooms)
+
     def hush(self) -> None:
         """The server is stopping and everyone is leaving: from now on joins and leaves are
         told to nobody but the user concerned, as in a quiet room. Telling each of 10,000
@@ -400,11 +461,13 @@ class Hub:
 
     # -- the nickname namespace ----------------------------------------------------------------
 
-    def register(self, member: Member, nick: str, userhost: str = "") -> None:
+    def register(self, member: Member, nick: str, userhost: str = "", realname: str = "") -> None:
         """Claims `nick` for `member`, atomically (of two claims of one nick, one wins); enters
         no room (IRC users choose theirs). Raises NickTaken."""
         with self._lock:
             self._claim_locked(member, nick, userhost)
+            if realname and realname != nick:
+                self._realname[member] = realname
 
     def join(self, member: Member, nick: str, userhost: str = "") -> ev.Welcome:
         """Registers `member` as `nick` and puts it in the default room, in one step.
@@ -443,6 +506,8 @@ class Hub:
                 return False
             del self._by_key[nick_key(nick)]
             userhost = self._userhost.pop(member, "")
+            self._realname.pop(member, None)
+            self._away.pop(member, None)
             keys = list(self._rooms_of.pop(member, {}))
             states = [self._rooms[k] for k in keys]
             loud = [s for s in states if not self._quiet_locked(s)]  # counted before it leaves
@@ -805,14 +870,26 @@ class Hub:
         known by that nickname (else a ghost answers to it), and every member can be found by its
         own nickname (else it is lost: unreachable by /msg, its name free for someone else).
         Every room member is online and knows it is in the room, and the other way round; only
-        the default room may be empty.
+        the default room may be empty. What is kept per user (user@host, real name, away) is
+        kept for users online only (else every departed user would leave it behind).
         """
         with self._lock:
             by_key = dict(self._by_key)
             nick_of = dict(self._nick_of)
             rooms = {k: (s.name, dict(s.members), set(s.ops)) for k, s in self._rooms.items()}
             rooms_of = {m: dict(keys) for m, keys in self._rooms_of.items()}
+            kept = [
+                ("user@host", list(self._userhost)),
+                ("real name", list(self._realname)),
+                ("away message", list(self._away)),
+            ]
         problems = [
+            f"left behind: the {what} of {member!r}, who is offline"
+            for what, members in kept
+            for member in members
+            if member not in nick_of
+        ]
+        problems += [
             f"ghost: {nick!r} is registered to a client that no longer has that name"
             for nick, member in by_key.values()
             if nick_of.get(member) != nick
@@ -848,6 +925,7 @@ class Hub:
         self._by_key[nick if key == nick else key] = (nick, member)
         self._nick_of[member] = nick
         self._userhost[member] = userhost or f"{nick}@chat"
+        self._most_users = max(self._most_users, len(self._nick_of))
 
     def _member_state_locked(self, member: Member, room: str) -> RoomState:
         state = self._visible_state_locked(member, room)
@@ -870,6 +948,20 @@ class Hub:
             del self._rooms[room_key(state.name)]
             if state.saved:  # its record is in the store: it stays, empty (#11)
                 self._rest_locked(state)
+
+    def _recall_locked(self, record: RoomRecord) -> None:
+        """Brings back a room the store (or a cluster snapshot) kept: its record goes into the
+        room of that name if it is in use, or into a dormant room; its replay buffer starts
+        empty."""
+        k = room_key(record.name)
+        state = self._rooms.get(k) or RoomState(record.name)
+        state.topic, state.topic_by, state.topic_ts = record.topic, record.topic_by, record.topic_ts
+        state.key, state.secret = record.key, record.secret
+        state.creator, state.created_ts = record.creator, record.created_ts
+        state.recent = deque(maxlen=self.replay)
+        state.saved = True
+        if k not in self._rooms:
+            self._rest_locked(state)
 
     def _rest_locked(self, state: RoomState) -> None:
         """Keeps an empty room that history knows, dormant. At most `max_rooms` are kept, or
@@ -973,19 +1065,7 @@ class Hub:
         with self._lock:
             self._next_id = max(self._next_id, store.last_id() + 1)
             for record in records:
-                k = room_key(record.name)
-                state = self._rooms.get(k) or RoomState(record.name)
-                state.topic, state.topic_by, state.topic_ts = (
-                    record.topic,
-                    record.topic_by,
-                    record.topic_ts,
-                )
-                state.key, state.secret = record.key, record.secret
-                state.creator, state.created_ts = record.creator, record.created_ts
-                state.recent = deque(maxlen=self.replay)
-                state.saved = True
-                if k not in self._rooms:
-                    self._rest_locked(state)
+                self._recall_locked(record)
             for k, events in tails.items():
                 found = self._rooms.get(k) or self._dormant.get(k)
                 if found is not None and found.recent is not None:
@@ -1089,18 +1169,7 @@ class Hub:
             if not state.created_ts:
                 state.created_ts = self._clock()
             state.saved = True
-            self.store.offer_room(
-                RoomRecord(
-                    state.name,
-                    state.topic,
-                    state.topic_by,
-                    state.topic_ts,
-                    state.key,
-                    state.secret,
-                    state.creator,
-                    state.created_ts,
-                )
-            )
+            self.store.offer_room(record_of(state))
 
 
 def _created(record: RoomRecord) -> float:

@@ -6,8 +6,10 @@ Nothing here touches a socket, a thread or a clock, so every rule can be tested 
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # A line may carry 2 KiB of text in any script (up to 4 bytes a character in UTF-8 would be 8 KiB
@@ -185,6 +187,19 @@ def nick_key(nick: str) -> str:
     return nick.lower() if nick.isascii() else nick.translate(_ASCII_FOLD)
 
 
+def nick_mask(mask: str) -> Callable[[str], bool]:
+    """Whether a nickname matches an IRC mask (WHO): "*" stands for any characters, "?" for
+    one, case as `nick_key` folds it; "0" alone is everyone (RFC 1459). Every other character,
+    the "[]" a nick may hold included, stands for itself."""
+    if mask == "0":
+        return lambda nick: True
+    # fnmatch's translation matches each part between stars at its first place with atomic
+    # groups: linear, where a naive ".*a.*a.*b" backtracks (0.25 ms a nick, seconds for a WHO
+    # of a large server). "[[]" is its way of saying a literal "[".
+    match = re.compile(fnmatch.translate(nick_key(mask).replace("[", "[[]"))).match
+    return lambda nick: match(nick_key(nick)) is not None
+
+
 # Room names: "#" and up to 49 more characters (IRC's CHANNELLEN=50, CHANTYPES=#), none of
 # which may be a space, a comma (IRC's list separator), a colon or a control character.
 ROOM_MAX_CHARS = 50
@@ -194,6 +209,11 @@ ROOM_PREFIX = "#"
 TOPIC_MAX_CHARS = 390
 # Room keys (passwords): IRC's usual KEYLEN; one word of printable characters.
 KEY_MAX_CHARS = 23
+# An IRC user's real name (USER's last parameter, shown by WHOIS and WHO), cut to this: one
+# line's worth in any client, and the hub keeps one per user who gave one.
+REALNAME_MAX_CHARS = 50
+# An away message (IRC's AWAY, AWAYLEN): a sentence, not a letter.
+AWAY_MAX_CHARS = 200
 # Unicode categories never allowed in a name: controls (Cc), format characters such as the
 # bidi overrides that make "#\u202egnp.exe" display as "#exe.png" (Cf), surrogates,
 # private use and unassigned code points (Cs, Co, Cn), and every kind of space (Zs, Zl, Zp).

@@ -61,6 +61,7 @@ SERVER_COMMANDS: dict[str, tuple[str, str]] = {
     "key": ("/key [KEY]", "operators: set the room's key (no KEY: remove it)"),
     "secret": ("/secret on|off", "operators: hide the room from /rooms, or show it"),
     "history": ("/history [N]", "the room's history: the last N messages, then older (PageUp)"),
+    "away": ("/away [reason]", "mark yourself away (no reason: back)"),
     "quit": ("/quit [reason]", "leave the chat (also Ctrl-D or Ctrl-C)"),
     "help": ("/help", "this list"),
 }
@@ -187,6 +188,8 @@ def parse(line: str) -> Parsed:
         return Send((part,))
     if name == "rooms":
         return Send(({"type": "rooms"},))
+    if name == "away":
+        return Send(({"type": "away", "text": rest.strip()},))
     if name == "topic":
         return Send(({"type": "topic", "topic": rest} if rest else {"type": "topic"},))
     if name == "kick":

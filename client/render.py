@@ -369,6 +369,12 @@ def _render(event: Mapping[str, Any], own_nick: str, now: float) -> Line | None:
         listed = [r for r in rooms if isinstance(r, dict)] if isinstance(rooms, list) else []
         shown = ", ".join(f"{_field(r, 'room')} ({_field(r, 'count')})" for r in listed)
         return dim(f"Rooms ({len(listed)}): {shown}")
+    if kind == "away":
+        nick, raw = _field(event, "nick"), event.get("text")  # null: back
+        text = sanitize(raw) if isinstance(raw, str) else ""
+        if fold(nick) == fold(own_nick):
+            return dim(f"You are away: {text}" if text else "You are back")
+        return dim(f"{nick} is away: {text}" if text else f"{nick} is back")
     if kind == "notice":
         return dim(f"server: {_field(event, 'text')}")
     if kind == "error":

@@ -550,3 +550,18 @@ def test_rooms_the_server_keeps_apart_stay_apart() -> None:
     assert status.users_of("#Été") == ("alice", "bob")
     assert status.switch_to("#éTé").room == "#été"
     assert status.users_of("#ÉTÉ") == ()  # a third room, which I am not in
+
+
+def test_away_command_and_its_answers() -> None:
+    assert parse("/away gone fishing") == Send(({"type": "away", "text": "gone fishing"},))
+    assert parse("/away") == Send(({"type": "away", "text": ""},))
+    mine = render_event({"type": "away", "nick": "Alice", "text": "lunch"}, "alice", TS)
+    back = render_event({"type": "away", "nick": "alice", "text": None}, "alice", TS)
+    theirs = render_event({"type": "away", "nick": "bob", "text": "\x1b[2Jzzz"}, "alice", TS)
+    assert mine is not None
+    assert mine.plain.endswith("You are away: lunch")
+    assert back is not None
+    assert back.plain.endswith("You are back")
+    assert theirs is not None
+    assert "bob is away: " in theirs.plain
+    assert "\x1b" not in theirs.plain  # shown as a visible ␛, never sent to the terminal

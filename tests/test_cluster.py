@@ -175,6 +175,23 @@ def test_rooms_modes_renames_and_kicks_span_nodes(two_nodes: tuple[Any, Any]) ->
     bob.close()
 
 
+def test_real_names_and_away_are_known_on_every_node(two_nodes: tuple[Any, Any]) -> None:
+    a, b = two_nodes
+    alice = IrcPeer(a.irc_address)
+    alice.send("NICK alice\r\nUSER al 0 * :Alice Liddell\r\n")
+    alice.expect_cmd("422")
+    bob = IrcPeer(b.irc_address, "bob")
+    alice.send_line("AWAY :down the rabbit hole")
+    assert alice.msg().command == "306"  # in the stream: applied on her node
+    bob.sync()  # a delivery barrier: bob's node has applied the stream as far as it went
+    bob.send_line("WHOIS alice")
+    replies = {m.command: m.params for m in bob.sync()}
+    assert replies["311"][-1] == "Alice Liddell"
+    assert replies["301"][1:] == ("alice", "down the rabbit hole")
+    bob.send_line("PRIVMSG alice :are you there?")
+    assert bob.expect_cmd("301").params[-1] == "down the rabbit hole"
+
+
 # -- real chat-server processes --------------------------------------------------------------
 
 
@@ -348,7 +365,8 @@ def test_redis_restarted_empty_resynchronises_membership(
 ) -> None:
     """Without persistence a restarted Redis has forgotten the chat: each node notices (the
     epoch key is gone), tells its users, and re-enters them (nickname, rooms, operator status,
-    key) through the new stream: one chat again, every nick held once, the room's key kept."""
+    key, real name, away message) through the new stream: one chat again, every nick held
+    once, the room's key kept."""
     a, b = two_nodes
     alice = IrcPeer(a.irc_address, "alice")
     bob = IrcPeer(b.irc_address, "bob")
@@ -359,6 +377,8 @@ def test_redis_restarted_empty_resynchronises_membership(
     bob.send_line("JOIN #ops sesame")
     bob.expect_cmd("366")
     alice.expect_cmd("JOIN")
+    alice.send_line("AWAY :rebuilding")
+    alice.expect_cmd("306")
     valkey.restart()
     for peer in (alice, bob):
         notice = peer.expect_cmd("NOTICE", timeout=15)
@@ -368,6 +388,8 @@ def test_redis_restarted_empty_resynchronises_membership(
     wait_until(lambda: a.hub.room_names("#ops", None) == b.hub.room_names("#ops", None), 15)
     assert a.hub.room_names("#ops", None) == ("#ops", ("@alice", "bob"))
     assert a.hub.room_modes("#ops", None) is not None
+    for node in (a, b):
+        assert node.hub.identity_of("alice")[2:] == ("Real Name", "rebuilding")
     carol = IrcPeer(b.irc_address, "carol")
     carol.send_line("JOIN #ops")
     carol.expect_cmd("475")  # the key survived the restart
@@ -427,7 +449,8 @@ def test_a_new_node_starts_from_a_snapshot_and_the_stream_is_trimmed(
 ) -> None:
     """Every few entries a snapshot of the replica goes to Redis and the stream is trimmed
     behind the one before; a node started later loads the latest snapshot and replays only
-    what follows: the same users, rooms, operators, keys and topics as the others."""
+    what follows: the same users (real names and away messages too), rooms, operators, keys
+    and topics as the others."""
     from chat.cluster import ClusterHub
 
     def node() -> Any:
@@ -445,6 +468,8 @@ def test_a_new_node_starts_from_a_snapshot_and_the_stream_is_trimmed(
     alice.expect_cmd("TOPIC")
     bob.send_line("JOIN #ops sesame")
     bob.expect_cmd("366")
+    bob.send_line("AWAY :in the snapshot too")
+    bob.expect_cmd("306")
     for i in range(70):  # one entry each: bob sees each before alice sends the next
         alice.send_line(f"PRIVMSG #ops :line {i}")
         assert bob.expect_cmd("PRIVMSG").params[-1] == f"line {i}"
@@ -465,6 +490,8 @@ def test_a_new_node_starts_from_a_snapshot_and_the_stream_is_trimmed(
     assert sorted(c.hub.nicks()) == ["alice", "bob"]
     assert c.hub.room_names("#ops", None) == ("#ops", ("@alice", "bob"))
     assert c.hub.topic(None, "#ops").topic == "kept in the snapshot"
+    assert c.hub.identity_of("alice").realname == "Real Name"  # tests/peers.py's USER line
+    assert c.hub.identity_of("bob").away == "in the snapshot too"
     carol = IrcPeer(c.irc_address, "carol")
     carol.send_line("JOIN #ops")
     carol.expect_cmd("475")  # the key came with the snapshot

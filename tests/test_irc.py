@@ -424,7 +424,108 @@ def test_nick_change_who_whois_lusers_list(irc_server):
     alice.send_line("LIST")
     assert [m.command for m in alice.sync()] == ["321", "322", "322", "323"]  # #lobby too
     alice.send_line("LUSERS")
-    assert alice.msg().params[-1] == "There are 2 users on 1 server"
+    assert alice.msg().params[-1] == "There are 2 users and 0 invisible on 1 servers"
+
+
+def test_whois_and_who_show_the_real_name_given_in_user_cleaned_and_cut(irc_server):
+    """The USER line's real name is what WHOIS and WHO show (irssi's "ircname"), as on any IRC
+    server; terminal escapes in it never reach the asker, and it is cut to 50 characters.
+    A text user, who gives none, shows the nick."""
+    alice = connect(irc_server)
+    alice.send("NICK alice\r\nUSER al 0 * :Alice \x1b[2JLiddell " + "x" * 80 + "\r\n")
+    alice.expect_cmd("422")
+    bob = connect(irc_server, "bob")
+    text = TextPeer(irc_server.address, "carol")
+    bob.send_line("WHOIS alice")
+    whois = bob.expect_cmd("311")
+    assert whois.params[1:5] == ("alice", "~al", "irc", "*")
+    assert whois.params[5] == ("Alice Liddell " + "x" * 80)[:50]
+    bob.sync()
+    bob.send_line("WHO alice")
+    assert bob.expect_cmd("352").params[-1] == "0 " + whois.params[5]
+    bob.sync()
+    bob.send_line("WHOIS carol")
+    assert bob.expect_cmd("311").params[5] == "carol"
+    bob.sync()
+    text.close()
+
+
+def test_who_with_a_mask_lists_the_matching_users_of_every_front_end(irc_server):
+    peers = [connect(irc_server, nick) for nick in ("coolNick", "cool[b]", "other")]
+    text = TextPeer(irc_server.address, "coolText")
+    asker = peers[-1]
+    for mask, expected in [
+        ("cool*", {"coolNick", "cool[b]", "coolText"}),
+        ("COOL[B]", {"cool[b]"}),  # brackets are the nick's own characters, case folded
+        ("cool????", {"coolNick", "coolText"}),
+        ("*", {"coolNick", "cool[b]", "coolText", "other"}),
+        ("0", {"coolNick", "cool[b]", "coolText", "other"}),
+        ("nobody*", set()),
+    ]:
+        asker.send_line(f"WHO {mask}")
+        replies = asker.sync()
+        assert (replies[-1].command, replies[-1].params[1]) == ("315", mask)
+        assert {m.params[5] for m in replies[:-1]} == expected, mask
+    text.close()
+
+
+def test_away_is_told_to_whoever_asks_or_writes_privately_and_never_announced(irc_server):
+    """AWAY :msg marks a user away (306), AWAY alone brings it back (305); a PRIVMSG to it is
+    answered with 301 and the message (a NOTICE never is), WHOIS adds 301, WHO says G instead
+    of H. Nobody else is told: nothing is announced. The message is cleaned and cut to 200."""
+    alice, bob = connect(irc_server, "alice"), connect(irc_server, "bob")
+    for peer in (alice, bob):
+        peer.send_line("JOIN #chan")
+        peer.sync()
+    alice.send_line("AWAY :at \x1b[31mlunch " + "z" * 300)
+    assert [m.command for m in alice.sync()] == ["JOIN", "306"]  # bob's JOIN, then the answer
+    bob.send_line("NOTICE alice :psst")
+    bob.send_line("PRIVMSG alice :hello?")
+    away = bob.expect_cmd("301")
+    assert away.params[1:] == ("alice", ("at lunch " + "z" * 300)[:200])
+    assert [m.command for m in bob.sync()] == []  # one 301: for the PRIVMSG only
+    bob.send_line("WHOIS alice")
+    assert "301" in [m.command for m in bob.sync()]
+    bob.send_line("WHO #chan")
+    flags = {m.params[5]: m.params[6] for m in bob.sync() if m.command == "352"}
+    assert flags == {"alice": "G@", "bob": "H"}
+    alice.send_line("AWAY")
+    told = alice.sync()
+    assert [m.command for m in told] == ["NOTICE", "PRIVMSG", "305"]  # nothing announced
+    assert told[-1].params[-1] == "You are no longer marked as being away"
+    bob.send_line("PRIVMSG alice :back?")
+    bob.send_line("WHOIS alice")
+    assert "301" not in [m.command for m in bob.sync()]
+
+
+def test_userhost_and_ison_answer_for_users_online_of_every_front_end(irc_server):
+    """USERHOST (302: `nick=+user@host`, `-` when away) and ISON (303: irssi's /notify), for
+    users of any front-end; nicks nobody holds are left out."""
+    alice, bob = connect(irc_server, "alice"), connect(irc_server, "bob")
+    text = TextPeer(irc_server.address, "carol")
+    bob.send_line("AWAY :gone fishing")
+    bob.expect_cmd("306")
+    alice.send_line("USERHOST bob ALICE ghost carol")
+    assert alice.expect_cmd("302").params[-1] == "bob=-~user@irc alice=+~user@irc carol=+carol@text"
+    alice.send_line("ISON Bob ghost carol :alice")
+    assert alice.expect_cmd("303").params[-1] == "bob carol alice"
+    alice.send_line("ISON nobody")
+    assert alice.expect_cmd("303").params[-1] == ""
+    text.close()
+
+
+def test_lusers_counts_users_now_and_the_most_at_once(irc_server):
+    alice, bob = connect(irc_server, "alice"), connect(irc_server, "bob")
+    for peer in (alice, bob):
+        peer.send_line("JOIN #chan")
+        peer.sync()
+    bob.send_line("QUIT")
+    alice.expect_cmd("QUIT")  # bob has left the hub
+    alice.send_line("LUSERS")
+    replies = {m.command: m.params for m in alice.sync()}
+    assert replies["251"][-1] == "There are 1 users and 0 invisible on 1 servers"
+    assert replies["265"][1:] == ("1", "2", "Current local users 1, max 2")
+    assert replies["266"][1:] == ("1", "2", "Current global users 1, max 2")
 
 
 # -- across front-ends ---------------------------------------------------------------------

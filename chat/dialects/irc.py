@@ -31,12 +31,24 @@ from chat.hub import (
     Unavailable,
     UserNotInRoom,
 )
-from chat.protocol import Line, clean_text, nick_error, nick_key, room_error, room_key
+from chat.protocol import (
+    REALNAME_MAX_CHARS,
+    Line,
+    clean_text,
+    nick_error,
+    nick_key,
+    nick_mask,
+    room_error,
+    room_key,
+)
 from chat.store import MAX_HISTORY_LIMIT
 from chat.wire import EncodeCache, irc
 
 log = logging.getLogger("chat.dialects.irc")
 
+# WHO with a mask lists at most this many users (as ircu's MAXWHOREPLIES): "WHO *" on a server
+# of 10,000 would otherwise be a megabyte, more than a client's send queue.
+WHO_MAX_REPLIES = 500
 # Commands a client may send before it is registered (everything else gets 451).
 _BEFORE_REGISTRATION = {"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"}
 # Capabilities of a client that asked for none: one shared object (since Python 3.10 every
@@ -244,7 +256,7 @@ class IrcDialect:
             self._numeric(irc.ERR_NEEDMOREPARAMS, "USER", "Not enough parameters")
             return
         username = "".join(c for c in params[0] if c.isalnum() or c in "-_.")[:10] or "user"
-        self._user = (username, clean_text(params[3]))
+        self._user = (username, clean_text(params[3])[:REALNAME_MAX_CHARS].strip() or username)
         self._try_register()
 
     def _irc_nick(self, params: tuple[str, ...]) -> None:
@@ -293,11 +305,11 @@ class IrcDialect:
         self._userhost = f"~{user[0]}@irc"
         try:
             try:
-                self._hub.register(self._link, nick, self._userhost)
+                self._hub.register(self._link, nick, self._userhost, user[1])
             except NickTaken:
                 if not reclaim_nick(self._hub, nick):
                     raise
-                self._hub.register(self._link, nick, self._userhost)
+                self._hub.register(self._link, nick, self._userhost, user[1])
         except NickTaken:  # someone else won the race for it since NICK
             self._wanted_nick = None
             self._user, self._password = user, password  # for the next NICK
@@ -490,7 +502,7 @@ class IrcDialect:
         return changes, lists
 
     def _user_mode(self, target: str, params: tuple[str, ...]) -> None:
-        if self._hub.userhost_of(target) is None:
+        if self._hub.identity_of(target) is None:
             raise NoSuchNick(target)
         if nick_key(target) != nick_key(self._me):
             self._numeric(irc.ERR_USERSDONTMATCH, "Cannot change mode for other users")
@@ -498,7 +510,7 @@ class IrcDialect:
             self._numeric(irc.RPL_UMODEIS, "+")
         elif any(c not in "+-iw" for c in params[0]):
             self._numeric(irc.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
-        # +i / +w: accepted and meaningless here (nobody is listed by WHO without a channel)
+        # +i / +w: accepted and meaningless here (a WHO mask lists everyone, docs/irc.md)
 
     # -- talking -------------------------------------------------------------------------------
 
@@ -549,6 +561,8 @@ class IrcDialect:
                     self._hub.whisper(
                         self._link, target, text, echo=False, notice=notice, action=bool(ctcp)
                     )
+                    if not notice and (who := self._hub.identity_of(target)) and who.away:
+                        self._numeric(irc.RPL_AWAY, who.nick, who.away)
             except ChatError as error:
                 if not notice:
                     self._chat_error(error, command)
@@ -639,6 +653,32 @@ class IrcDialect:
 
     # -- information ---------------------------------------------------------------------------
 
+    def _irc_away(self, params: tuple[str, ...]) -> None:
+        if self._hub.set_away(self._link, params[0] if params else "") is not None:
+            self._numeric(irc.RPL_NOWAWAY, "You have been marked as being away")
+        else:
+            self._numeric(irc.RPL_UNAWAY, "You are no longer marked as being away")
+
+    def _irc_userhost(self, params: tuple[str, ...]) -> None:
+        """USERHOST nick...: `nick=+user@host` for each one online (`-` if away), 302."""
+        if not params:
+            self._numeric(irc.ERR_NEEDMOREPARAMS, "USERHOST", "Not enough parameters")
+            return
+        replies = []
+        for nick in params[:5]:  # RFC 2812: up to five
+            if (who := self._hub.identity_of(nick)) is not None:
+                replies.append(f"{who.nick}={'-' if who.away else '+'}{who.userhost}")
+        self._numeric(irc.RPL_USERHOST, " ".join(replies))
+
+    def _irc_ison(self, params: tuple[str, ...]) -> None:
+        """ISON nick...: which of them are online, as spelled (irssi's /notify asks this)."""
+        if not params:
+            self._numeric(irc.ERR_NEEDMOREPARAMS, "ISON", "Not enough parameters")
+            return
+        asked = " ".join(params).split()  # as many as one 512-byte line holds
+        online = [who.nick for nick in asked if (who := self._hub.identity_of(nick))]
+        self._numeric(irc.RPL_ISON, " ".join(online))
+
     def _irc_who(self, params: tuple[str, ...]) -> None:
         mask = params[0] if params else "*"
         lines = []
@@ -646,14 +686,15 @@ class IrcDialect:
             found = self._hub.room_names(mask, self._link)
             entries = [(u.lstrip("@"), u.startswith("@")) for u in found[1]] if found else []
             room = found[0] if found else mask
-        else:
-            entries = [(mask, False)] if self._hub.userhost_of(mask) else []
+        else:  # a nick, or a mask of nicks ("*" and "0": everyone), the first WHO_MAX_REPLIES
+            matches = nick_mask(mask)
+            entries = [(n, False) for n in self._hub.nicks() if matches(n)][:WHO_MAX_REPLIES]
             room = "*"
         for nick, op in entries:
-            who = self._hub.userhost_of(nick)
+            who = self._hub.identity_of(nick)
             if who is None:
                 continue
-            user, _, host = who[1].partition("@")
+            user, _, host = who.userhost.partition("@")
             lines.append(
                 irc.numeric(
                     self._server,
@@ -663,9 +704,9 @@ class IrcDialect:
                     user,
                     host,
                     self._server,
-                    who[0],
-                    "H@" if op else "H",
-                    f"0 {who[0]}",
+                    who.nick,
+                    ("G" if who.away is not None else "H") + ("@" if op else ""),
+                    f"0 {who.realname}",
                 )
             )
         lines.append(irc.numeric(self._server, self._me, irc.RPL_ENDOFWHO, mask, "End of WHO"))
@@ -676,28 +717,48 @@ class IrcDialect:
             self._numeric(irc.ERR_NONICKNAMEGIVEN, "No nickname given")
             return
         nick = params[-1]
-        who = self._hub.userhost_of(nick)
+        who = self._hub.identity_of(nick)
         rooms = self._hub.visible_rooms_of(nick, self._link)
         if who is None or rooms is None:
             self._numeric(irc.ERR_NOSUCHNICK, nick, "No such nick/channel")
             self._numeric(irc.RPL_ENDOFWHOIS, nick, "End of /WHOIS list")
             return
-        user, _, host = who[1].partition("@")
+        user, _, host = who.userhost.partition("@")
         s, me = self._server, self._me
-        lines = [irc.numeric(s, me, irc.RPL_WHOISUSER, who[0], user, host, "*", who[0])]
+        lines = [irc.numeric(s, me, irc.RPL_WHOISUSER, who.nick, user, host, "*", who.realname)]
         if rooms:
-            lines.append(irc.numeric(s, me, irc.RPL_WHOISCHANNELS, who[0], " ".join(rooms)))
-        lines.append(irc.numeric(s, me, irc.RPL_WHOISSERVER, who[0], s, "threadroom chat"))
-        lines.append(irc.numeric(s, me, irc.RPL_ENDOFWHOIS, who[0], "End of /WHOIS list"))
+            lines.append(irc.numeric(s, me, irc.RPL_WHOISCHANNELS, who.nick, " ".join(rooms)))
+        lines.append(irc.numeric(s, me, irc.RPL_WHOISSERVER, who.nick, s, "threadroom chat"))
+        if who.away is not None:
+            lines.append(irc.numeric(s, me, irc.RPL_AWAY, who.nick, who.away))
+        lines.append(irc.numeric(s, me, irc.RPL_ENDOFWHOIS, who.nick, "End of /WHOIS list"))
         self._send(*lines)
 
     def _irc_lusers(self, params: tuple[str, ...]) -> None:
-        users, rooms = len(self._hub), self._hub.room_count()
+        users, most, rooms = self._hub.counts()
         s, me = self._server, self._me
         self._send(
-            irc.numeric(s, me, irc.RPL_LUSERCLIENT, f"There are {users} users on 1 server"),
+            irc.numeric(
+                s, me, irc.RPL_LUSERCLIENT, f"There are {users} users and 0 invisible on 1 servers"
+            ),
             irc.numeric(s, me, irc.RPL_LUSERCHANNELS, str(rooms), "channels formed"),
             irc.numeric(s, me, irc.RPL_LUSERME, f"I have {users} clients and 0 servers"),
+            irc.numeric(
+                s,
+                me,
+                irc.RPL_LOCALUSERS,
+                str(users),
+                str(most),
+                f"Current local users {users}, max {most}",
+            ),
+            irc.numeric(
+                s,
+                me,
+                irc.RPL_GLOBALUSERS,
+                str(users),
+                str(most),
+                f"Current global users {users}, max {most}",
+            ),
         )
 
     def _irc_motd(self, params: tuple[str, ...]) -> None:

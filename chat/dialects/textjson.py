@@ -212,6 +212,11 @@ class TextJsonDialect:
                 hub.act(link, text, self._room_or_current(room))
             case ev.Whisper(to=to, text=text):
                 hub.whisper(link, to, text)
+                if (who := hub.identity_of(to)) is not None and who.away is not None:
+                    self._reply(ev.AwayStatus(who.nick, who.away, time.time()))
+            case ev.SetAway(text=text):
+                away = hub.set_away(link, text)
+                self._reply(ev.AwayStatus(self.nick or "", away, time.time()))
             case ev.ChangeNick(nick=new):
                 self._rename(new)
             case ev.Who(room=room):

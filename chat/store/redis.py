@@ -14,9 +14,9 @@ older than the replay buffers, and across restarts of every node.
   `threadroom:history-targets`, is what retention by age walks.
 * **Who writes.** The origin node only: the node whose user sent the message (the cluster hub
   tells the store through `origin`). One write per message, whatever the number of nodes,
-  and ZADD of the same member twice would change nothing anyway. The price: a node killed
-  with `kill -9` loses from Redis what its writer had queued (milliseconds), as SQLite mode
-  loses its last batch; the other nodes' replay buffers still have those messages.
+  and ZADD of the same member twice would change nothing anyway. When a node is gone (killed
+  with `kill -9`, or cut off), its writer may have died with messages queued: every other
+  node then writes again what that node's users sent in the last `RECENT_S` (`rescue`).
 * **Not the stream.** The event stream is trimmed behind every snapshot (20,000 entries at
   most), so it cannot be history measured in days; and reading it back would mean decoding
   every request of every room to answer a question about one.
@@ -286,6 +286,26 @@ class RedisStore:
             events.popleft()  # each target's deque is in the same order as `order`
             if not events:
                 del self._recent[old]
+
+    def rescue(self, senders: set[str]) -> int:
+        """Queues again every recent event (the last `recent_s` seconds) sent by one of
+        `senders` (nicknames): those of a node that is gone, whose own writer may have died
+        with them queued. Every surviving node does it; writing an event twice changes nothing
+        (the same member of the same sorted set). Returns how many were queued."""
+        with self._lock:
+            if self._stopping:
+                return 0
+            rescued = [
+                (target, event)
+                for target, events in self._recent.items()
+                for event in events
+                if event.sender in senders
+            ][: max(0, self._queue_events - self._queued)]
+            self._queue.extend(rescued)
+            self._queued += len(rescued)
+            if rescued:
+                self._wake.notify()
+            return len(rescued)
 
     def offer_room(self, record: RoomRecord) -> bool:
         """Room records are the cluster replica's (its snapshots): nothing to keep here."""

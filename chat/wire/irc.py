@@ -15,7 +15,13 @@ import time
 from dataclasses import dataclass, field
 
 from chat import events as ev
-from chat.protocol import KEY_MAX_CHARS, NICK_MAX_CHARS, ROOM_MAX_CHARS, TOPIC_MAX_CHARS
+from chat.protocol import (
+    AWAY_MAX_CHARS,
+    KEY_MAX_CHARS,
+    NICK_MAX_CHARS,
+    ROOM_MAX_CHARS,
+    TOPIC_MAX_CHARS,
+)
 from chat.wire import EncodeCache, encode_once
 
 NAME = "irc"
@@ -40,6 +46,7 @@ def isupport(rooms_per_user: int) -> tuple[str, ...]:
         f"NICKLEN={NICK_MAX_CHARS}",
         f"TOPICLEN={TOPIC_MAX_CHARS}",
         f"KEYLEN={KEY_MAX_CHARS}",
+        f"AWAYLEN={AWAY_MAX_CHARS}",
         "CASEMAPPING=ascii",
         f"TARGMAX=PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},JOIN:,PART:,NAMES:,KICK:1,WHOIS:1",
         "CHANMODES=,k,,ns",
@@ -56,10 +63,17 @@ RPL_CREATED = "003"
 RPL_MYINFO = "004"
 RPL_ISUPPORT = "005"
 RPL_UMODEIS = "221"
+RPL_AWAY = "301"
+RPL_UNAWAY = "305"
+RPL_NOWAWAY = "306"
+RPL_USERHOST = "302"
+RPL_ISON = "303"
 RPL_LUSERCLIENT = "251"
 RPL_TRYAGAIN = "263"  # cluster (#12): the cluster link is down, try again
 RPL_LUSERCHANNELS = "254"
 RPL_LUSERME = "255"
+RPL_LOCALUSERS = "265"
+RPL_GLOBALUSERS = "266"
 RPL_WHOISUSER = "311"
 RPL_WHOISSERVER = "312"
 RPL_ENDOFWHO = "315"

@@ -44,6 +44,7 @@ REQUEST_TYPES = [
     "ping",
     "quit",
     "history",
+    "away",
 ]
 
 
@@ -158,6 +159,8 @@ def parse(line: str, registered: bool) -> ev.Request:
         return ev.Quit(clean_text(reason) if isinstance(reason, str) else "")
     if kind == "history":
         return _history_request(obj)
+    if kind == "away":
+        return ev.SetAway(clean_text(_optional(obj, "text") or ""))
     raise ProtocolError(
         "bad_request", f"unknown type {kind!r}: use one of {', '.join(REQUEST_TYPES)}"
     )
@@ -339,6 +342,8 @@ def _reply(event: ev.Event) -> dict[str, Any]:
             }
         case ev.Notice(text=text, ts=ts):
             return {"type": "notice", "ts": ts, "text": text}
+        case ev.AwayStatus(nick=nick, text=text, ts=ts):
+            return {"type": "away", "ts": ts, "nick": nick, "text": text}
         case ev.HelpText(ts=ts):
             return {"type": "notice", "ts": ts, "text": "commands: see docs/protocol.md"}
         case ev.Error(code=code, message=message, ts=ts):

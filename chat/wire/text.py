@@ -29,6 +29,7 @@ HELP_LINES = (
     "***   /key [KEY]         operators: set the room's key (none: remove it)",
     "***   /secret on|off     operators: hide the room from /rooms",
     "***   /history [N]       the room's last N messages (/history since 09:30)",
+    "***   /away [why]        mark yourself away (alone: back)",
     "***   /quit [reason]     leave",
     "***   //text             a message that starts with /",
     "***   /help              this list",
@@ -100,6 +101,8 @@ def parse(line: str, registered: bool) -> ev.Request:
         return ev.Help()
     if name == "quit":
         return ev.Quit(clean_text(rest).strip())
+    if name == "away":
+        return ev.SetAway(clean_text(rest).strip())
     if name == "join":
         if not 1 <= len(words) <= 2:
             raise ProtocolError("bad_request", _USAGE["join"])
@@ -319,6 +322,12 @@ def _render(event: ev.Event, recipient: str) -> str:
         case ev.Error(message=message, prompt_again=prompt_again):
             again = "* Choose a nickname:\n" if prompt_again else ""
             return f"! {message}\n{again}"
+        case ev.AwayStatus(nick=nick, text=None):
+            return "*** You are back\n" if nick == recipient else f"*** {nick} is back\n"
+        case ev.AwayStatus(nick=nick, text=str() as text):
+            if nick == recipient:
+                return f"*** You are away: {text} (/away alone: back)\n"
+            return f"*** {nick} is away: {text}\n"
         case ev.Pong():
             return "*** pong\n"
         case ev.Goodbye(reason=reason):
