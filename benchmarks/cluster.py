@@ -146,11 +146,16 @@ def append_ceiling(valkey: Valkey, count: int) -> float:
     script = client.register_script(_APPEND)
     payload = json.dumps({"o": "say", "r": "bench", "m": "x/1", "a": ["x" * 40]})
     deadline = str(int((time.time() + 600) * 1000))
+    client.set("bench:epoch", "bench")  # the script appends only in the epoch it is given
     start = time.perf_counter()
     for _ in range(count // 500):
         pipe = client.pipeline(transaction=False)
         for _ in range(500):
-            script(keys=["bench:events", "bench:seq"], args=[payload, deadline], client=pipe)
+            script(
+                keys=["bench:events", "bench:seq", "bench:epoch"],
+                args=[payload, deadline, "bench"],
+                client=pipe,
+            )
         pipe.execute()
     elapsed = time.perf_counter() - start
     client.close()
