@@ -144,16 +144,16 @@ def append_ceiling(valkey: Valkey, count: int) -> float:
 
     client = redis.Redis(host="127.0.0.1", port=valkey.port, decode_responses=True)
     script = client.register_script(_APPEND)
+    client.set("bench:epoch", "e1")
     payload = json.dumps({"o": "say", "r": "bench", "m": "x/1", "a": ["x" * 40]})
     deadline = str(int((time.time() + 600) * 1000))
-    client.set("bench:epoch", "bench")  # the script appends only in the epoch it is given
     start = time.perf_counter()
     for _ in range(count // 500):
         pipe = client.pipeline(transaction=False)
         for _ in range(500):
             script(
-                keys=["bench:events", "bench:seq", "bench:epoch"],
-                args=[payload, deadline, "bench"],
+                keys=["bench:events", "bench:seq", "bench:epoch", "bench:id-floor"],
+                args=[payload, deadline, "e1"],
                 client=pipe,
             )
         pipe.execute()
