@@ -215,6 +215,7 @@ class ChatServer:
         self._start_history()
         self._wake_r, self._wake_w = os.pipe()
         self._sender.start()
+        self.hub.attach_sender(self._sender.wait_idle)  # a cluster's follower waits on it (#12)
         self._waker.start()
         self._accept_thread = threading.Thread(target=self._accept_loop, name="accept")
         self._accept_thread.start()
