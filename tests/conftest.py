@@ -8,6 +8,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ os.environ.setdefault(
 
 from chat.config import ServerConfig
 from chat.server import ChatServer
+from tests.valkey import Valkey
 
 # ChatServer's parts (everything else given to make_server is a ServerConfig field).
 _PARTS = ("hub", "runner", "output", "audit", "store")
@@ -78,3 +80,12 @@ def make_server() -> Iterator[Any]:
 @pytest.fixture
 def server(make_server: Any) -> ChatServer:
     return make_server()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def valkey(tmp_path: Path) -> Iterator[Valkey]:
+    """A real valkey-server (tests/valkey.py) on a free loopback port, empty, no persistence;
+    ask for it before `make_server` so that it is torn down after the servers using it."""
+    server = Valkey(tmp_path).start()
+    yield server
+    server.stop()

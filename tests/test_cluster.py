@@ -29,13 +29,6 @@ HEARTBEAT_S = 0.3  # a killed node is gone within ~5 heartbeats
 
 
 @pytest.fixture
-def valkey(tmp_path: Path) -> Iterator[Valkey]:
-    server = Valkey(tmp_path).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def two_nodes(valkey: Valkey, make_server: Any) -> tuple[Any, Any]:
     """Two in-process nodes on one Valkey (valkey first: it is torn down after them)."""
     options = {

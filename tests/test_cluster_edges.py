@@ -21,7 +21,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +35,6 @@ from tests.valkey import Valkey
 
 HEARTBEAT_S = 0.3
 HOLD_TIMEOUT_S = 20.0
-
-
-@pytest.fixture
-def valkey(tmp_path: Path) -> Iterator[Valkey]:
-    server = Valkey(tmp_path).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

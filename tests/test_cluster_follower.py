@@ -7,21 +7,12 @@ sees); and between long stretches of entries the follower waits for the sender.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.peers import IrcPeer, JsonPeer, wait_until
 from tests.valkey import Valkey
-
-
-@pytest.fixture
-def valkey(tmp_path: Path) -> Iterator[Valkey]:
-    server = Valkey(tmp_path).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

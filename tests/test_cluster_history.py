@@ -27,13 +27,6 @@ from tests.valkey import TlsFiles, Valkey, server_binaries
 HEARTBEAT_S = 0.3
 
 
-@pytest.fixture
-def valkey(tmp_path: Path) -> Iterator[Valkey]:
-    server = Valkey(tmp_path).start()
-    yield server
-    server.stop()
-
-
 def _node(make_server: Any, valkey: Valkey, **options: Any) -> Any:
     """One in-process node with history on (kept in the cluster's Valkey)."""
     settings = {

@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,6 @@ from tests.valkey import Valkey
 
 HEARTBEAT_S = 0.3
 HOLD_TIMEOUT_S = 20.0
-
-
-@pytest.fixture
-def valkey(tmp_path: Path) -> Iterator[Valkey]:
-    server = Valkey(tmp_path).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
