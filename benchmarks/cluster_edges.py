@@ -3,11 +3,12 @@
     python benchmarks/cluster_edges.py            # ~1 min
     python benchmarks/cluster_edges.py --quick    # smaller, for a smoke test
 
-1. The append script now reads the id floor (a GET) and, once Redis has lost its data,
-   stamps it into every entry (one more field): its rate without those lines ("before"),
-   with them and no floor (a cluster that never lost its data), and with a floor, one at a
-   time (a round trip each, the nodes' way) and pipelined (Valkey's own cost), alternating
-   rounds on one Valkey.
+1. The append script, as #12's later passes made it: it checks the node's epoch (a GET: Redis
+   lost its data?) and reads the id floor (a GET) which, once Redis has lost its data, it
+   stamps into every entry (one more field). Its rate as the first pass had it ("before":
+   neither), with the epoch check alone, with both and no floor (a cluster that never lost
+   its data), and with a floor; one at a time (a round trip each, the nodes' way) and
+   pipelined (Valkey's own cost), alternating rounds on one Valkey.
 2. A snapshot now carries each replay buffer's messages of the last 30 s: its size and build
    time with and without them, for N rooms whose buffers (50 messages) are all that recent
    (the worst case: at most MAX_RECENT messages are carried), alternating rounds.
@@ -37,6 +38,7 @@ import redis  # noqa: E402
 from chat.cluster import history as cluster_history  # noqa: E402
 from chat.cluster.hub import _APPEND, ClusterHub  # noqa: E402
 from chat.store.redis import RedisStore  # noqa: E402
+from tests.peers import QuietMember  # noqa: E402
 from tests.valkey import Valkey  # noqa: E402
 
 _FLOOR_PART = """local floor = redis.call('GET', KEYS[4])
@@ -44,21 +46,10 @@ if floor then
   return redis.call('XADD', KEYS[1], '*', 'n', n, 'c', ARGV[1], 'f', floor)
 end
 """
-_APPEND_BEFORE = _APPEND.replace(_FLOOR_PART, "")
-assert _APPEND_BEFORE != _APPEND
-
-
-class Quiet:
-    """A local user that takes every event and shows nothing."""
-
-    def deliver(self, event: Any, cache: Any = None) -> bool:
-        return True
-
-    def flush(self) -> None:
-        pass
-
-    def drop(self, reason: str) -> None:
-        pass
+_EPOCH_PART = "if redis.call('GET', KEYS[3]) ~= ARGV[3] then\n  return 0\nend\n"
+_APPEND_EPOCH = _APPEND.replace(_FLOOR_PART, "")
+_APPEND_BEFORE = _APPEND_EPOCH.replace(_EPOCH_PART, "")
+assert _APPEND_BEFORE != _APPEND_EPOCH != _APPEND
 
 
 def _spread(after: list[float], before: list[float]) -> list[float]:
@@ -71,6 +62,7 @@ def append_rates(valkey: Valkey, calls: int, rounds: int) -> dict[str, Any]:
     client.set("bench:epoch", "e1")
     setups = {
         "before": (client.register_script(_APPEND_BEFORE), False),
+        "epoch check": (client.register_script(_APPEND_EPOCH), False),
         "no floor": (client.register_script(_APPEND), False),
         "floor": (client.register_script(_APPEND), True),
     }
@@ -102,7 +94,7 @@ def append_rates(valkey: Valkey, calls: int, rounds: int) -> dict[str, Any]:
     for mode, by in rates.items():
         before = statistics.median(by["before"])
         out[mode] = {f"{name}_per_s": round(statistics.median(v)) for name, v in by.items()}
-        for name in ("no floor", "floor"):
+        for name in ("epoch check", "no floor", "floor"):
             out[mode][f"{name}/before"] = round(statistics.median(by[name]) / before, 3)
             out[mode][f"{name}/before spread"] = _spread(by[name], by["before"])
     return out
@@ -117,7 +109,7 @@ def snapshot_sizes(valkey: Valkey, rooms: int, rounds: int) -> dict[str, Any]:
     sizes: dict[str, list[int]] = {"with": [], "without": []}
     times: dict[str, list[float]] = {"with": [], "without": []}
     try:
-        member = Quiet()
+        member = QuietMember()
         hub.join(member, "talker")
         hub.rooms_per_user = rooms + 10
         for n in range(rooms):

@@ -220,3 +220,18 @@ class RecordingJsonPeer(Recording, JsonPeer):
 
 class RecordingIrcPeer(Recording, IrcPeer):
     pass
+
+
+class QuietMember:
+    """A hub member that takes every event and shows nothing: a local user for in-process
+    benchmarks and tests that need one without a socket (it is real: the hub treats it as any
+    member; it only discards what it is given)."""
+
+    def deliver(self, event: Any, cache: Any = None) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+    def drop(self, reason: str) -> None:
+        pass

@@ -30,7 +30,7 @@ import redis
 from chat.cluster import history as cluster_history
 from chat.hub import Hub
 from chat.store.sqlite import SqliteStore
-from tests.peers import JsonPeer, TextPeer, wait_until
+from tests.peers import JsonPeer, QuietMember, TextPeer, wait_until
 from tests.valkey import Valkey
 
 HEARTBEAT_S = 0.3
@@ -369,17 +369,6 @@ def _replay(peer: JsonPeer, room: str) -> list[tuple[int, str]]:
     return [(m["id"], m["text"]) for m in replay["messages"]]
 
 
-class _Quiet:
-    def deliver(self, event: Any, cache: Any = None) -> bool:
-        return True
-
-    def flush(self) -> None:
-        pass
-
-    def drop(self, reason: str) -> None:
-        pass
-
-
 def test_a_snapshot_carries_each_buffers_recent_suffix_and_at_most_the_cap(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -392,7 +381,7 @@ def test_a_snapshot_carries_each_buffers_recent_suffix_and_at_most_the_cap(
     store.start()
     try:
         hub = Hub(clock=lambda: now[0], store=store, replay=10)
-        talker = _Quiet()
+        talker = QuietMember()
         hub.join(talker, "talker")
         hub.enter(talker, "#old")
         hub.enter(talker, "#new")
