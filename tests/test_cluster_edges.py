@@ -420,4 +420,5 @@ def test_the_edges_benchmark_smoke_run() -> None:
     results = json.loads(done.stdout)
     for mode in ("one at a time", "pipelined"):
         assert results["append script"][mode]["floor/before"] > 0
+        assert results["append script"][mode]["epoch check/before"] > 0
     assert results["snapshot"]["bytes per carried message"] > 0

@@ -236,7 +236,7 @@ def test_a_node_that_resyncs_too_late_tells_its_users_they_may_have_missed_lines
 @pytest.mark.stress
 @pytest.mark.timeout(120)
 def test_the_resync_benchmark_smoke_run() -> None:
-    """benchmarks/cluster_resync.py --quick: both parts run and give their figures."""
+    """benchmarks/cluster_resync.py --quick: it runs and gives its figures."""
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(
         [sys.executable, str(root / "benchmarks" / "cluster_resync.py"), "--quick"],
@@ -248,6 +248,4 @@ def test_the_resync_benchmark_smoke_run() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     results = json.loads(done.stdout)
-    for mode in ("one at a time", "pipelined"):
-        assert results["append script"][mode]["after/before"] > 0
     assert results["resync"]["append one per round trip / batched"] > 0
