@@ -17,9 +17,6 @@ before its XREAD; a node's history writer is held before it writes.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,7 @@ import redis
 from chat.cluster import history as cluster_history
 from chat.hub import Hub
 from chat.store.sqlite import SqliteStore
+from tests.benchmarking import quick_figures
 from tests.peers import JsonPeer, QuietMember, TextPeer, wait_until
 from tests.valkey import Valkey
 
@@ -407,17 +405,7 @@ def test_a_snapshot_carries_each_buffers_recent_suffix_and_at_most_the_cap(
 @pytest.mark.timeout(120)
 def test_the_edges_benchmark_smoke_run() -> None:
     """benchmarks/cluster_edges.py --quick: both parts run and give their figures."""
-    root = Path(__file__).resolve().parents[1]
-    done = subprocess.run(
-        [sys.executable, str(root / "benchmarks" / "cluster_edges.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=100,
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    results = json.loads(done.stdout)
+    results = quick_figures("cluster_edges.py")
     for mode in ("one at a time", "pipelined"):
         assert results["append script"][mode]["floor/before"] > 0
         assert results["append script"][mode]["epoch check/before"] > 0

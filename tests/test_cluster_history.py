@@ -559,27 +559,11 @@ def test_the_cluster_history_benchmark_smoke_run(tmp_path: Path) -> None:
     """benchmarks/cluster_history.py --quick: every part runs, nothing is lost with history on
     or off, and the memory figure is there."""
     import json
-    import os
 
-    root = Path(__file__).resolve().parents[1]
+    from tests.benchmarking import run_benchmark
+
     out = tmp_path / "out.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(root / "benchmarks" / "cluster_history.py"),
-            "--quick",
-            "--rounds",
-            "1",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=380,
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_benchmark("cluster_history.py", "--quick", "--rounds", "1", "--out", str(out), timeout=380)
     results = json.loads(out.read_text())
     for side in ("on", "off"):
         assert results["throughput"][side]["ok"]

@@ -11,17 +11,14 @@ line has either reached the new stream (the defect) or is held by her node (the 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chat.cluster.hub import NICK_LOST, RESYNC_MISSED
+from tests.benchmarking import quick_figures
 from tests.peers import TextPeer, wait_until
 from tests.valkey import Valkey
 
@@ -237,15 +234,5 @@ def test_a_node_that_resyncs_too_late_tells_its_users_they_may_have_missed_lines
 @pytest.mark.timeout(120)
 def test_the_resync_benchmark_smoke_run() -> None:
     """benchmarks/cluster_resync.py --quick: it runs and gives its figures."""
-    root = Path(__file__).resolve().parents[1]
-    done = subprocess.run(
-        [sys.executable, str(root / "benchmarks" / "cluster_resync.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=100,
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    results = json.loads(done.stdout)
+    results = quick_figures("cluster_resync.py")
     assert results["resync"]["append one per round trip / batched"] > 0

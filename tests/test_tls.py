@@ -609,27 +609,16 @@ def test_a_full_server_closes_a_tls_client_without_a_plaintext_line(make_server,
 def test_the_tls_benchmark_smoke_run():
     """benchmarks/tls.py --quick: the openssl-made certificate, both ports, every measurement;
     the TLS fan-out exactly once. Writes nothing (the committed results stay as they are)."""
-    import json
     import shutil
-    import subprocess
-    import sys
 
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command")
-    root = Path(__file__).resolve().parents[1]
-    before = (root / "benchmarks" / "results" / "tls.json").read_bytes()
-    done = subprocess.run(
-        [sys.executable, str(root / "benchmarks" / "tls.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=100,
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
-    )
-    assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout)
+    from tests.benchmarking import ROOT, quick_figures
+
+    before = (ROOT / "benchmarks" / "results" / "tls.json").read_bytes()
+    summary = quick_figures("tls.py")
     assert summary["fan_out"]["tls"]["exactly_once"]
     assert summary["fan_out"]["plain"]["exactly_once"]
     assert summary["connect_register_quit"]["tls"]["joined"] == 100
     assert summary["idle"]["tls"]["kib_per_idle_connection"] > 0
-    assert (root / "benchmarks" / "results" / "tls.json").read_bytes() == before
+    assert (ROOT / "benchmarks" / "results" / "tls.json").read_bytes() == before
