@@ -509,6 +509,45 @@ def test_irc_chathistory_subcommands(make_server):
     assert fail.params[:2] == ("CHATHISTORY", "INVALID_PARAMS")
 
 
+def test_ids_and_limits_past_any_real_one_are_answered_not_a_crash(make_server):
+    """A message id beyond SQLite's 64-bit INTEGER (a client's typo, or a probe) once ended the
+    asker's connection with 'server error' (OverflowError in the store), from JSON and IRC."""
+    server = _history_server(make_server, history_replay=0)
+    huge = 10**26
+    talker = JsonPeer(server.address, "talker")
+    for i in range(3):
+        talker.send_json({"type": "message", "text": f"h{i}"})
+    talker.sync()
+    asker = JsonPeer(server.address, "asker")
+    asker.send_json({"type": "history", "before": huge})
+    assert [m["text"] for m in _answer(asker)["messages"]] == ["h0", "h1", "h2"]
+    asker.send_json({"type": "history", "after": huge})
+    assert _answer(asker)["messages"] == []
+    asker.send_json({"type": "history", "limit": huge})
+    assert [m["text"] for m in _answer(asker)["messages"]] == ["h0", "h1", "h2"]
+    asker.send_json({"type": "history", "limit": "ten"})
+    error = asker.expect_type("error")
+    assert error["code"] == "bad_request"
+    assert "message id" not in error["message"], error  # a limit is a count, not an id
+    client = IrcPeer(server.irc_address)
+    client.send_line("CAP REQ :batch server-time message-tags draft/chathistory")
+    client.expect_cmd("CAP")
+    client.send_line("CAP END")
+    client.register("client")
+    client.send_line("JOIN #lobby")
+    client.sync()
+    for line, texts in [
+        (f"CHATHISTORY BEFORE #lobby msgid={huge} 10", ["h0", "h1", "h2"]),
+        (f"CHATHISTORY AFTER #lobby msgid={huge} 10", []),
+        (f"CHATHISTORY AROUND #lobby msgid={huge} 10", ["h0", "h1", "h2"]),  # the older half
+        (f"CHATHISTORY BETWEEN #lobby msgid=0 msgid={huge} 10", ["h0", "h1", "h2"]),
+        (f"CHATHISTORY LATEST #lobby * {huge}", ["h0", "h1", "h2"]),
+    ]:
+        client.send_line(line)
+        assert [m.params[1] for m in client.sync() if m.command == "PRIVMSG"] == texts, line
+    assert server.audit.total == 0
+
+
 def test_history_is_only_for_members_of_secret_and_keyed_rooms(make_server):
     server = _history_server(make_server)
     owner = JsonPeer(server.address, "owner")

@@ -28,6 +28,9 @@ HistoryEvent = ev.Message | ev.Action | ev.PrivateMessage
 # The most events one question may ask for (a JSON `history` request, CHATHISTORY, /history N):
 # an answer of 1,000 lines of ~500 bytes is ~0.5 MB, which a client's send queue takes in pieces.
 MAX_HISTORY_LIMIT = 1000
+# The largest message id a store can be asked about: SQLite's INTEGER is 64 bits. A bound past
+# it (a client's 10**26) means the same as this one: everything before it, nothing after it.
+MAX_EVENT_ID = 2**63 - 1
 
 
 class StoreError(Exception):

@@ -392,9 +392,9 @@ def _optional_id(obj: dict[str, Any], key: str) -> int | None:
 
 
 def _history_request(obj: dict[str, Any]) -> ev.ShowHistory:
-    limit = _optional_id(obj, "limit")
-    if limit is not None and limit < 1:
-        raise ProtocolError("bad_request", "field 'limit' must be at least 1")
+    limit = obj.get("limit")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ProtocolError("bad_request", "field 'limit' must be a whole number, at least 1")
     since = obj.get("since")
     if since is not None and (not isinstance(since, int | float) or isinstance(since, bool)):
         raise ProtocolError("bad_request", "field 'since' must be a Unix time (a number)")
