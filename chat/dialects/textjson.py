@@ -254,7 +254,9 @@ class TextJsonDialect:
                     changes.append(("+k", key) if key else ("-k", ""))
                 if secret is not None:
                     changes.append(("+s" if secret else "-s", ""))
-                hub.set_modes(link, self._room_or_current(room), changes)
+                name = self._room_or_current(room)
+                if changes and hub.set_modes(link, name, changes) == ("", ()):
+                    self._reply(ev.Notice(_unchanged(name, key, secret), time.time()))
             case ev.ShowHistory():
                 self._history(request)
             case ev.Nothing():
@@ -380,3 +382,14 @@ class TextJsonDialect:
     def _reply(self, event: ev.Event) -> None:
         """An event for this client alone, from its reader (no lock is held)."""
         self._link.send(self.encode(event, None))
+
+
+def _unchanged(room: str, key: str | None, secret: bool | None) -> str:
+    """Why a mode request changed nothing (it is answered: silence left a person, or a program
+    waiting for an event, unsure whether it had arrived)."""
+    said = []
+    if key is not None:
+        said.append(f"{room} already has that key" if key else f"{room} has no key")
+    if secret is not None:
+        said.append(f"{room} is already {'secret' if secret else 'public'}")
+    return "; ".join(said)
