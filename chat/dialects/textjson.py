@@ -344,6 +344,8 @@ class TextJsonDialect:
             self._password_ok = True
         problem = nick_error(nick)
         if problem is not None:
+            if self._codec is text_wire and nick.split(" ", 1)[0].upper() in _IRC_FIRST_WORDS:
+                problem = self._not_irc()
             raise ProtocolError("nick_invalid", problem)
         with self._room_lock:
             self.current_room = self._hub.name
@@ -361,6 +363,14 @@ class TextJsonDialect:
             raise ProtocolError("nick_taken", f"nickname {nick} is taken") from None
         self.nick = nick
         log.info("%s joined as %s", self._link.label(), nick)
+
+    def _not_irc(self) -> str:
+        """What an IRC client that came to this port (irssi's CAP LS, NICK, USER) is told."""
+        said = "this port speaks text and JSON Lines, not IRC"
+        port = self._config.irc_port
+        if port is None:
+            return f"{said}, and this server has no IRC port"
+        return f"{said}: connect IRC clients to the IRC port" + (f" ({port})" if port else "")
 
     def _rename(self, new: str) -> None:
         problem = nick_error(new)
@@ -382,6 +392,10 @@ class TextJsonDialect:
     def _reply(self, event: ev.Event) -> None:
         """An event for this client alone, from its reader (no lock is held)."""
         self._link.send(self.encode(event, None))
+
+
+# The first words of an IRC client's registration: on this port they arrive as a nickname.
+_IRC_FIRST_WORDS = frozenset({"CAP", "NICK", "USER", "PASS"})
 
 
 def _unchanged(room: str, key: str | None, secret: bool | None) -> str:
