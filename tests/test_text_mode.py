@@ -64,6 +64,24 @@ def test_an_irc_client_on_the_text_port_is_told_where_irc_is(make_server):
     assert peer.line().startswith("* Hello dave.")
 
 
+def test_commands_typed_before_a_nickname_do_what_they_say(server):
+    """A newcomer types a command out of habit before choosing a nickname: `/nick dave` was
+    refused as the nickname '/nick dave', and `/quit` as '/quit' (the only way out was to hang
+    up). Now /nick registers, /quit leaves, and any other command says to choose a name first."""
+    peer = TextPeer(server.address)
+    peer.send("/help\n")
+    assert peer.line() == (
+        "! choose a nickname first: type just the name (like alice); commands work after that"
+    )
+    assert peer.line() == "* Choose a nickname:"
+    peer.send("/nick dave\n")
+    assert peer.line().startswith("* Hello dave.")
+    leaver = TextPeer(server.address)
+    leaver.send("/QUIT wrong number\n")
+    assert leaver.line() == "*** Goodbye (wrong number)."
+    leaver.until_closed()
+
+
 def test_every_command(server):
     alice = TextPeer(server.address, "alice")
     bob = TextPeer(server.address, "bob")

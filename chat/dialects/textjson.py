@@ -346,6 +346,11 @@ class TextJsonDialect:
         if problem is not None:
             if self._codec is text_wire and nick.split(" ", 1)[0].upper() in _IRC_FIRST_WORDS:
                 problem = self._not_irc()
+            elif self._codec is text_wire and nick.startswith("/"):
+                problem = (
+                    "choose a nickname first: type just the name (like alice); "
+                    "commands work after that"
+                )
             raise ProtocolError("nick_invalid", problem)
         with self._room_lock:
             self.current_room = self._hub.name
