@@ -144,13 +144,18 @@ def append_ceiling(valkey: Valkey, count: int) -> float:
 
     client = redis.Redis(host="127.0.0.1", port=valkey.port, decode_responses=True)
     script = client.register_script(_APPEND)
+    client.set("bench:epoch", "e1")
     payload = json.dumps({"o": "say", "r": "bench", "m": "x/1", "a": ["x" * 40]})
     deadline = str(int((time.time() + 600) * 1000))
     start = time.perf_counter()
     for _ in range(count // 500):
         pipe = client.pipeline(transaction=False)
         for _ in range(500):
-            script(keys=["bench:events", "bench:seq"], args=[payload, deadline], client=pipe)
+            script(
+                keys=["bench:events", "bench:seq", "bench:epoch", "bench:id-floor"],
+                args=[payload, deadline, "e1"],
+                client=pipe,
+            )
         pipe.execute()
     elapsed = time.perf_counter() - start
     client.close()

@@ -67,7 +67,7 @@ def append_rates(valkey: Valkey, calls: int, rounds: int) -> dict[str, Any]:
     }
     payload = json.dumps({"o": "say", "r": "x", "m": "n/1", "a": ["hello there"]})
     deadline_ms = int((time.time() + 3600) * 1000)
-    keys = ["bench:events", "bench:seq", "bench:epoch"]
+    keys = ["bench:events", "bench:seq", "bench:epoch", "bench:id-floor"]
     args: list[str | int] = [payload, deadline_ms, "e1"]
     rates: dict[str, dict[str, list[float]]] = {
         mode: {"before": [], "after": []} for mode in ("one at a time", "pipelined")

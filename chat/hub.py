@@ -88,6 +88,13 @@ def _plain_dict(role: str) -> dict[Any, Any]:
     return {}
 
 
+# Cluster (#12): a thread that sets `muted.on` hands events to nobody while it is set. A
+# cluster node applying again a request it already delivered before Redis lost its data (the
+# reply of the append was lost, the retry went into the new stream) applies it to its replica
+# like every node, but its users do not get it twice (chat/cluster/hub.py).
+muted = threading.local()
+
+
 class _Handover:
     """Who got an event under the lock: flush them, or drop those who refused, after it."""
 
@@ -98,6 +105,8 @@ class _Handover:
         self.refused: list[Member] = []
 
     def give_locked(self, members: Iterable[Member], event: ev.Event) -> _Handover:
+        if getattr(muted, "on", False):  # a cluster node's repeat of a delivered request
+            return self
         cache = EncodeCache()  # each wire format encodes the event once for all of them
         for member in members:
             (self.took if member.deliver(event, cache) else self.refused).append(member)

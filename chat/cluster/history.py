@@ -12,16 +12,26 @@ not have, and that every node must have alike:
   creator no operator status, where the others refuse or grant it: the replicas would part;
 * each room's replay buffer, filled from the store with the newest messages older than the
   snapshot's next event id; the entries after the snapshot add the rest as they are applied.
+  The origin nodes' writers may not have written the last of those yet (a node that loads a
+  snapshot a moment after it was made would miss them, #12): the snapshot carries the tail of
+  each replay buffer applied in the last `CARRIED_S`, and the store fills in what is older.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import astuple
 from typing import Any
 
-from chat.hub import Hub, record_of
-from chat.store import HistoryEvent, HistoryQuery, RoomRecord
+from chat.hub import Hub, RoomState, record_of
+from chat.store import HistoryEvent, HistoryQuery, RoomRecord, fields, from_fields
+from chat.store.redis import MAX_RECENT, RECENT_S
+
+# A snapshot carries each replay buffer's messages of the last CARRIED_S (at most MAX_RECENT in
+# all, the newest): the window in which the store may not have them yet (its writers are
+# asynchronous; each node keeps as long a window in memory to answer /history, RECENT_S).
+CARRIED_S = RECENT_S
 
 
 def snapshot_locked(hub: Hub) -> dict[str, Any] | None:
@@ -30,7 +40,24 @@ def snapshot_locked(hub: Hub) -> dict[str, Any] | None:
         return None
     rooms = {k: [s.creator, s.created_ts, s.saved] for k, s in hub._rooms.items()}
     dormant = [astuple(record_of(s)) for s in hub._dormant.values()]
-    return {"rooms": rooms, "dormant": dormant}
+    return {"rooms": rooms, "dormant": dormant, "recent": _carried_locked(hub)}
+
+
+def _carried_locked(hub: Hub) -> dict[str, list[Any]]:
+    """Each replay buffer's tail from its first message of the last CARRIED_S on (a suffix,
+    so with the store's older messages it makes the whole buffer again), by target."""
+    horizon = time.time() - CARRIED_S
+    tails: list[tuple[str, list[HistoryEvent]]] = []
+    for k, state in [*hub._rooms.items(), *hub._dormant.items()]:
+        recent = list(state.recent or ())
+        start = next((i for i, e in enumerate(recent) if e.ts >= horizon), len(recent))
+        if start < len(recent):
+            tails.append((k, recent[start:]))
+    total = sum(len(events) for _, events in tails)
+    if total > MAX_RECENT:  # keep the newest: drop everything below the cut's id
+        cut = sorted(e.id for _, events in tails for e in events)[total - MAX_RECENT]
+        tails = [(k, [e for e in events if e.id >= cut]) for k, events in tails]
+    return {k: [list(fields(e)) for e in events] for k, events in tails if events}
 
 
 def restore_locked(hub: Hub, part: dict[str, Any] | None) -> None:
@@ -43,14 +70,20 @@ def restore_locked(hub: Hub, part: dict[str, Any] | None) -> None:
         state.recent = deque(maxlen=hub.replay)
         state.creator, state.created_ts, state.saved = part["rooms"].get(k, ("", 0.0, False))
     hub._dormant.clear()
-    for fields in part["dormant"]:
-        hub._recall_locked(RoomRecord(*fields))
+    for record in part["dormant"]:
+        hub._recall_locked(RoomRecord(*record))
+    # A snapshot of an older node carries no messages: the store alone fills the buffers.
+    for k, rows in part.get("recent", {}).items():
+        found: RoomState | None = hub._rooms.get(k) or hub._dormant.get(k)
+        if found is not None and found.recent is not None:
+            found.recent.extend(from_fields(row) for row in rows)
 
 
 def fill_replays(hub: Hub) -> None:
     """Fills every room's replay buffer (rooms in use and dormant) with its newest messages
-    older than the hub's next event id, read from the store: called right after the replica
-    was loaded from a snapshot, by the only thread that changes it, without the hub lock."""
+    older than the hub's next event id, read from the store, below what the snapshot carried
+    (`restore_locked`): called right after the replica was loaded from a snapshot, by the only
+    thread that changes it, without the hub lock."""
     store = hub.store
     if store is None or hub.replay <= 0:
         return

@@ -23,7 +23,10 @@ entry to its replica with the very same `Hub` code. So:
 * after Redis lost its data (restarted without persistence) every node re-enters its users
   through the new stream, and a node's own requests wait until its users and the other nodes'
   are back (the append script refuses them before: it checks the node's epoch), so a message
-  sent meanwhile is applied where its sender and receivers are in their rooms.
+  sent meanwhile is applied where its sender and receivers are in their rooms. A request
+  whose reply died with Redis is retried into the new stream and applied by every node, but
+  delivered only by the nodes that had not applied it from the old one (tokens are kept across
+  the loss); the new stream's events get the same ids on every node (an id floor).
 
 Node liveness: each node refreshes a key with a TTL (`SET ... PX`); when a node's key has stayed
 missing for a whole TTL more (kill -9), any node appends "node gone", and every node applies
@@ -66,6 +69,7 @@ from chat.hub import (
     RoomState,
     Unavailable,
 )
+from chat.hub import muted as hub_muted
 from chat.protocol import nick_key, room_key
 from chat.store import StoreError
 from chat.store.redis import RedisStore
@@ -130,9 +134,11 @@ LINK_SLOW = "cluster link slow: sent, but not confirmed yet"
 # request the node gave up on can never appear later), and refused (0) unless Redis still holds
 # the chat this node's replica belongs to (its epoch): after Redis lost its data, a node's
 # requests wait until it has re-entered its users in the new stream, so every node applies them
-# after their sender's resync entry (#12). KEYS: stream, counter, epoch; ARGV: payload, deadline
-# in ms since the epoch, the node's epoch. Returns the entry id, false if too late, 0 if the
-# epoch is not the node's.
+# after their sender's resync entry (#12). After Redis lost its data, each entry also carries
+# the floor of event ids (KEYS[4], `_RAISE_FLOOR`): every node numbers the new stream's events
+# alike (`_apply_entry`). KEYS: stream, counter, epoch, id floor; ARGV: payload, deadline in ms
+# since the epoch, the node's epoch. Returns the entry id, false if too late, 0 if the epoch
+# is not the node's.
 _APPEND = """
 local now = redis.call('TIME')
 if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[2]) then
@@ -142,7 +148,27 @@ if redis.call('GET', KEYS[3]) ~= ARGV[3] then
   return 0
 end
 local n = redis.call('INCR', KEYS[2])
+local floor = redis.call('GET', KEYS[4])
+if floor then
+  return redis.call('XADD', KEYS[1], '*', 'n', n, 'c', ARGV[1], 'f', floor)
+end
 return redis.call('XADD', KEYS[1], '*', 'n', n, 'c', ARGV[1])
+"""
+
+# Event ids after Redis lost its data (#12). Ids are numbered by each node as it applies the
+# stream; a node that was behind when Redis died, or one started afterwards, would number the
+# new stream's events from another value than the others, for good. So at the loss every node
+# starts the new stream's numbering from 1 (as a node started afterwards does), and before it
+# appends anything in the new stream it raises the floor (this script: the max) to its own
+# next id; the append script stamps the floor into every entry, and every node applying an
+# entry takes next id = max(next id, floor): the same stream, the same start, the same ids on
+# every node. Each node's users are back only through its own resync entries, appended after
+# its floor: every event they see has an id above every id they saw before. KEYS: the floor;
+# ARGV: this node's next id.
+_RAISE_FLOOR = """
+if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
 """
 
 # Every SNAPSHOT_EVERY entries one node saves a snapshot of its replica in Redis (they are all
@@ -183,6 +209,13 @@ _OPERATIONS: dict[str, Callable[..., Any]] = {
     "set_away": Hub.set_away,
 }
 _CLAIMS = ("register", "join")
+# Requests whose events are lines users read (chat-load counts them: exactly once). Applied
+# again after Redis lost its data (their reply died with it), a node that delivered them from
+# the old stream applies them muted. A change of state (part, rename, topic, ...) is told
+# again: the resync re-entered its users as their node saw them, maybe before that change,
+# and every node's users must hear the change after that re-entry, or they believe the old
+# state (alice "joined #den" again in the resync, her part retried: she is out).
+_MESSAGES = ("say", "act", "whisper")
 # Entries are compact JSON; one encoder made once (json.dumps with any option but the defaults
 # builds a new one per call, which costs more than encoding a short entry).
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
@@ -276,10 +309,11 @@ class ClusterHub(Hub):
     a reader whose append Redis refused for another epoch (it lost its data) waits on it,
     never holding another lock, until the follower has re-entered this node's users and the
     other nodes theirs (`_state_lost`, `_release_held`); readers read `_epoch` (one str) to
-    append. The follower alone touches `_last_id`, `_done_id`, `_last_n`, `_tokens` and the
-    `_resync_*` fields (barrier() only reads `_done_id`, one str). Two threads of our own:
-    the follower (XREAD, apply, snapshots) and the heartbeat (liveness key, node-gone checks,
-    leaves to resend); both are joined in `close()`. Queries (who, rooms) read the local
+    append. The follower alone touches `_last_id`, `_done_id`, `_last_n`, `_tokens`,
+    `_tokens_before`, `_ids_high` and the `_resync_*` fields (barrier() only reads
+    `_done_id`, one str). Two threads of our own: the follower (XREAD, apply, snapshots) and
+    the heartbeat (liveness key, node-gone checks, leaves to resend); both are joined in
+    `close()`. Queries (who, rooms) read the local
     replica, which is at most one stream read behind; a ping waits until it is not
     (`barrier()`).
     """
@@ -306,6 +340,8 @@ class ClusterHub(Hub):
         self._stream = f"{key_prefix}:events"
         self._counter = f"{key_prefix}:seq"
         self._epoch_key = f"{key_prefix}:epoch"
+        self._floor_key = f"{key_prefix}:id-floor"  # after Redis lost its data (#12)
+        self._ids_high = 1  # the follower's: above every id this node handed out (_RAISE_FLOOR)
         self._snapshot_key = f"{key_prefix}:snapshot"
         self.snapshot_every = SNAPSHOT_EVERY  # tests make it small
         self._node_prefix = f"{key_prefix}:node:"
@@ -317,6 +353,13 @@ class ClusterHub(Hub):
         self._link_up = True
         self._numbers = itertools.count(1)
         self._tokens: OrderedDict[str, None] = OrderedDict()  # applied request tokens
+        # Tokens of requests applied before Redis lost its data (#12). A request whose append
+        # Redis executed just before dying, reply lost, is retried into the new stream: a node
+        # that applied it from the old stream applies it again (every replica must take the
+        # same entries, or they part); if it is a message, it hands its events to nobody
+        # (`hub.muted`): its users had them. A node that had not read it delivers it: every
+        # user gets each line once (_MESSAGES).
+        self._tokens_before: OrderedDict[str, None] = OrderedDict()
         self._last_id = "0-0"  # the newest entry read (set before it is applied)
         self._done_id = "0-0"  # the newest entry applied
         self._last_n = 0
@@ -665,7 +708,7 @@ class ClusterHub(Hub):
             epoch = self._epoch
             try:
                 entry = self._append(
-                    keys=[self._stream, self._counter, self._epoch_key],
+                    keys=[self._stream, self._counter, self._epoch_key, self._floor_key],
                     args=[payload, int(deadline * 1000), epoch],
                     client=self._redis,
                 )
@@ -784,6 +827,9 @@ class ClusterHub(Hub):
         self._last_n = number
         self._last_id = entry_id
         self.applied += 1
+        if "f" in fields:  # Redis lost its data before: number as every node does (#12)
+            with self._lock:
+                self._next_id = max(self._next_id, int(fields["f"]))
         try:
             command = json.loads(fields["c"])
         except (KeyError, ValueError):
@@ -817,9 +863,11 @@ class ClusterHub(Hub):
             # resync_wait_s for us in vain): what it says may not reach them. They are told
             # when they are back (_apply_resync): a notice, never silence.
             self._resync_missed.update(self._resync_pending)
-        self._apply_request(op, command)
+        self._apply_request(op, command, muted=op in _MESSAGES and token in self._tokens_before)
 
-    def _apply_request(self, op: Any, command: dict[str, Any]) -> None:
+    def _apply_request(self, op: Any, command: dict[str, Any], *, muted: bool = False) -> None:
+        """Applies a user's request to the replica and answers its waiting reader, if ours.
+        `muted`: this node applied it before Redis lost its data; its events go to nobody."""
         member_id = str(command.get("m"))
         with self._ids_lock:
             member = self._members.get(member_id)
@@ -848,6 +896,7 @@ class ClusterHub(Hub):
                 with self._lock:
                     self._by_key.pop(nick_key(str(arguments[0])), None)
             twin = self._racy_leave(member) if op == "leave" and self.racy_claims else None
+            hub_muted.on = muted
             try:
                 outcome = operation(self, member, *arguments, **options)
             except ChatError as refused:
@@ -856,13 +905,18 @@ class ClusterHub(Hub):
                 log.exception("cluster: applying %s failed", op)
                 error = bug
             finally:
+                hub_muted.on = False
                 self._stamp.ts = None
                 self._stamp.local = None
                 if twin is not None:
                     with self._lock:
                         self._by_key[nick_key(twin[0])] = twin
-            if op == "leave" or (op in _CLAIMS and error is not None):
+            if op == "leave":
                 self._forget(member, member_id)
+            elif op in _CLAIMS and error is not None:
+                # A failed claim unlinks a member that has no nickname; not one that has (a
+                # claim retried after Redis lost its data meets its own resynced name, #12).
+                self._forget_if_unclaimed(member, member_id)
         if future is not None:
             with contextlib.suppress(InvalidStateError):  # hush() may have answered it
                 if error is None:
@@ -1069,17 +1123,24 @@ class ClusterHub(Hub):
             Hub.leave(self, member, STATE_LOST)
         with self._lock:
             self._hushed = hushed
+            # The new stream's ids: from 1 and its floors, as on every node (_RAISE_FLOOR).
+            self._ids_high = max(self._ids_high, self._next_id)
+            self._next_id = 1
         with self._ids_lock:
             for member_id in [
                 m for m, who in self._members.items() if isinstance(who, RemoteMember)
             ]:
                 del self._members[member_id]
+        self._tokens_before.update(self._tokens)  # what this node's users already got
+        while len(self._tokens_before) > TOKENS_KEPT:
+            self._tokens_before.popitem(last=False)
         self._tokens.clear()
         self._last_id = self._done_id = "0-0"
         self._last_n = 0
         assert self._reader is not None
         self._reader.set(self._epoch_key, uuid.uuid4().hex, nx=True)
         epoch = str(self._reader.get(self._epoch_key))
+        self._reader.eval(_RAISE_FLOOR, 1, self._floor_key, self._ids_high)  # before our entries
         self._resync_epoch = None
         if self._append_resyncs(mine, epoch):
             self._resync_epoch = epoch
@@ -1139,7 +1200,7 @@ class ClusterHub(Hub):
                 pipe = self._redis.pipeline(transaction=False)
                 for payload in payloads:
                     self._append(
-                        keys=[self._stream, self._counter, self._epoch_key],
+                        keys=[self._stream, self._counter, self._epoch_key, self._floor_key],
                         args=[payload, int(deadline * 1000), epoch],
                         client=pipe,
                     )
