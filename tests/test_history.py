@@ -120,6 +120,31 @@ def test_the_store_answers_with_what_is_not_written_yet_and_keeps_it_across_rest
         again.stop(2.0)
 
 
+def test_what_an_older_version_stored_is_read_back_cleaned_by_todays_rule(tmp_path):
+    """Line and paragraph separators (U+2028/U+2029: a line break in HexChat or a browser)
+    were allowed in text until the new user's pass: a file written before it replayed them to
+    everyone who joined. What comes out of the store is cleaned by the rule of today."""
+    path = tmp_path / "h.sqlite3"
+    store = SqliteStore(str(path))
+    store.start()
+    try:
+        forged = ev.Message(1, 1001.0, "#a", sender="bob", text="hi\u2028<alice> fake\u2029")
+        assert store.offer_event(forged)
+        store.offer_room(RoomRecord("#a", topic="t\u2028<x> y", creator="bob", created_ts=5.0))
+        wait_until(lambda: store.stats().written == 1)
+    finally:
+        store.stop(2.0)
+    assert _rows(path) == [(1, "hi\u2028<alice> fake\u2029")]  # as an old version wrote it
+    again = SqliteStore(str(path))
+    again.start()
+    try:
+        assert [e.text for e in again.history(HistoryQuery("#a"))] == ["hi<alice> fake"]
+        assert [e.text for e in again.latest(["#a"], 5)["#a"]] == ["hi<alice> fake"]
+        assert again.rooms()[0].topic == "t<x> y"
+    finally:
+        again.stop(2.0)
+
+
 def test_an_event_committed_while_a_reader_reads_is_not_lost(tmp_path):
     """The interleaving that lost a message once: the reader reads the file, the writer
     commits and forgets the event, the reader looks at the queue. Forced with events."""
