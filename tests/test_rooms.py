@@ -272,4 +272,8 @@ def test_a_mode_that_changes_nothing_is_answered_not_silent(server):
     bob.expect_type("room")
     bob.send_json({"type": "mode", "room": "#fresh", "key": "", "secret": False})
     assert bob.expect_type("notice")["text"] == "#fresh has no key; #fresh is already public"
+    # A mode that asks for nothing, or a secret that is not true or false, was silence too.
+    for request in ({"type": "mode", "room": "#fresh"}, {"type": "mode", "secret": "yes"}):
+        bob.send_json(request)
+        assert bob.expect_type("error")["code"] == "bad_request", request
     assert bob.sync() == []

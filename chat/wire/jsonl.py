@@ -155,12 +155,12 @@ def parse(line: str, registered: bool) -> ev.Request:
             _text_field(obj, "nick"), _optional(obj, "reason") or "", _optional_name(obj, "room")
         )
     if kind == "mode":
-        secret = obj.get("secret")
-        return ev.SetRoomMode(
-            _optional_name(obj, "key"),
-            secret if isinstance(secret, bool) else None,
-            _optional_name(obj, "room"),
-        )
+        key, secret = _optional_name(obj, "key"), obj.get("secret")
+        if secret is not None and not isinstance(secret, bool):
+            raise ProtocolError("bad_request", "field 'secret' must be true or false")
+        if key is None and secret is None:
+            raise ProtocolError("bad_request", "a 'mode' request needs 'key' or 'secret'")
+        return ev.SetRoomMode(key, secret, _optional_name(obj, "room"))
     if kind == "private":
         return ev.Whisper(_text_field(obj, "to"), _text_field(obj, "text"))
     if kind == "nick":
