@@ -1,9 +1,10 @@
 """The quick start of docs/cluster.md, run as written (only the ports and the Redis URL are
-swapped for free ones), so that a newcomer who copies it gets `result OK`.
+swapped for free ones): a newcomer who copies it gets every message once, in order.
 
-The first pass of the new user's review found it failing: the servers ran with the default
-flood control while `chat-load --rate 0` sends flat out, so every bot was dropped for flooding
-and chat-load reported PROBLEMS after 30 s.
+The new user's pass found it failing: the servers ran with the default flood control while
+`chat-load --rate 0` sends flat out, so every bot was dropped for flooding (PROBLEMS); and on a
+busy machine half the bots were dropped for `send queue exceeded` (the default 256 KiB holds a
+fifth of what each bot is sent).
 """
 
 from __future__ import annotations
@@ -90,13 +91,14 @@ def test_the_cluster_quick_start_runs_as_written(tmp_path):
         # What the guide's command is for: nothing dropped for flooding, every message once
         # and in order. (On a loaded shared machine a bot may now and then miss the 10 s join
         # deadline: "never joined" is the machine's, not the guide's, and is not checked.)
-        assert "flood control" not in report, report
+        lines = report.splitlines()
+        assert not [line for line in lines if line.startswith("flood control")], report
         for line in ("lost               0", "duplicated         0", "out of order       0"):
             assert line in report, report
         assert "room order         0 disagreements" in report, report
         problems = [
             line
-            for line in report.splitlines()
+            for line in lines
             if line.startswith(("disconnected", "timed out", "slow disconnected"))
         ]
         assert problems == [], report
