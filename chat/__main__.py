@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
 from chat.config import ServerConfig, default_history_path
@@ -427,6 +428,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             gc.freeze()
 
 
+# The log writer, woken by a line, lets the lines that follow gather this long before it writes
+# (#14, the burst: docs/performance.md "Burst, fifth look"). Without it, each of 2,000 arrivals'
+# "registered as" lines in one second woke the writer, which then asked for the interpreter
+# lock the chatters need; with it, the writer wakes at most about 50 times a second and a
+# reader's line is an append to a queue nobody waits on. A line reaches stderr this much later.
+LOG_GATHER_S = 0.02
+
+
+class _GatheringListener(logging.handlers.QueueListener):
+    """A QueueListener that takes the lines already queued without waiting and, when it had
+    to wait for one, lets the next ones gather for `LOG_GATHER_S` (its documented override
+    point, `dequeue`)."""
+
+    def __init__(
+        self, records: queue.SimpleQueue[logging.LogRecord], handler: logging.Handler
+    ) -> None:
+        super().__init__(records, handler)
+        self._records = records
+
+    def dequeue(self, block: bool) -> logging.LogRecord:
+        try:
+            return self._records.get_nowait()
+        except queue.Empty:
+            pass
+        record = self._records.get(block)
+        if record is not self._sentinel:  # type: ignore[attr-defined]
+            time.sleep(LOG_GATHER_S)  # a pace, not a wait for anything: stop() adds its end
+        return record
+
+
 def _log_through_a_queue(level: str) -> logging.handlers.QueueListener:
     """Log lines are written to stderr by one thread; a thread that logs only appends its record
     to a queue. With a plain StreamHandler every thread that logs takes the handler's lock and
@@ -437,7 +468,7 @@ def _log_through_a_queue(level: str) -> logging.handlers.QueueListener:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    listener = logging.handlers.QueueListener(records, handler)
+    listener = _GatheringListener(records, handler)
     # The queue's side keeps only the message (with any traceback); the writer adds the rest.
     logging.basicConfig(
         level=level, format="%(message)s", handlers=[logging.handlers.QueueHandler(records)]

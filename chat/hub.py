@@ -464,6 +464,11 @@ class Hub:
         ping is a delivery barrier). One process: at once; a cluster node waits until it has
         applied the stream as far as it went when asked."""
 
+    def attach_sender(self, wait_sent: Callable[[float], bool]) -> None:
+        """`wait_sent(timeout)` waits until the sender has sent what is queued (the server's
+        `Sender.wait_idle`). One process: not needed (each reader's turn is one recv());
+        a cluster node's follower waits on it now and then (#12: chat/cluster/hub.py)."""
+
     # -- the nickname namespace ----------------------------------------------------------------
 
     def register(self, member: Member, nick: str, userhost: str = "", realname: str = "") -> None:

@@ -215,6 +215,7 @@ class ChatServer:
         self._start_history()
         self._wake_r, self._wake_w = os.pipe()
         self._sender.start()
+        self.hub.attach_sender(self._sender.wait_idle)  # a cluster's follower waits on it (#12)
         self._waker.start()
         self._accept_thread = threading.Thread(target=self._accept_loop, name="accept")
         self._accept_thread.start()
@@ -369,8 +370,9 @@ class ChatServer:
             connection.drop("server shutting down")
         ended = self._wait_readers_ended()
         # Join the threads newest-ended first: the first join waits for nearly all of them,
-        # the others have exited by then. (CPython 3.11's join scans every live thread's lock:
-        # joined in the order they end, 10,000 threads cost 0.7 s of CPU; docs/performance.md.)
+        # the others have exited by then. (CPython 3.11's join scans every live non-daemon
+        # thread's lock: joined in the order they end, 10,000 threads cost 0.7 s of CPU; a
+        # reader's lock is no longer among them, chat/runner.py; docs/performance.md.)
         self._reap(newest_first=True)
         self._runner.close()
         joined = time.monotonic()

@@ -88,6 +88,18 @@ TTL_BEATS = 2.0
 # The follower waits this long in XREAD for news before it looks at the stop flag again.
 READ_BLOCK_MS = 250
 READ_COUNT = 1000  # entries applied per XREAD at most
+# Flow control of the follower: after applying entries for YIELD_EVERY_S without a pause (its
+# XREAD pauses it between reads), it waits until the sender has sent what it queued (at most
+# SENT_WAIT_S: a client whose socket is full is not waited for; a full outbox drops it).
+# The first passes yielded the interpreter (`time.sleep(0)`) after every entry: a switch of
+# threads per entry, 10-18 % more CPU per delivery flat out and a wait for the interpreter
+# after each paced message. Yielding only every millisecond was cheaper but starved the sender
+# (after each of its sends the follower took the interpreter back for another millisecond:
+# one socket served per millisecond) and dropped clients with the default send queue; never
+# yielding did too. Waiting for the sender does neither (docs/performance.md, "The cluster,
+# third pass").
+YIELD_EVERY_S = 0.001
+SENT_WAIT_S = 0.05
 # A user's request waits at most this long to be appended and applied; it covers a Redis
 # paused for 5 s (SIGSTOP) with room to spare. After it, the user is told it was not sent.
 REQUEST_TIMEOUT_S = 10.0
@@ -209,6 +221,9 @@ _OPERATIONS: dict[str, Callable[..., Any]] = {
     "set_away": Hub.set_away,
 }
 _CLAIMS = ("register", "join")
+# Messages that a node with no user in their room and no history only numbers (#12, third
+# pass: _numbered_only).
+_NUMBERED_ONLY = ("say", "act")
 # Requests whose events are lines users read (chat-load counts them: exactly once). Applied
 # again after Redis lost its data (their reply died with it), a node that delivered them from
 # the old stream applies them muted. A change of state (part, rename, topic, ...) is told
@@ -316,6 +331,9 @@ class ClusterHub(Hub):
     `close()`. Queries (who, rooms) read the local
     replica, which is at most one stream read behind; a ping waits until it is not
     (`barrier()`).
+    `_wait_sent` is set once by `ChatServer.start()` (`attach_sender`); the follower calls it
+    between entries holding no lock (it waits on the sender's own leaf lock, for at most
+    SENT_WAIT_S).
     """
 
     def __init__(
@@ -388,6 +406,8 @@ class ClusterHub(Hub):
         self._applied_cond = threading.Condition()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._wait_sent: Callable[[float], bool] | None = None  # attach_sender()
+        self.yield_every_s = YIELD_EVERY_S  # tests make it 0
         self._append: Any = None  # the registered numbering script (open())
         self._save_script: Any = None  # the snapshot script (open())
         self._redis: redis.Redis | None = None
@@ -395,6 +415,7 @@ class ClusterHub(Hub):
         self._beater: redis.Redis | None = None
         self._reader_id: int | None = None
         self.applied = 0  # entries applied (benchmarks, tests)
+        self.numbered_only = 0  # messages only numbered here (_numbered_only; tests)
         self.snapshots_built = 0  # by this node (tests)
         # -- history (#11 in a cluster, chat/cluster/history.py) --
         # The node whose user sent a message writes it to the store; the others only record
@@ -784,6 +805,7 @@ class ClusterHub(Hub):
                 self._mark_down(error)
                 self._stopping.wait(RETRY_S)
                 continue
+            yielded = time.perf_counter()
             for _stream, entries in reply or ():
                 for entry_id, fields in entries:
                     try:
@@ -794,10 +816,12 @@ class ClusterHub(Hub):
                     if not applied:
                         break  # reloaded from a snapshot: read on from there
                     self._done_id = entry_id  # barrier() waits for this, not for _last_id
-                    # Let the sender (and the readers) have the interpreter between entries: a
-                    # thousand entries applied in one go fill outboxes faster than the one
-                    # sender thread can empty them, and full outboxes drop their clients.
-                    time.sleep(0)
+                    # Let the sender catch up now and then: a thousand entries applied in one
+                    # go fill outboxes faster than the one sender thread can empty them, and
+                    # full outboxes drop their clients.
+                    if time.perf_counter() - yielded >= self.yield_every_s:
+                        self._let_output_out()
+                        yielded = time.perf_counter()
             if self._resync_epoch is not None:
                 self._release_held()  # at its deadline, even if nothing more is read
             if not self._caught_up.is_set() and _stream_id(self._last_id) >= self._target:
@@ -805,6 +829,18 @@ class ClusterHub(Hub):
             if reply:
                 with self._applied_cond:
                     self._applied_cond.notify_all()
+
+    def attach_sender(self, wait_sent: Callable[[float], bool]) -> None:
+        self._wait_sent = wait_sent
+
+    def _let_output_out(self) -> None:
+        """The follower's pause (YIELD_EVERY_S): until the sender has sent what is queued, or
+        only a turn of the interpreter before the server's sender runs (catching up at open())."""
+        wait_sent = self._wait_sent
+        if wait_sent is None:
+            time.sleep(0)
+        else:
+            wait_sent(SENT_WAIT_S)
 
     def _apply_entry(self, entry_id: str, fields: dict[str, str]) -> bool:
         """Applies one entry; False if the replica was reloaded instead (a gap)."""
@@ -898,7 +934,8 @@ class ClusterHub(Hub):
             twin = self._racy_leave(member) if op == "leave" and self.racy_claims else None
             hub_muted.on = muted
             try:
-                outcome = operation(self, member, *arguments, **options)
+                if not self._numbered_only(op, member, arguments, options):
+                    outcome = operation(self, member, *arguments, **options)
             except ChatError as refused:
                 error = refused
             except Exception as bug:  # a bug must not stop the follower: log it, answer it
@@ -923,6 +960,36 @@ class ClusterHub(Hub):
                     future.set_result(outcome)
                 else:
                     future.set_exception(error)
+
+    def _numbered_only(
+        self, op: Any, member: Member, arguments: list[Any], options: dict[str, Any]
+    ) -> bool:
+        """A message (say, act) from another node's user to a room where this node has no
+        user and keeps no history: nobody here would see it and nothing here records it, so
+        the follower only takes its event ids (every replica must number the events alike)
+        instead of cleaning, building and fanning out events to placeholders. True if so;
+        False (apply it in full) whenever anything else could happen: a local user in the
+        room, history on, or a request the Hub would refuse (it says why, on the origin node).
+        """
+        if self.store is not None or op not in _NUMBERED_ONLY or type(member) is not RemoteMember:
+            return False
+        if op == "say":
+            room, count = options.get("room"), len(arguments)
+            if not count:
+                return False
+        else:  # act(text, room)
+            room, count = (arguments[1] if len(arguments) > 1 else None), 1
+        with self._lock:
+            state = self._rooms.get(room_key(str(room or self.name)))
+            if state is None or member not in state.members:
+                return False  # refused by the Hub's own checks, as on every node
+            # A scan that stops at the first user of this node: a room with one is applied
+            # in full anyway, and its fan-out walks every member too.
+            if not all(type(m) is RemoteMember for m in state.members):
+                return False
+            self._next_id += count
+        self.numbered_only += count
+        return True
 
     def _racy_leave(self, member: Member) -> tuple[str, Member] | None:
         """The demo only: two users may hold one name (the racy SET gave it to the second while
