@@ -101,6 +101,30 @@ def _room(text: str) -> str:
     return text
 
 
+# A send queue must hold the longest line a client can be sent, or one long message disconnects
+# every member of its room ('send queue exceeded'). That line is JSON: 4096 bytes of two-byte
+# UTF-8 text are 2048 characters, each escaped as \uXXXX (ensure_ascii): 12,288 bytes, plus
+# its fields.
+MIN_SENDQ_BYTES = 16 * 1024
+
+
+def _sendq_bytes(text: str) -> int:
+    value = int(_number(text, int))
+    if value < MIN_SENDQ_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {MIN_SENDQ_BYTES} (the longest line a client can be sent), "
+            f"not {text}"
+        )
+    return value
+
+
+def _milliseconds(text: str) -> float:
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more milliseconds, not {text}")
+    return value
+
+
 def _raise_file_limit(max_clients: int) -> None:
     """Lifts the soft limit on open files toward the hard one, so --max-clients can be reached.
 
@@ -200,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--sendq-bytes",
-        type=_positive_int,
+        type=_sendq_bytes,
         default=defaults.sendq_bytes,
         help="output that may wait for one client before it is disconnected "
         "('send queue exceeded')",
@@ -329,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demos.add_argument(
         "--race-window-ms",
-        type=float,
+        type=_milliseconds,
         default=20.0,
         help="pause between check and act with --unsafe-registry",
     )

@@ -35,6 +35,7 @@ from chat.protocol import (
     room_key,
 )
 from chat.store import (
+    MAX_EVENT_ID,
     MAX_HISTORY_LIMIT,
     HistoryEvent,
     HistoryQuery,
@@ -1118,9 +1119,9 @@ class Hub:
         query = HistoryQuery(
             key,
             limit=limit,
-            before=before,
-            after=after,
-            around=around,
+            before=None if before is None else min(before, MAX_EVENT_ID),
+            after=None if after is None else min(after, MAX_EVENT_ID),
+            around=None if around is None else min(around, MAX_EVENT_ID),
             before_ts=before_ts,
             after_ts=after_ts,
             newest=newest,

@@ -128,10 +128,12 @@ _ESCAPE_SEQUENCE_RE = re.compile(
     r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
     r"|\x1b[ -~]?"
 )
-# What remains that a terminal or a bidi-aware renderer would act on: C0 (but tab), DEL, C1, and
-# the Unicode bidi embedding / override / isolate / mark characters that can reorder a line.
+# What remains that a terminal or a bidi-aware renderer would act on: C0 (but tab), DEL, C1,
+# the Unicode bidi embedding / override / isolate / mark characters that can reorder a line, and
+# the line and paragraph separators U+2028/U+2029, which GUI clients (HexChat's Pango, a browser)
+# draw as a line break: a forged second line, like NEL (U+0085, a C1).
 _CONTROL_RE = re.compile(
-    r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+    r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
 )
 
 
@@ -144,7 +146,7 @@ _SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 # none of it, and one search is far cheaper than the three substitutions: every message passes
 # here twice (its dialect, then the hub, whichever front-end sent it).
 _NEEDS_CLEANING_RE = re.compile(
-    r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
 )
 
 

@@ -69,11 +69,37 @@ def server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
         if "KEY_VALUES_MISMATCH" in reason.upper():
             what = f"--tls-key {key_file} is not the key of --tls-cert {cert_file}"
         else:
-            what = f"--tls-cert {cert_file} / --tls-key {key_file} cannot be used ({reason})"
+            what = _which_file_is_wrong(cert_file, key_file) or (
+                f"--tls-cert {cert_file} / --tls-key {key_file} cannot be used ({reason})"
+            )
         raise TlsConfigError(what) from error
     except ValueError as error:  # e.g. an encrypted key (no password can be given)
         raise TlsConfigError(f"--tls-key {key_file} cannot be used ({error})") from error
     return context
+
+
+def _which_file_is_wrong(cert_file: str, key_file: str) -> str | None:
+    """Which file is not what its option asks for, in words (OpenSSL only says "PEM lib"), or
+    None when both look right. The files were readable a moment ago; they are small."""
+
+    def holds(path: str, marker: bytes) -> bool:
+        try:
+            with open(path, "rb") as file:
+                return marker in file.read()
+        except OSError:
+            return True  # not ours to explain: OpenSSL's reason stands
+
+    cert_ok = holds(cert_file, b"-----BEGIN CERTIFICATE-----")
+    key_ok = holds(key_file, b"PRIVATE KEY-----")
+    if not cert_ok and not key_ok and holds(cert_file, b"PRIVATE KEY-----"):
+        return (
+            f"--tls-cert {cert_file} holds a key and --tls-key {key_file} no key: are they swapped?"
+        )
+    if not cert_ok:
+        return f"--tls-cert {cert_file} holds no certificate (no -----BEGIN CERTIFICATE-----)"
+    if not key_ok:
+        return f"--tls-key {key_file} holds no private key (no -----BEGIN ... PRIVATE KEY-----)"
+    return None
 
 
 def _no_pass_phrase() -> str:

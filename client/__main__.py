@@ -36,6 +36,14 @@ def _port(text: str) -> int:
     return port
 
 
+def _readable_file(path: str) -> str:
+    try:
+        with open(path, "rb"):
+            return path
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {error.strerror or error}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chat-client",
@@ -62,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tls-ca",
         metavar="FILE",
+        type=_readable_file,
         help="with --tls: trust only certificates signed by this CA (PEM); implies --tls",
     )
     parser.add_argument(

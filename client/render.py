@@ -57,6 +57,30 @@ def sanitize(text: str) -> str:
     return text.translate(_SANITIZE_TABLE)
 
 
+def _mode_words(event: Mapping[str, Any]) -> str:
+    """A room's mode change in words, as text mode tells it (docs/protocol.md): no IRC
+    notation, and never a key, even from a server that sent one."""
+    args = event.get("args")
+    rest = [sanitize(str(a)) for a in args] if isinstance(args, list) else []
+    parts: list[str] = []
+    sign = "+"
+    for letter in _field(event, "modes"):
+        if letter in "+-":
+            sign = letter
+        elif letter == "k":
+            if rest:
+                rest.pop(0)
+            parts.append("set a key on the room" if sign == "+" else "removed the room's key")
+        elif letter == "s":
+            parts.append("made the room secret" if sign == "+" else "made the room public")
+        elif letter == "o":
+            nick = rest.pop(0) if rest else "?"
+            parts.append(
+                f"made {nick} an operator" if sign == "+" else f"took operator from {nick}"
+            )
+    return ", ".join(parts) or "changed the room"
+
+
 def _field(event: Mapping[str, Any], name: str) -> str:
     """A display-safe string field of an event ('' when missing; non-strings are shown as JSON)."""
     value = event.get(name, "")
@@ -345,10 +369,7 @@ def _render(event: Mapping[str, Any], own_nick: str, now: float) -> Line | None:
             return dim(f"{room} has no topic")
         return dim(f"Topic of {room}: {topic}" + (f" (set by {by})" if by else ""))
     if kind == "mode":
-        args = event.get("args")
-        shown = " ".join(sanitize(str(a)) for a in args) if isinstance(args, list) else ""
-        modes = f"{_field(event, 'modes')} {shown}".strip()
-        return dim(f"{_field(event, 'by')} set mode {modes} on {_field(event, 'room')}")
+        return dim(f"{_field(event, 'by')} {_mode_words(event)} ({_field(event, 'room')})")
     if kind == "room":
         users = event.get("users")
         operators = event.get("operators")

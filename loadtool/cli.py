@@ -18,29 +18,36 @@ EXIT_USAGE = 2
 # -- the command line ------------------------------------------------------------------------------
 
 
+def _number(text: str, kind: type[int] | type[float]) -> int | float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = int(_number(text, int))
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text}")
     return value
 
 
 def _count(text: str) -> int:
-    value = int(text)
+    value = int(_number(text, int))
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
     return value
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
+    value = _number(text, float)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
     return value
 
 
 def _rate(text: str) -> float:
-    value = float(text)
+    value = _number(text, float)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 (flat out) or more, not {text}")
     return value

@@ -129,18 +129,30 @@ def test_trickling_and_useless_lines_cannot_hold_the_slots_past_the_deadline(mak
 
 # What each attack string holds: a bare CR (forges a line start on a terminal, or a second
 # server line in an IRC client that splits on CR), an OSC that renames the terminal window
-# (ended by BEL), a CSI that clears the screen, the 8-bit CSI, a bidi override, BEL, NEL.
-EVIL = ("a\rb", "\x1b]0;evil\x07", "\x1b[2J", "\x9b2J", "\u202egnp.exe", "x\x07y", "n\x85l")
+# (ended by BEL), a CSI that clears the screen, the 8-bit CSI, a bidi override, BEL, the line
+# and paragraph separators (a line break in HexChat's Pango or a browser), NEL.
+EVIL = (
+    "a\rb",
+    "\x1b]0;evil\x07",
+    "\x1b[2J",
+    "\x9b2J",
+    "\u202egnp.exe",
+    "x\x07y",
+    "l\u2028s\u2029p",
+    "n\x85l",
+)
 BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+SEPARATORS = frozenset("\u2028\u2029")
 
 
 def unsafe_chars(text: str, allowed: str = "") -> list[str]:
     """The characters of `text` a terminal or a bidi renderer would act on (C0 but tab, DEL,
-    C1, bidi controls), except those in `allowed`."""
+    C1, bidi controls, line and paragraph separators), except those in `allowed`."""
     return [
         c
         for c in text
-        if c not in allowed and ((c < " " and c != "\t") or "\x7f" <= c <= "\x9f" or c in BIDI)
+        if c not in allowed
+        and ((c < " " and c != "\t") or "\x7f" <= c <= "\x9f" or c in BIDI or c in SEPARATORS)
     ]
 
 
@@ -247,6 +259,14 @@ def test_control_characters_from_an_irc_user_never_reach_anyone(make_server):
         dave.send_json({"type": "message", "room": "#r", "text": f"message {evil}"})
         dave.send_json({"type": "action", "room": "#r", "text": f"acts {evil}"})
         dave.send_json({"type": "private", "to": "bob", "text": f"private {evil}"})
+        # Away messages, told to whoever writes privately (and in WHOIS), from every front-end.
+        alice.send_line(f"AWAY :away {evil}")
+        carol.send(f"/away away {evil}\n")
+        dave.send_json({"type": "away", "text": f"away {evil}"})
+        carol.send("/msg alice hi\n")
+        dave.send_json({"type": "private", "to": "carol", "text": "hi"})
+        bob.send_line("PRIVMSG dave :hi")
+        bob.send_line("WHOIS alice")
         sync_all()
     for peer in (carol, dave, bob):  # the last topic set, cleaned: "topic n\x85l" -> "topic nl"
         if isinstance(peer, IrcPeer):

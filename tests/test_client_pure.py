@@ -498,7 +498,24 @@ def test_parse_room_commands(typed: str, parsed: commands.Parsed) -> None:
                 "modes": "+k",
                 "args": ["sesame"],
             },
-            "-!- alice set mode +k sesame on #rust",
+            # In words, as text mode says it (protocol.md), and never a key, even one sent.
+            "-!- alice set a key on the room (#rust)",
+        ),
+        (
+            {
+                "type": "mode",
+                "id": 6,
+                "room": "#rust",
+                "by": "alice",
+                "modes": "-k+so-o",
+                "args": ["*", "bob", "carol"],
+            },
+            "-!- alice removed the room's key, made the room secret, made bob an operator, "
+            "took operator from carol (#rust)",
+        ),
+        (
+            {"type": "mode", "id": 7, "room": "#rust", "by": "alice", "modes": "-s", "args": []},
+            "-!- alice made the room public (#rust)",
         ),
         (
             {

@@ -192,6 +192,9 @@ def test_real_names_and_away_are_known_on_every_node(two_nodes: tuple[Any, Any])
     ("url", "says"),
     [
         ("http://127.0.0.1:1/0", "bad cluster URL"),
+        # redis-py reads "/abc" as database 0 and "/1/2" as database 12: a typo, never obeyed.
+        ("redis://127.0.0.1:{port}/abc", "the database is a number"),
+        ("redis://127.0.0.1:{port}/1/2", "the database is a number"),
         ("redis://:wrong-s3cret@127.0.0.1:{port}/0", "refused to log us in"),
         ("redis://127.0.0.1:{port}/0", "refused to log us in"),  # no password given
         ("redis://127.0.0.1:{free}/0", "cannot use Redis at"),  # nothing listening there

@@ -91,7 +91,7 @@ def _store(valkey: Valkey, **options: Any) -> RedisStore:
 def test_events_round_trip_through_their_encoding() -> None:
     samples: list[Any] = [
         _msg(7),
-        ev.Message(8, 1.5, "#a", sender="x", text="é \u2028 ok", userhost="u@h", notice=True),
+        ev.Message(8, 1.5, "#a", sender="x", text="é \u3000 ok 😃", userhost="u@h", notice=True),
         ev.Action(9, 2.25, "#a", sender="x", text="waves", userhost="u@h"),
         ev.PrivateMessage(10, 3.0, "", sender="a", recipient="b", text="hi", action=True),
         ev.PrivateMessage(11, 3.5, "", sender="a", recipient="b", text="n", notice=True),

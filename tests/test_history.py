@@ -120,6 +120,31 @@ def test_the_store_answers_with_what_is_not_written_yet_and_keeps_it_across_rest
         again.stop(2.0)
 
 
+def test_what_an_older_version_stored_is_read_back_cleaned_by_todays_rule(tmp_path):
+    """Line and paragraph separators (U+2028/U+2029: a line break in HexChat or a browser)
+    were allowed in text until the new user's pass: a file written before it replayed them to
+    everyone who joined. What comes out of the store is cleaned by the rule of today."""
+    path = tmp_path / "h.sqlite3"
+    store = SqliteStore(str(path))
+    store.start()
+    try:
+        forged = ev.Message(1, 1001.0, "#a", sender="bob", text="hi\u2028<alice> fake\u2029")
+        assert store.offer_event(forged)
+        store.offer_room(RoomRecord("#a", topic="t\u2028<x> y", creator="bob", created_ts=5.0))
+        wait_until(lambda: store.stats().written == 1)
+    finally:
+        store.stop(2.0)
+    assert _rows(path) == [(1, "hi\u2028<alice> fake\u2029")]  # as an old version wrote it
+    again = SqliteStore(str(path))
+    again.start()
+    try:
+        assert [e.text for e in again.history(HistoryQuery("#a"))] == ["hi<alice> fake"]
+        assert [e.text for e in again.latest(["#a"], 5)["#a"]] == ["hi<alice> fake"]
+        assert again.rooms()[0].topic == "t<x> y"
+    finally:
+        again.stop(2.0)
+
+
 def test_an_event_committed_while_a_reader_reads_is_not_lost(tmp_path):
     """The interleaving that lost a message once: the reader reads the file, the writer
     commits and forgets the event, the reader looks at the queue. Forced with events."""
@@ -507,6 +532,45 @@ def test_irc_chathistory_subcommands(make_server):
     client.send_line("CHATHISTORY LATEST #lobby * x")
     fail = client.expect_cmd("FAIL")
     assert fail.params[:2] == ("CHATHISTORY", "INVALID_PARAMS")
+
+
+def test_ids_and_limits_past_any_real_one_are_answered_not_a_crash(make_server):
+    """A message id beyond SQLite's 64-bit INTEGER (a client's typo, or a probe) once ended the
+    asker's connection with 'server error' (OverflowError in the store), from JSON and IRC."""
+    server = _history_server(make_server, history_replay=0)
+    huge = 10**26
+    talker = JsonPeer(server.address, "talker")
+    for i in range(3):
+        talker.send_json({"type": "message", "text": f"h{i}"})
+    talker.sync()
+    asker = JsonPeer(server.address, "asker")
+    asker.send_json({"type": "history", "before": huge})
+    assert [m["text"] for m in _answer(asker)["messages"]] == ["h0", "h1", "h2"]
+    asker.send_json({"type": "history", "after": huge})
+    assert _answer(asker)["messages"] == []
+    asker.send_json({"type": "history", "limit": huge})
+    assert [m["text"] for m in _answer(asker)["messages"]] == ["h0", "h1", "h2"]
+    asker.send_json({"type": "history", "limit": "ten"})
+    error = asker.expect_type("error")
+    assert error["code"] == "bad_request"
+    assert "message id" not in error["message"], error  # a limit is a count, not an id
+    client = IrcPeer(server.irc_address)
+    client.send_line("CAP REQ :batch server-time message-tags draft/chathistory")
+    client.expect_cmd("CAP")
+    client.send_line("CAP END")
+    client.register("client")
+    client.send_line("JOIN #lobby")
+    client.sync()
+    for line, texts in [
+        (f"CHATHISTORY BEFORE #lobby msgid={huge} 10", ["h0", "h1", "h2"]),
+        (f"CHATHISTORY AFTER #lobby msgid={huge} 10", []),
+        (f"CHATHISTORY AROUND #lobby msgid={huge} 10", ["h0", "h1", "h2"]),  # the older half
+        (f"CHATHISTORY BETWEEN #lobby msgid=0 msgid={huge} 10", ["h0", "h1", "h2"]),
+        (f"CHATHISTORY LATEST #lobby * {huge}", ["h0", "h1", "h2"]),
+    ]:
+        client.send_line(line)
+        assert [m.params[1] for m in client.sync() if m.command == "PRIVMSG"] == texts, line
+    assert server.audit.total == 0
 
 
 def test_history_is_only_for_members_of_secret_and_keyed_rooms(make_server):

@@ -83,6 +83,24 @@ def test_errors_have_codes_and_keep_the_connection(server):
     holder.close()
 
 
+def test_numbers_that_json_cannot_carry_are_refused_not_echoed(server):
+    """NaN and Infinity are not JSON (RFC 8259): a ping token of 1e999 was echoed back as
+    `Infinity`, a line that JSON.parse and most parsers outside Python reject."""
+    alice = JsonPeer(server.address, "alice")
+    for bad in (
+        '{"type": "ping", "token": 1e999}',
+        '{"type": "ping", "token": NaN}',
+        '{"type": "ping", "token": -Infinity}',
+    ):
+        alice.send(bad + "\n")
+        error = alice.expect_type("error")
+        assert error["code"] == "bad_request", (bad, error)
+        assert "finite" in error["message"], (bad, error)
+    alice.send('{"type": "ping", "token": 1.5e300}\n')
+    assert alice.expect_type("pong")["token"] == 1.5e300
+    assert alice.sync("still here") == []
+
+
 def test_json_and_text_users_share_the_room(server):
     text = TextPeer(server.address, "nc_user")
     program = JsonPeer(server.address, "bot")

@@ -201,6 +201,10 @@ def test_port_in_use_is_one_clear_line_and_exit_2():
         ["--max-clients", "0"],
         ["--flood-rate", "-1"],
         ["--bogus"],
+        # A send queue shorter than one long line: every member kicked by one long message.
+        ["--sendq-bytes", "2000"],
+        # A negative pause crashed every join of the unsafe registry (time.sleep(-0.001)).
+        ["--unsafe-registry", "--race-window-ms", "-1"],
     ],
 )
 def test_bad_options_are_one_line_and_exit_2(args):

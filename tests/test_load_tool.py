@@ -356,3 +356,23 @@ def test_latency_percentiles_from_a_histogram_match_a_sorted_list():
         expected = Latency(*(nearest_rank(q) for q in (0.50, 0.95, 0.99, 1.0)))
         assert latency_of(histogram) == expected
     assert latency_of({}) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--messages", "x"], "argument --messages: not a number: 'x'"),
+        (["--clients", "many"], "argument --clients: not a number: 'many'"),
+        (["--rate", "fast"], "argument --rate: not a number: 'fast'"),
+        (["--duration", "long"], "argument --duration: not a number: 'long'"),
+    ],
+)
+def test_a_bad_number_is_named_in_words(capsys, args, said):
+    """`--messages x` said `invalid _count value: 'x'`: the name of a function inside."""
+    from loadtool.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(args)
+    error = capsys.readouterr().err
+    assert said in error, error
+    assert "_count" not in error

@@ -80,6 +80,7 @@ def test_decoder_gives_up_on_endless_line_with_bounded_memory():
         ("tab\there", "tab here"),
         ("evil\u202egnp.exe", "evilgnp.exe"),
         ("iso\u2066late\u2069", "isolate"),
+        ("line\u2028sep\u2029par", "lineseppar"),
         ("lone esc \x1b", "lone esc "),
         ("héllo wörld ✓ 日本", "héllo wörld ✓ 日本"),
     ],

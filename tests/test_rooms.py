@@ -243,3 +243,37 @@ def test_a_non_operator_is_told_so_before_anything_about_its_key():
     with pytest.raises(BadKey):
         hub.set_modes(alice, "#rust", [("+k", "two words")])
     assert hub.room_modes("#rust", alice) == ("#rust", False, "", False)
+
+
+def test_a_mode_that_changes_nothing_is_answered_not_silent(server):
+    """`/key` on a room without a key, `/secret on` on a secret room, the same key twice: once
+    nothing at all came back, and a person (or a program waiting for an answer) could not tell
+    whether the command had arrived. Now a notice says why nothing changed; the room hears
+    nothing."""
+    alice = TextPeer(server.address, "alice")
+    alice.send("/join #den\n")
+    alice.expect("*** Now talking in #den")
+    bob = JsonPeer(server.address, "bob")
+    bob.send_json({"type": "join", "room": "#den"})
+    bob.expect_type("room")
+    alice.expect("*** bob joined")
+    for command, answer in [
+        ("/key", "*** #den has no key"),
+        ("/secret off", "*** #den is already public"),
+        ("/key sesame", "*** alice set a key on the room (#den)"),
+        ("/key sesame", "*** #den already has that key"),
+        ("/secret on", "*** alice made the room secret (#den)"),
+        ("/secret on", "*** #den is already secret"),
+    ]:
+        alice.send(command + "\n")
+        assert alice.line() == answer, command
+    assert [e["type"] for e in bob.sync()] == ["mode", "mode"]  # only what changed
+    bob.send_json({"type": "join", "room": "#fresh"})  # bob's own room: its operator
+    bob.expect_type("room")
+    bob.send_json({"type": "mode", "room": "#fresh", "key": "", "secret": False})
+    assert bob.expect_type("notice")["text"] == "#fresh has no key; #fresh is already public"
+    # A mode that asks for nothing, or a secret that is not true or false, was silence too.
+    for request in ({"type": "mode", "room": "#fresh"}, {"type": "mode", "secret": "yes"}):
+        bob.send_json(request)
+        assert bob.expect_type("error")["code"] == "bad_request", request
+    assert bob.sync() == []

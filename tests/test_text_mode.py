@@ -37,6 +37,51 @@ def test_nickname_invalid_or_taken_gets_an_error_and_a_new_prompt(server):
     alice.close()
 
 
+def test_an_irc_client_on_the_text_port_is_told_where_irc_is(make_server):
+    """irssi pointed at --port instead of --irc-port saw only `invalid nickname 'CAP LS 302'`
+    and `invalid nickname 'JOIN :'`: now it is told which port speaks IRC (its status window
+    shows the line). A person who types such a line gets the same hint."""
+    server = make_server(irc_port=0)
+    peer = TextPeer(server.address)
+    peer.send("CAP LS 302\r\n")
+    hint = peer.line()
+    assert hint.startswith("! this port speaks text and JSON Lines, not IRC"), hint
+    assert "IRC port" in hint, hint
+    assert peer.line() == "* Choose a nickname:"
+    peer.send("NICK dave\r\nUSER dave 0 * :Dave\r\n")
+    assert peer.line().startswith("! this port speaks text and JSON Lines, not IRC")
+    peer.line()
+    assert peer.line().startswith("! this port speaks text and JSON Lines, not IRC")
+    peer.line()
+    plain = make_server()  # no IRC port at all: said so
+    peer = TextPeer(plain.address)
+    peer.send("NICK dave\n")
+    assert peer.line() == (
+        "! this port speaks text and JSON Lines, not IRC, and this server has no IRC port"
+    )
+    peer.send("dave\n")
+    peer.line()  # * Choose a nickname:
+    assert peer.line().startswith("* Hello dave.")
+
+
+def test_commands_typed_before_a_nickname_do_what_they_say(server):
+    """A newcomer types a command out of habit before choosing a nickname: `/nick dave` was
+    refused as the nickname '/nick dave', and `/quit` as '/quit' (the only way out was to hang
+    up). Now /nick registers, /quit leaves, and any other command says to choose a name first."""
+    peer = TextPeer(server.address)
+    peer.send("/help\n")
+    assert peer.line() == (
+        "! choose a nickname first: type just the name (like alice); commands work after that"
+    )
+    assert peer.line() == "* Choose a nickname:"
+    peer.send("/nick dave\n")
+    assert peer.line().startswith("* Hello dave.")
+    leaver = TextPeer(server.address)
+    leaver.send("/QUIT wrong number\n")
+    assert leaver.line() == "*** Goodbye (wrong number)."
+    leaver.until_closed()
+
+
 def test_every_command(server):
     alice = TextPeer(server.address, "alice")
     bob = TextPeer(server.address, "bob")

@@ -316,7 +316,10 @@ def test_bad_certificate_files_stop_the_start(tmp_path, certs):
         "missing": (str(tmp_path / "nope.pem"), str(certs.key), "cannot read --tls-cert"),
         "unreadable key": (str(certs.cert), str(tmp_path), "cannot read --tls-key"),
         "mismatch": (str(certs.cert), str(other.key), "is not the key of"),
-        "not a cert": (str(certs.key), str(certs.key), "cannot be used"),
+        "not a cert": (str(certs.key), str(certs.key), "holds no certificate"),
+        # Swapped: said in words, not as OpenSSL's "[SSL] PEM lib (_ssl.c:3905)".
+        "swapped": (str(certs.key), str(certs.cert), "swapped"),
+        "not a key": (str(certs.cert), str(certs.cert), "holds no private key"),
     }
     for cert, key, message in cases.values():
         server = ChatServer(ServerConfig(port=0, tls_port=0, tls_cert=cert, tls_key=key))

@@ -235,3 +235,20 @@ def test_host_port_forms() -> None:
     assert _split_host("::1") == ("::1", None)  # a bare IPv6 address has no port
     with pytest.raises(argparse.ArgumentTypeError):
         _split_host("host:http")
+
+
+def test_a_tls_ca_file_that_cannot_be_read_is_named_not_blamed_on_the_server(tmp_path):
+    """`--tls-ca` naming a missing file once said `cannot connect to 127.0.0.1:8889: No such
+    file or directory`, as if the server were the problem; it is a usage error (exit 2)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "client", "alice", "--tls-ca", str(tmp_path / "nope.pem")],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "--tls-ca" in result.stderr
+    assert "nope.pem" in result.stderr
+    assert "cannot connect" not in result.stderr

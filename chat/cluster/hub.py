@@ -431,6 +431,11 @@ class ClusterHub(Hub):
         not there)."""
         where = redact(self.url)
         try:
+            # redis-py reads a path of "/abc" as database 0 and "/1/2" as database 12: a typo
+            # would silently join another chat. Only "/N" (or nothing: 0) is a database.
+            path = urlsplit(self.url).path
+            if self.url.startswith("redis") and path not in ("", "/") and not path[1:].isdigit():
+                raise ValueError(f"the database is a number, like /0, not {path!r}")
             self._redis = self._client(COMMAND_TIMEOUT_S)
             self._reader = self._client(READ_BLOCK_MS / 1000 + COMMAND_TIMEOUT_S)
             self._beater = self._client(min(1.0, self.heartbeat_s / 2))

@@ -254,7 +254,9 @@ class TextJsonDialect:
                     changes.append(("+k", key) if key else ("-k", ""))
                 if secret is not None:
                     changes.append(("+s" if secret else "-s", ""))
-                hub.set_modes(link, self._room_or_current(room), changes)
+                name = self._room_or_current(room)
+                if changes and hub.set_modes(link, name, changes) == ("", ()):
+                    self._reply(ev.Notice(_unchanged(name, key, secret), time.time()))
             case ev.ShowHistory():
                 self._history(request)
             case ev.Nothing():
@@ -342,6 +344,13 @@ class TextJsonDialect:
             self._password_ok = True
         problem = nick_error(nick)
         if problem is not None:
+            if self._codec is text_wire and nick.split(" ", 1)[0].upper() in _IRC_FIRST_WORDS:
+                problem = self._not_irc()
+            elif self._codec is text_wire and nick.startswith("/"):
+                problem = (
+                    "choose a nickname first: type just the name (like alice); "
+                    "commands work after that"
+                )
             raise ProtocolError("nick_invalid", problem)
         with self._room_lock:
             self.current_room = self._hub.name
@@ -359,6 +368,14 @@ class TextJsonDialect:
             raise ProtocolError("nick_taken", f"nickname {nick} is taken") from None
         self.nick = nick
         log.info("%s joined as %s", self._link.label(), nick)
+
+    def _not_irc(self) -> str:
+        """What an IRC client that came to this port (irssi's CAP LS, NICK, USER) is told."""
+        said = "this port speaks text and JSON Lines, not IRC"
+        port = self._config.irc_port
+        if port is None:
+            return f"{said}, and this server has no IRC port"
+        return f"{said}: connect IRC clients to the IRC port" + (f" ({port})" if port else "")
 
     def _rename(self, new: str) -> None:
         problem = nick_error(new)
@@ -380,3 +397,18 @@ class TextJsonDialect:
     def _reply(self, event: ev.Event) -> None:
         """An event for this client alone, from its reader (no lock is held)."""
         self._link.send(self.encode(event, None))
+
+
+# The first words of an IRC client's registration: on this port they arrive as a nickname.
+_IRC_FIRST_WORDS = frozenset({"CAP", "NICK", "USER", "PASS"})
+
+
+def _unchanged(room: str, key: str | None, secret: bool | None) -> str:
+    """Why a mode request changed nothing (it is answered: silence left a person, or a program
+    waiting for an event, unsure whether it had arrived)."""
+    said = []
+    if key is not None:
+        said.append(f"{room} already has that key" if key else f"{room} has no key")
+    if secret is not None:
+        said.append(f"{room} is already {'secret' if secret else 'public'}")
+    return "; ".join(said)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chat import events as ev
-from chat.protocol import nick_key, room_key
+from chat.protocol import clean_text, nick_key, room_key
 
 # What a store keeps: messages (notices included) and actions in rooms, and private messages
 # when the operator allows it. Joins, parts, topics and modes are not history: a room's topic,
@@ -28,6 +28,9 @@ HistoryEvent = ev.Message | ev.Action | ev.PrivateMessage
 # The most events one question may ask for (a JSON `history` request, CHATHISTORY, /history N):
 # an answer of 1,000 lines of ~500 bytes is ~0.5 MB, which a client's send queue takes in pieces.
 MAX_HISTORY_LIMIT = 1000
+# The largest message id a store can be asked about: SQLite's INTEGER is 64 bits. A bound past
+# it (a client's 10**26) means the same as this one: everything before it, nothing after it.
+MAX_EVENT_ID = 2**63 - 1
 
 
 class StoreError(Exception):
@@ -151,8 +154,10 @@ def fields(event: HistoryEvent) -> tuple[Any, ...]:
 
 
 def from_fields(row: Sequence[Any]) -> HistoryEvent:
-    """The event whose `fields()` are `row`."""
+    """The event whose `fields()` are `row`. Its text is cleaned by today's rule: a file or a
+    Redis written by an older version may hold what that version let through (U+2028)."""
     event_id, ts, kind, room, sender, recipient, userhost, text = row
+    text = clean_text(text)
     if kind == ACTION:
         return ev.Action(event_id, ts, room, sender=sender, text=text, userhost=userhost)
     if kind in (MESSAGE, NOTICE):

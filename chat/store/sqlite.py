@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from chat.protocol import room_key
+from chat.protocol import clean_text, room_key
 from chat.store import (
     MAX_HISTORY_LIMIT,
     HistoryEvent,
@@ -282,8 +282,8 @@ class SqliteStore:
             db.execute("SELECT json_extract('[1]', '$[0]')").fetchone()
         except sqlite3.OperationalError:  # an SQLite built without JSON: a row at a time
             self._bulk_json = False
-        self._rooms = [
-            RoomRecord(name, topic, by, topic_ts, key, bool(secret), creator, created)
+        self._rooms = [  # topics cleaned as from_fields cleans texts: written by an older version
+            RoomRecord(name, clean_text(topic), by, topic_ts, key, bool(secret), creator, created)
             for name, topic, by, topic_ts, key, secret, creator, created in db.execute(
                 "SELECT name, topic, topic_by, topic_ts, room_key, secret, creator, created_ts"
                 " FROM rooms ORDER BY created_ts"

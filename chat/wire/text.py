@@ -66,6 +66,13 @@ def parse(line: str, registered: bool) -> ev.Request:
     said = line  # a message is cleaned as sent (clean_text turns its tabs into spaces itself)
     line = line.replace("\t", " ")  # a tab separates a command's words like a space
     if not registered:
+        # A newcomer may type a command out of habit before choosing a name: /nick NAME
+        # registers and /quit leaves (any other command is a nickname the dialect explains).
+        command, _, rest = line.strip().partition(" ")
+        if command.lower() == "/nick" and rest.strip():
+            return ev.Hello(clean_text(rest).strip())
+        if command.lower() == "/quit":
+            return ev.Quit(clean_text(rest).strip())
         return ev.Hello(clean_text(said).strip())
     if not line.strip():
         return ev.Nothing()
