@@ -79,3 +79,43 @@ def test_the_client_package_imports_nothing_from_the_server() -> None:
             else:
                 continue
             assert not any(n == "chat" or n.startswith("chat.") for n in names), path.name
+
+
+@pytest.mark.parametrize(
+    ("modes", "args"),
+    [
+        ("+k", ("sesame",)),
+        ("-k", ()),
+        ("+s", ()),
+        ("-s", ()),
+        ("+o", ("bob",)),
+        ("-o", ("bob",)),
+        ("-k+so-o", ("carol", "dave")),
+        ("+x", ()),  # nothing it knows: "changed the room"
+    ],
+)
+def test_mode_changes_read_as_the_servers_text_mode_says_them(modes: str, args: tuple) -> None:
+    """chat-client's words for a room's mode change (client/render.py) are the server's text
+    mode's (chat/wire/text.py), and neither shows the key."""
+    from chat import events as ev
+    from chat.wire import text
+    from client.render import render_event
+
+    event = ev.ModeChanged(7, 0.0, "#rust", by="alice", modes=modes, args=args)
+    said = text.encode(event, "bob").decode().removeprefix("*** ").rstrip("\n")
+    shown = render_event(
+        {
+            "type": "mode",
+            "id": 7,
+            "room": "#rust",
+            "by": "alice",
+            "modes": modes,
+            "args": list(args),
+        },
+        "bob",
+        0.0,
+        "#rust",
+    )
+    assert shown is not None
+    assert shown.plain.endswith(said)
+    assert "sesame" not in said
