@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -288,6 +289,30 @@ def test_nick_clash_across_nodes_only_the_racy_demo_gives_one_name_twice(
         assert (report.nick_clash_both_won > 0) == racy, report
         wait_until(lambda: not a.hub.nicks() and not b.hub.nicks())
         assert a.hub.check_invariants() == b.hub.check_invariants() == []
+
+
+def test_servers_without_the_demo_flag_replay_the_demos_stream_and_are_right(
+    valkey: Valkey, make_server: Any
+) -> None:
+    """docs/classroom.md runs the demo (--racy-cluster-claims), stops both servers and starts
+    them again without the flag on the same Redis. The new servers replay what the demo wrote,
+    two holders of a name included: every bot joins, no name is given twice, no replica breaks
+    (a node without the flag once applied the demo's leaves as if names were unique: KeyError,
+    and nobody could join)."""
+    options = {"cluster_url": valkey.url, "cluster_heartbeat_s": HEARTBEAT_S, "flood_rate": 0}
+    demo = [make_server(**options, cluster_racy_claims=True) for _ in range(2)]
+    config = LoadConfig(
+        clients=40, messages=1, nick_clash=True, duration=30, servers=tuple(s.address for s in demo)
+    )
+    assert run_load(config).nick_clash_both_won > 0
+    for server in demo:
+        server.stop()
+    fixed = [make_server(**options) for _ in range(2)]
+    report = run_load(replace(config, servers=tuple(s.address for s in fixed)))
+    assert report.joined == 40, report
+    assert report.nick_clash_both_won == 0, report
+    wait_until(lambda: not fixed[0].hub.nicks() and not fixed[1].hub.nicks())
+    assert fixed[0].hub.check_invariants() == fixed[1].hub.check_invariants() == []
 
 
 # -- Redis away: paused (a partition), gone long, restarted empty ------------------------------

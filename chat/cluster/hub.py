@@ -931,7 +931,9 @@ class ClusterHub(Hub):
             if options.pop("racy", False):  # the demo's SET: whoever held the name loses it
                 with self._lock:
                     self._by_key.pop(nick_key(str(arguments[0])), None)
-            twin = self._racy_leave(member) if op == "leave" and self.racy_claims else None
+            # Whatever this node's own flag: a node started without it may replay a stream the
+            # demo wrote (docs/classroom.md runs the two one after the other on one Redis).
+            twin = self._racy_leave(member) if op == "leave" else None
             hub_muted.on = muted
             try:
                 if not self._numbered_only(op, member, arguments, options):
@@ -992,12 +994,14 @@ class ClusterHub(Hub):
         return True
 
     def _racy_leave(self, member: Member) -> tuple[str, Member] | None:
-        """The demo only: two users may hold one name (the racy SET gave it to the second while
+        """Only the demo makes two users hold one name (the racy SET gave it to the second while
         the first kept it), and the name's entry is the second's. The first one's leave must
         take out its own name, not the second's entry: it is pointed at the leaver for the
         leave, and the second's is returned to be put back after it. Without this the leave
         fails half way and leaves a member no one can name in the room, and every later join
-        fails (docs/classroom.md 7.8): the demo must work run after run, on the same servers."""
+        fails (docs/classroom.md 7.8): the demo must work run after run, on the same servers,
+        and so must the servers started after it without the flag on the same Redis. For any
+        other leave the name's entry is the leaver's own: nothing changes."""
         with self._lock:
             nick = self._nick_of.get(member)
             if nick is None:
