@@ -147,6 +147,106 @@ def test_arrivals_holding_every_newcomer_slot_do_not_keep_a_registered_reader_wa
     assert waker._newcomer_slots.qsize() == 1
 
 
+class Chatter:
+    """A registered reader on a socket pair: woken by its client, it holds its run slot until
+    the test lets it finish (`finish`), and says when it is done (`done`, set before it gives
+    the slot back)."""
+
+    def __init__(self, waker: Waker) -> None:
+        self.ours, self.theirs = socket.socketpair()
+        self.holding, self.finish = threading.Event(), threading.Event()
+        self.done = False
+        self.thread = threading.Thread(target=self._read, args=(waker,))
+        self.thread.start()
+        wait_until(lambda: self.ours.fileno() in waker._sleeping)
+        self.theirs.send(b"hello")
+
+    def _read(self, waker: Waker) -> None:
+        self.ours.setblocking(False)
+        waker.take_slot(self.ours.fileno())
+        try:
+            # Registered (newcomer=False): woken holding a run slot, as a chatter is.
+            if waker.wait_readable(self.ours.fileno(), new_park(), JOIN_S):
+                self.holding.set()
+                self.finish.wait(JOIN_S)  # handling its line, for as long as the test wants
+                self.done = True
+        finally:
+            waker.give_slot()
+
+    def close(self) -> None:
+        self.finish.set()
+        self.thread.join(JOIN_S)
+        assert not self.thread.is_alive()
+        self.ours.close()
+        self.theirs.close()
+
+
+def _newcomer(waker: Waker, sock: socket.socket, chatter: Chatter, saw: list[bool]) -> None:
+    waker.take_slot(sock.fileno())  # an arrival's first turn
+    try:
+        saw.append(chatter.done)
+    finally:
+        waker.give_slot()
+
+
+def test_a_newcomer_waits_for_the_chatter_running_before_it_takes_its_turn() -> None:
+    """Chatters first (issue #14, the burst): an arrival does not start its registration while
+    a registered reader handles a line, so the chatter does not wait behind it for the
+    interpreter; it starts as soon as the chatter gives its run slot back. (Fails with
+    `newcomer_yield_s=0`, which is the waker without the rule: the newcomer runs at once.)"""
+    waker = Waker(slots=2, newcomer_slots=1, newcomer_yield_s=JOIN_S)
+    waker.start()
+    chatter = Chatter(waker)
+    arrival, client = socket.socketpair()
+    saw: list[bool] = []
+    newcomer = threading.Thread(target=_newcomer, args=(waker, arrival, chatter, saw))
+    try:
+        assert chatter.holding.wait(JOIN_S)
+        assert waker._chatting == 1
+        newcomer.start()
+        wait_until(lambda: waker._yielding == 1 or bool(saw))
+        chatter.finish.set()
+        newcomer.join(JOIN_S)
+        assert not newcomer.is_alive()
+    finally:
+        chatter.close()
+        newcomer.join(JOIN_S)
+        waker.stop()
+        arrival.close()
+        client.close()
+    assert saw == [True], "the newcomer ran while a chatter held its run slot"
+    # Every slot came back and the count of running chatters with them.
+    assert waker._chatting == 0
+    assert waker._yielding == 0
+    assert waker._slots.qsize() == 2
+    assert waker._newcomer_slots.qsize() == 1
+
+
+def test_a_chatter_that_never_finishes_delays_a_newcomer_but_does_not_lock_it_out() -> None:
+    """The wait is bounded (`NEWCOMER_YIELD_S`): chat that never pauses, or a reader stuck with
+    its slot, costs an arrival that much per turn, never its registration."""
+    waker = Waker(slots=2, newcomer_slots=1, newcomer_yield_s=0.02)
+    waker.start()
+    chatter = Chatter(waker)
+    arrival, client = socket.socketpair()
+    saw: list[bool] = []
+    newcomer = threading.Thread(target=_newcomer, args=(waker, arrival, chatter, saw))
+    try:
+        assert chatter.holding.wait(JOIN_S)
+        newcomer.start()
+        newcomer.join(JOIN_S)
+        assert not newcomer.is_alive()
+        assert saw == [False]  # it ran while the chatter still held its slot
+    finally:
+        chatter.close()
+        newcomer.join(JOIN_S)
+        waker.stop()
+        arrival.close()
+        client.close()
+    assert waker._chatting == 0
+    assert waker._yielding == 0
+
+
 # -- the futex hash (issue #14: registration slowed as more readers slept) ---------------------
 
 
