@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import assume, example, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from chat import events as ev
@@ -28,7 +28,6 @@ from chat.protocol import (
     LineDecoder,
     ProtocolError,
     clean_text,
-    nick_error,
 )
 from chat.wire import EncodeCache
 from chat.wire import irc as wire_irc
@@ -415,35 +414,3 @@ def test_json_batch_of_one_senders_messages_is_encoded_as_one_by_one(
     for batch in (events, (*events, other), (other, *events)):
         expected = b"".join(wire_json.encode(e, "x") for e in batch)
         assert wire_json.encode(ev.Batch(batch), "x", None, EncodeCache()) == expected
-
-
-valid_nicks = st.from_regex(r"[A-Za-z\[\]\\^_`{|}][A-Za-z0-9\[\]\\^_`{|}-]{0,15}", fullmatch=True)
-
-
-@PROPERTY
-@given(
-    middle,
-    st.lists(
-        st.tuples(
-            st.sampled_from(["002", "004", "005", "422"]), st.lists(middle, max_size=14), last
-        ),
-        min_size=1,
-        max_size=3,
-    ),
-    valid_nicks | middle,
-)
-@example("s", [("005", ["x"], "é" * 300)], "nick")  # cut by format_line: formatted per client
-@example("s", [("002", [], "Your host")], "9 not a nick")
-def test_a_numeric_formatted_once_is_the_same_bytes_for_every_nickname(server, lines, nick):
-    """The welcome's lines that are the same for every client are formatted once (#14, the
-    burst) and filled in with each nickname: the bytes `numeric` would make, or None where
-    that cannot be (an invalid nickname, a line format_line would cut)."""
-    templates = tuple(wire_irc.numeric_template(server, c, *m, t) for c, m, t in lines)
-    expected = [wire_irc.numeric(server, nick, c, *m, t) for c, m, t in lines]
-    filled = wire_irc.fill_numerics(templates, nick)
-    if filled is not None:
-        assert filled == b"".join(expected)
-    else:
-        valid = nick_error(nick) is None
-        # (a cut line is at most 3 bytes short of the limit: a split character goes too)
-        assert not valid or any(len(line) > wire_irc.MAX_LINE_BYTES - 4 for line in expected)

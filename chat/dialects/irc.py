@@ -7,7 +7,6 @@ flood control and the hub are the same as for text and JSON users.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 
@@ -319,22 +318,27 @@ class IrcDialect:
         self.nick = nick
         log.info("%s registered as %s (IRC)", self._link.label(), nick)
         s, me = self._server, nick
-        history = self._hub.store is not None
-        same_for_all = irc.fill_numerics(
-            _welcome_templates(s, self._hub.rooms_per_user, history), me
-        )
-        if same_for_all is None:  # (not for a valid nickname; fill_numerics says when)
-            same_for_all = b"".join(
-                irc.numeric(s, me, *line)
-                for line in _welcome_numerics(s, self._hub.rooms_per_user, history)
-            )
-        # One offer and one wake-up of the sender for the whole welcome (#14, burst).
         self._send(
             irc.numeric(s, me, irc.RPL_WELCOME, f"Welcome to the chat, {me}!{self._userhost}"),
-            same_for_all,
-            *self._lusers_lines(),
-            self._motd_line(),
+            irc.numeric(s, me, irc.RPL_YOURHOST, f"Your host is {s}, running {irc.VERSION}"),
+            irc.numeric(s, me, irc.RPL_CREATED, "This server is a threadroom chat server"),
+            irc.format_line(s, irc.RPL_MYINFO, me, s, irc.VERSION, "i", "kos", "ko"),
+            irc.numeric(
+                s,
+                me,
+                irc.RPL_ISUPPORT,
+                *irc.isupport(self._hub.rooms_per_user),
+                "are supported by this server",
+            ),
         )
+        if self._hub.store is not None:  # history (#11): in a 005 line of its own
+            self._numeric(
+                irc.RPL_ISUPPORT,
+                *irc.history_isupport(MAX_HISTORY_LIMIT),
+                "are supported by this server",
+            )
+        self._irc_lusers(())
+        self._irc_motd(())
 
     # -- liveness and leaving ------------------------------------------------------------------
 
@@ -731,12 +735,9 @@ class IrcDialect:
         self._send(*lines)
 
     def _irc_lusers(self, params: tuple[str, ...]) -> None:
-        self._send(*self._lusers_lines())
-
-    def _lusers_lines(self) -> list[bytes]:
         users, most, rooms = self._hub.counts()
         s, me = self._server, self._me
-        return [
+        self._send(
             irc.numeric(
                 s, me, irc.RPL_LUSERCLIENT, f"There are {users} users and 0 invisible on 1 servers"
             ),
@@ -758,13 +759,10 @@ class IrcDialect:
                 str(most),
                 f"Current global users {users}, max {most}",
             ),
-        ]
+        )
 
     def _irc_motd(self, params: tuple[str, ...]) -> None:
-        self._send(self._motd_line())
-
-    def _motd_line(self) -> bytes:
-        return irc.numeric(self._server, self._me, irc.ERR_NOMOTD, "MOTD File is missing")
+        self._numeric(irc.ERR_NOMOTD, "MOTD File is missing")
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -832,37 +830,3 @@ def _history_ref(param: str) -> tuple[str, float] | None:
         if when is not None:
             return "timestamp", when
     return None
-
-
-def _welcome_numerics(
-    server: str, rooms_per_user: int, history: bool
-) -> tuple[tuple[str, ...], ...]:
-    """002 to 005 of the welcome, (code, parameters after the nickname...): the same for every
-    client of a server."""
-    lines: list[tuple[str, ...]] = [
-        (irc.RPL_YOURHOST, f"Your host is {server}, running {irc.VERSION}"),
-        (irc.RPL_CREATED, "This server is a threadroom chat server"),
-        (irc.RPL_MYINFO, server, irc.VERSION, "i", "kos", "ko"),
-        (irc.RPL_ISUPPORT, *irc.isupport(rooms_per_user), "are supported by this server"),
-    ]
-    if history:  # (#11) in a 005 line of its own
-        lines.append(
-            (
-                irc.RPL_ISUPPORT,
-                *irc.history_isupport(MAX_HISTORY_LIMIT),
-                "are supported by this server",
-            )
-        )
-    return tuple(lines)
-
-
-@functools.lru_cache(maxsize=16)
-def _welcome_templates(
-    server: str, rooms_per_user: int, history: bool
-) -> tuple[irc.NumericTemplate, ...]:
-    """`_welcome_numerics` formatted once per server (#14, burst: every arrival of a burst
-    formatted the same seven lines, a quarter of its registration's CPU time)."""
-    return tuple(
-        irc.numeric_template(server, *line)
-        for line in _welcome_numerics(server, rooms_per_user, history)
-    )

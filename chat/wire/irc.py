@@ -21,7 +21,6 @@ from chat.protocol import (
     NICK_MAX_CHARS,
     ROOM_MAX_CHARS,
     TOPIC_MAX_CHARS,
-    nick_error,
 )
 from chat.wire import EncodeCache, encode_once
 
@@ -210,33 +209,6 @@ def format_line(source: str, command: str, *params: str) -> bytes:
 def numeric(server: str, nick: str, code: str, *params: str) -> bytes:
     """A numeric reply to `nick` ("*" before it has one)."""
     return format_line(server, code, nick or "*", *params)
-
-
-# A numeric whose parameters after the nickname are the same for every client, formatted once
-# (#14, burst: the welcome of 2,000 arrivals in a second). `fill_numerics` gives the same bytes
-# as `numeric` for every valid nickname (ASCII, no space, no leading ':', at most
-# NICK_MAX_CHARS: nothing for format_line to change).
-NumericTemplate = tuple[bytes, bytes]  # (":server CODE ", " params...\r\n")
-
-
-def numeric_template(server: str, code: str, *params: str) -> NumericTemplate:
-    """The parts of `numeric(server, NICK, code, *params)` around NICK."""
-    head = format_line(server, code)[:-2] + b" "
-    line = format_line(server, code, "*", *params)
-    assert line.startswith(head + b"*")
-    return head, line[len(head) + 1 :]
-
-
-def fill_numerics(templates: tuple[NumericTemplate, ...], nick: str) -> bytes | None:
-    """The lines of `templates` for `nick`, joined; None if `nick` is not a valid nickname or a
-    line would be longer than an IRC line (format_line would cut it: format those instead)."""
-    if nick_error(nick) is not None:
-        return None
-    name = nick.encode("ascii")
-    lines = [head + name + tail for head, tail in templates]
-    if any(len(line) > MAX_LINE_BYTES for line in lines):
-        return None
-    return b"".join(lines)
 
 
 # IRC formatting: bold, colour (with its "fg,bg" digits), hex colour, reset, monospace,
