@@ -49,13 +49,6 @@ RUN_SLOTS = 8
 # of arrivals (everyone at 9:00) cannot fill the run slots that chatting users need, and fewer
 # threads ask for the interpreter at once (docs/performance.md, #14: the burst).
 NEWCOMER_SLOTS = 2
-# Chatters first (#14, the burst): a newcomer's turn (its start, and each wake-up until it is
-# registered) waits while registered readers run, at most this long. Chat needs the interpreter
-# for a fraction of a millisecond per line and a registration about as long, so arrivals fill
-# the gaps between lines instead of queueing the lines behind them for the interpreter lock.
-# Bounded, so that chat that never pauses delays arrivals instead of locking them out: a
-# newcomer waits at most this much per turn.
-NEWCOMER_YIELD_S = 0.005
 
 
 class Waker:
@@ -82,11 +75,7 @@ class Waker:
     """
 
     def __init__(
-        self,
-        slots: int = RUN_SLOTS,
-        sleepers: int = 0,
-        newcomer_slots: int = NEWCOMER_SLOTS,
-        newcomer_yield_s: float = NEWCOMER_YIELD_S,
+        self, slots: int = RUN_SLOTS, sleepers: int = 0, newcomer_slots: int = NEWCOMER_SLOTS
     ) -> None:
         self._slot_count = slots
         # Newcomers' slots: a reader starts in one and moves to the run slots once it is
@@ -101,12 +90,6 @@ class Waker:
         for _ in range(slots):
             self._slots.put(None)
         self._lock = threading.Lock()
-        # Chatters first: registered readers holding a run slot, and newcomers waiting for
-        # them to be done (at most `_yield_s` each, on `_chatters_idle`).
-        self._chatting = 0
-        self._yielding = 0
-        self._yield_s = newcomer_yield_s
-        self._chatters_idle = threading.Condition(self._lock)
         self._sleeping: dict[int, _thread.LockType] = {}
         self._sleeping_newcomers: dict[int, _thread.LockType] = {}  # (no tuple per sleeper)
         self._epoll = select.epoll() if hasattr(select, "epoll") else None
@@ -212,20 +195,13 @@ class Waker:
         return True
 
     def _take(self, newcomer: bool) -> None:
-        """Waits for a slot of the kind (in C, not asking for the interpreter); a newcomer
-        then lets running registered readers finish first (at most `_yield_s`)."""
+        """Waits for a slot of the kind (in C, not asking for the interpreter)."""
         if newcomer:
             self._newcomer_slots.get()
             with self._lock:
-                if self._chatting and self._yield_s > 0:
-                    self._yielding += 1
-                    self._chatters_idle.wait_for(self._no_chatter_locked, self._yield_s)
-                    self._yielding -= 1
                 self._newcomers.add(threading.get_ident())
         else:
             self._slots.get()
-            with self._lock:
-                self._chatting += 1
 
     def _give(self) -> bool:
         """Gives back the slot the calling thread holds; whether it was a newcomer's."""
@@ -233,15 +209,8 @@ class Waker:
         with self._lock:
             newcomer = ident in self._newcomers
             self._newcomers.discard(ident)
-            if not newcomer:
-                self._chatting -= 1
-                if not self._chatting and self._yielding:
-                    self._chatters_idle.notify_all()
         (self._newcomer_slots if newcomer else self._slots).put(None)
         return newcomer
-
-    def _no_chatter_locked(self) -> bool:
-        return not self._chatting
 
     # -- the waker thread ----------------------------------------------------------------------
 
@@ -265,8 +234,6 @@ class Waker:
                     self._slots.get()  # the bound: wait until a reader gives its slot back
                 with self._lock:
                     sleeper = self._pop_locked(fd)
-                    if took and sleeper is not None and not sleeper[1]:
-                        self._chatting += 1  # (the usual case: counted in the same hold)
                 if sleeper is None:  # its reader timed out meanwhile
                     if took:
                         self._slots.put(None)
@@ -276,8 +243,6 @@ class Waker:
                     self._slots.put(None)
                 elif not took and not newcomer:
                     self._slots.get()
-                    with self._lock:
-                        self._chatting += 1
                 park.release()
 
     def _pop_locked(self, fd: int) -> tuple[_thread.LockType, bool] | None:
