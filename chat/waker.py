@@ -60,13 +60,9 @@ class Waker:
     while asleep and returns holding one.
 
     Thread safety: `_lock` (a leaf lock, held for a dict update) guards `_sleeping` and
-    `_sleeping_newcomers` (fd -> the lock its reader sleeps on), `_newcomers` (the threads
-    holding a newcomer's slot), `_chatting` (registered readers holding a run slot: counted by
-    whoever takes the slot for them, the waker thread or the reader, and by `_give()`) and
-    `_yielding` (newcomers waiting on `_chatters_idle`, a Condition over `_lock`, for
-    `_chatting` to come to 0: chatters first, at most `NEWCOMER_YIELD_S` each). The epoll
-    object is used by readers (register, modify) and the waker thread (poll), which the kernel
-    allows. Run slots are tokens in a `queue.SimpleQueue`:
+    `_sleeping_newcomers` (fd -> the lock its reader sleeps on) and `_newcomers` (the threads
+    holding a newcomer's slot). The epoll object is used by readers (register, modify) and the
+    waker thread (poll), which the kernel allows. Run slots are tokens in a `queue.SimpleQueue`:
     a thread waiting for one sleeps in C without asking for the interpreter lock, and one
     `put()` wakes one waiter. Readers not registered yet run in newcomers' slots of their own
     (`NEWCOMER_SLOTS`), which the waker thread never waits for: it releases a newcomer's lock
