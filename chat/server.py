@@ -168,6 +168,7 @@ class ChatServer:
         self._connections: set[Connection] = set()
         self._per_address: Counter[str] = Counter()
         self._finished: list[Connection] = []
+        self._on_exit = self._on_connection_exit  # one bound method for every connection (#14)
         self._told_to_go = 0  # connections that ended because the server stops
         self._all_gone = threading.Condition(self._lock)
         self._listeners: list[tuple[socket.socket, DialectClass]] = []
@@ -477,7 +478,7 @@ class ChatServer:
                 sender=self._sender,
                 output=self._output(sock, config),
                 register_timeout_s=config.register_timeout_s,
-                on_exit=self._on_connection_exit,
+                on_exit=self._on_exit,
                 tls=self.tls.session(config.register_timeout_s) if tls and self.tls else None,
                 waker=self._waker,
             )
@@ -491,7 +492,7 @@ class ChatServer:
             # Accepted in the accept thread's last round, after stop() took its list: it gets
             # the same goodbye as everyone (added to the set first, so none falls between).
             connection.shut_down()
-        self._runner.run(connection, connection.serve, f"reader {address[0]}:{address[1]}")
+        self._runner.run(connection, connection.serve, f"reader {connection.peer}")
         return None
 
     def _on_connection_exit(self, connection: Connection) -> None:
