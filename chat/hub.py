@@ -29,6 +29,7 @@ from chat.protocol import (
     AWAY_MAX_CHARS,
     clean_text,
     clean_topic,
+    in_order,
     key_error,
     nick_key,
     room_error,
@@ -354,13 +355,13 @@ class Hub:
     def nicks(self) -> tuple[str, ...]:
         """A sorted snapshot of the nicknames online (every room, every front-end)."""
         with self._lock:
-            return tuple(sorted(self._nick_of.values(), key=nick_key))
+            return tuple(in_order(self._nick_of.values(), key=nick_key))
 
     def users(self) -> ev.UserList:
         """Everyone online, in every room (text `/users`, JSON `users`)."""
         with self._lock:
             return ev.UserList(
-                None, tuple(sorted(self._nick_of.values(), key=nick_key)), self._clock()
+                None, tuple(in_order(self._nick_of.values(), key=nick_key)), self._clock()
             )
 
     def who(self, asker: Member, room: str) -> ev.UserList:
@@ -1029,7 +1030,7 @@ class Hub:
         return ev.Welcome(
             nick=nick,
             room=state.name,
-            users=tuple(sorted(shown, key=nick_key)),
+            users=tuple(in_order(shown, key=nick_key)),  # (no sort: a reader's stack, #14)
             ts=self._clock(),
             more_users=len(state.members) - len(shown),
         )
@@ -1042,7 +1043,7 @@ class Hub:
 
     def _users_locked(self, state: RoomState) -> tuple[str, ...]:
         """The room's users, sorted, operators marked "@"."""
-        users = sorted(state.members, key=lambda m: nick_key(self._nick_of[m]))
+        users = in_order(state.members, key=lambda m: nick_key(self._nick_of[m]))
         return tuple(("@" if m in state.ops else "") + self._nick_of[m] for m in users)
 
     def _view_locked(self, state: RoomState) -> ev.RoomView:
