@@ -581,4 +581,12 @@ def test_away_command_and_its_answers() -> None:
     assert back.plain.endswith("You are back")
     assert theirs is not None
     assert "bob is away: " in theirs.plain
+    # Not away to begin with: the server says so (was_away false); an older server has no field.
+    never = {"type": "away", "nick": "alice", "text": None, "was_away": False}
+    not_away = render_event(never, "alice", TS)
+    assert not_away is not None
+    assert not_away.plain.endswith("You were not marked as away")
+    old_server = render_event({"type": "away", "nick": "alice", "text": None}, "alice", TS)
+    assert old_server is not None
+    assert old_server.plain.endswith("You are back")
     assert "\x1b" not in theirs.plain  # shown as a visible ␛, never sent to the terminal

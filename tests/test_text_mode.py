@@ -157,6 +157,29 @@ def test_join_and_leave_reasons_are_announced(server):
     assert alice.line() == "*** bob left (connection lost)"
 
 
+def test_away_alone_when_not_away_tells_the_truth_text_and_json(server):
+    """/away alone when one was not away says so (it said "You are back"); JSON's answer
+    carries `was_away`: false, and true when one really was away."""
+    from tests.peers import JsonPeer
+
+    alice = TextPeer(server.address, "alice")
+    alice.send("/away\n")
+    assert alice.expect("*** You") == "*** You were not marked as away"
+    program = JsonPeer(server.address, "bot")
+    program.send_json({"type": "away", "text": ""})
+    assert program.expect_type("away") | {"ts": 0} == {
+        "type": "away",
+        "ts": 0,
+        "nick": "bot",
+        "text": None,
+        "was_away": False,
+    }
+    program.send_json({"type": "away", "text": "off"})
+    assert program.expect_type("away")["text"] == "off"
+    program.send_json({"type": "away"})
+    assert program.expect_type("away")["was_away"] is True
+
+
 def test_away_is_told_to_whoever_writes_privately_whichever_front_end(server):
     """/away why marks a text user away (IRC's AWAY): a private message to them is answered
     with why; /away alone brings them back. Nothing is announced to the room."""

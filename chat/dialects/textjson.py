@@ -215,8 +215,11 @@ class TextJsonDialect:
                 if (who := hub.identity_of(to)) is not None and who.away is not None:
                     self._reply(ev.AwayStatus(who.nick, who.away, time.time()))
             case ev.SetAway(text=text):
+                # Only this reader changes its user's away state: what it was is still true.
+                before = hub.identity_of(self.nick) if self.nick else None
                 away = hub.set_away(link, text)
-                self._reply(ev.AwayStatus(self.nick or "", away, time.time()))
+                was_away = before is not None and before.away is not None
+                self._reply(ev.AwayStatus(self.nick or "", away, time.time(), was_away))
             case ev.ChangeNick(nick=new):
                 self._rename(new)
             case ev.Who(room=room):

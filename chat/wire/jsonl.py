@@ -359,6 +359,8 @@ def _reply(event: ev.Event) -> dict[str, Any]:
             }
         case ev.Notice(text=text, ts=ts):
             return {"type": "notice", "ts": ts, "text": text}
+        case ev.AwayStatus(nick=nick, text=None, ts=ts, was_away=was_away):
+            return {"type": "away", "ts": ts, "nick": nick, "text": None, "was_away": was_away}
         case ev.AwayStatus(nick=nick, text=text, ts=ts):
             return {"type": "away", "ts": ts, "nick": nick, "text": text}
         case ev.HelpText(ts=ts):

@@ -329,6 +329,8 @@ def _render(event: ev.Event, recipient: str) -> str:
         case ev.Error(message=message, prompt_again=prompt_again):
             again = "* Choose a nickname:\n" if prompt_again else ""
             return f"! {message}\n{again}"
+        case ev.AwayStatus(nick=nick, text=None, was_away=False) if nick == recipient:
+            return "*** You were not marked as away\n"
         case ev.AwayStatus(nick=nick, text=None):
             return "*** You are back\n" if nick == recipient else f"*** {nick} is back\n"
         case ev.AwayStatus(nick=nick, text=str() as text):
