@@ -50,6 +50,13 @@ FLUSH_TIMEOUT_S = 1.0
 REPLY_WAIT_S = 10.0
 
 
+def host_port(address: tuple[object, ...]) -> str:
+    """`host:port` for logs and thread names; `[host]:port` for IPv6 (RFC 3986), where
+    "::1:41234" would not say which part is the port."""
+    host = str(address[0])
+    return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+
+
 class Connection:
     """One connected client.
 
@@ -190,7 +197,7 @@ class Connection:
 
     def label(self) -> str:
         nick = getattr(self._dialect, "nick", None)
-        return f"{self._address[0]}:{self._address[1]} {nick or '-'}"
+        return f"{host_port(self._address)} {nick or '-'}"
 
     # -- doors for other threads (the hub's Member, and a dialect's Peer) ----------------------
 
