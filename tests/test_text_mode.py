@@ -207,3 +207,19 @@ def test_away_is_told_to_whoever_writes_privately_whichever_front_end(server):
     assert bob.line() == "[private to alice] <bob> back?"  # the copy of his own, no "away"
     assert bob.line().startswith("*** Online (")
     program.close()
+
+
+def test_an_action_that_is_empty_once_cleaned_is_not_sent(server):
+    """`/me` followed only by control characters (an escape sequence) was shown to everyone as
+    an empty "* alice "; like an empty message, it is now dropped. JSON alike."""
+    from tests.peers import JsonPeer
+
+    alice = TextPeer(server.address, "alice")
+    bob = TextPeer(server.address, "bob")
+    assert alice.line() == "*** bob joined (2 online)"
+    alice.send("/me \x1b[2J\x07\n")
+    program = JsonPeer(server.address, "bot")
+    assert bob.line() == "*** bot joined (3 online)"
+    program.send_json({"type": "action", "text": " \x1b[0m "})
+    alice.send("/me waves\n")
+    assert bob.line() == "* alice waves"

@@ -209,7 +209,8 @@ class TextJsonDialect:
                 if text.strip():
                     hub.say(link, text, room=self._room_or_current(room))
             case ev.Act(text=text, room=room):
-                hub.act(link, text, self._room_or_current(room))
+                if text.strip():  # "/me ESC[2J" is empty once cleaned: dropped, as a Say
+                    hub.act(link, text, self._room_or_current(room))
             case ev.Whisper(to=to, text=text):
                 hub.whisper(link, to, text)
                 if (who := hub.identity_of(to)) is not None and who.away is not None:
