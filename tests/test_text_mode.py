@@ -223,3 +223,20 @@ def test_an_action_that_is_empty_once_cleaned_is_not_sent(server):
     program.send_json({"type": "action", "text": " \x1b[0m "})
     alice.send("/me waves\n")
     assert bob.line() == "* alice waves"
+
+
+def test_a_private_message_that_is_empty_once_cleaned_is_not_sent(server):
+    """`/msg bob ESC[2J` reached bob as an empty "[private] <alice> "; now the sender gets the
+    usage line (text) or nothing is sent (JSON), as for an empty message."""
+    from tests.peers import JsonPeer
+
+    alice = TextPeer(server.address, "alice")
+    bob = TextPeer(server.address, "bob")
+    assert alice.line() == "*** bob joined (2 online)"
+    alice.send("/msg bob \x1b[2J\x07\n")
+    assert alice.line() == "! usage: /msg NICK text"
+    program = JsonPeer(server.address, "bot")
+    assert bob.line() == "*** bot joined (3 online)"
+    program.send_json({"type": "private", "to": "bob", "text": " \x1b[0m "})
+    program.send_json({"type": "private", "to": "bob", "text": "hi"})
+    assert bob.line() == "[private] <bot> hi"

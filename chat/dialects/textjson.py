@@ -212,6 +212,8 @@ class TextJsonDialect:
                 if text.strip():  # "/me ESC[2J" is empty once cleaned: dropped, as a Say
                     hub.act(link, text, self._room_or_current(room))
             case ev.Whisper(to=to, text=text):
+                if not text.strip():  # empty once cleaned: dropped, as a Say
+                    return
                 hub.whisper(link, to, text)
                 if (who := hub.identity_of(to)) is not None and who.away is not None:
                     self._reply(ev.AwayStatus(who.nick, who.away, time.time()))

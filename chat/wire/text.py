@@ -86,9 +86,10 @@ def parse(line: str, registered: bool) -> ev.Request:
     words = [word for word in rest.split(" ") if word]  # only spaces separate: not U+0085
     if name == "msg":
         to, _, text = rest.partition(" ")
-        if not to or not text.strip():
+        text = clean_text(text).strip()  # "ESC[2J" alone is no text
+        if not to or not text:
             raise ProtocolError("bad_request", _USAGE["msg"])
-        return ev.Whisper(clean_text(to), clean_text(text).strip())
+        return ev.Whisper(clean_text(to), text)
     if name == "me":
         if not rest:
             raise ProtocolError("bad_request", _USAGE["me"])
