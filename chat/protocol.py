@@ -69,7 +69,9 @@ class LineDecoder:
     def __init__(self, max_line: int = MAX_LINE_BYTES, max_discard: int = MAX_DISCARD_BYTES):
         self._max_line = max_line
         self._max_discard = max_discard
-        self._buffer = bytearray()
+        # The start of an unfinished line, made by its first piece: most reads end with whole
+        # lines, and an idle client keeps no buffer (#14, memory per client).
+        self._buffer: bytearray | None = None
         self._discarding = False
         self._discarded = 0
 
@@ -79,21 +81,18 @@ class LineDecoder:
         while True:
             end = data.find(b"\n", start)
             if end < 0:
-                self._keep(data[start:], lines)
+                if start < len(data):
+                    self._keep(data[start:], lines)
                 return lines
-            piece = data[start:end]
+            line = data[start:end]
             start = end + 1
             if self._discarding:
                 self._discarding = False
                 self._discarded = 0
                 continue
-            if len(self._buffer) + len(piece) > self._max_line + 1:  # +1: a '\r' may follow
-                self._buffer.clear()
-                lines.append(Line(b"", too_long=True))
-                continue
-            self._buffer += piece
-            line = bytes(self._buffer)
-            self._buffer.clear()
+            if self._buffer is not None:
+                self._buffer += line
+                line, self._buffer = bytes(self._buffer), None
             if line.endswith(b"\r"):
                 line = line[:-1]
             if len(line) > self._max_line:
@@ -104,16 +103,18 @@ class LineDecoder:
     @property
     def pending(self) -> int:
         """Bytes of an unfinished line held in memory."""
-        return len(self._buffer)
+        return 0 if self._buffer is None else len(self._buffer)
 
     def _keep(self, tail: bytes, lines: list[Line]) -> None:
         if self._discarding:
             self._discarded += len(tail)
-        elif len(self._buffer) + len(tail) > self._max_line + 1:
-            self._discarded = len(self._buffer) + len(tail)
-            self._buffer.clear()
+        elif self.pending + len(tail) > self._max_line + 1:  # +1: a '\r' may follow
+            self._discarded = self.pending + len(tail)
+            self._buffer = None
             self._discarding = True
             lines.append(Line(b"", too_long=True))
+        elif self._buffer is None:
+            self._buffer = bytearray(tail)
         else:
             self._buffer += tail
         if self._discarding and self._discarded > self._max_discard:

@@ -163,6 +163,28 @@ def test_ipv6_peers_are_logged_with_brackets(caplog):
     assert refused_port.value.message.startswith("cannot listen on [::1]:"), refused_port.value
 
 
+def test_an_ipv6_client_leaving_frees_its_place_under_the_per_address_cap():
+    """The per-address count is given back by address at the end: an IPv6 address (kept as
+    "[::1]:port") must come back as "::1", or every later client from it is refused."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    config = ServerConfig(host="::1", port=0, max_per_address=1, limit_loopback=True)
+    server = ChatServer(config)
+    try:
+        server.start()
+    except OSError:
+        pytest.skip("::1 not available")
+    try:
+        for n in range(3):  # one at a time: each is let in once the one before has gone
+            peer = TextPeer(server.address, f"six{n}")
+            assert peer.welcome.startswith(f"* Hello six{n}")
+            peer.send("/quit\n")
+            peer.until_closed()
+            wait_until(lambda: server.client_count == 0)
+    finally:
+        server.stop()
+
+
 def _start_process(*args: str) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "chat", "--port", "0", *args],

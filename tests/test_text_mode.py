@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from chat.connection import RECV_FIRST_BYTES
 from chat.wire.text import HELP_LINES
 from tests.peers import TextPeer
 
@@ -240,3 +241,15 @@ def test_a_private_message_that_is_empty_once_cleaned_is_not_sent(server):
     program.send_json({"type": "private", "to": "bob", "text": " \x1b[0m "})
     program.send_json({"type": "private", "to": "bob", "text": "hi"})
     assert bob.line() == "[private] <bot> hi"
+
+
+def test_a_paste_longer_than_the_first_read_arrives_whole_and_in_order(server):
+    """A reader first asks for RECV_FIRST_BYTES (small enough for Python's own allocator: memory
+    per client, #14) and reads the rest at once: a paste several times that long, with lines
+    that cross each boundary, arrives whole and in order."""
+    alice, bob = TextPeer(server.address, "alice"), TextPeer(server.address, "bob")
+    alice.expect("*** bob joined")
+    lines = [f"line {n} " + "x" * (70 + n) for n in range(15)]
+    assert len("".join(lines)) > 2 * RECV_FIRST_BYTES
+    alice.send("".join(line + "\n" for line in lines))  # one write: one read if it could
+    assert [bob.line() for _ in lines] == [f"<alice> {line}" for line in lines]
