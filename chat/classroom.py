@@ -7,8 +7,11 @@ path is never changed for a demo.
 * `--unsafe-registry`: `UnsafeHub` is the real `Hub`, method bodies unchanged, built with a lock
   that does nothing (`NoLock`) and with `SlowMotionDict`s, which pause for the race window right
   after a lookup (between the check and the act of check-then-act) and once while being
-  iterated (in the middle of a broadcast). The pauses do not create the races, they only make
-  the windows that are always there wide enough to hit within seconds instead of once a month.
+  iterated (in the middle of a broadcast). A check that finds a nickname free waits longer, up
+  to `MEETING_WINDOWS` windows, for a second client checking the same name (`Meeting`): on a
+  busy machine two clients that connect together reach that check up to tens of ms apart. The
+  pauses do not create the races, they only make the windows that are always there wide enough
+  to hit every time instead of once a month.
 * `--lock-while-sending`: `DirectOutput` is the naive tutorial design: delivering a line sends
   it on the socket at once, one send per line, so the hub's broadcast loop sends to every peer
   while holding the hub lock, and one client that does not read stalls the whole room.
@@ -60,6 +63,12 @@ DEFAULT_SEND_TIMEOUT_S = 2.0
 NAIVE_SNDBUF_BYTES = 8 * 1024
 # The pause in the middle of a broadcast, as a fraction of the race window.
 ITERATION_PAUSE_FRACTION = 0.1
+# A check that found a nickname free keeps its window open up to this many race windows (100 ms
+# by default) until a second client checks the same name. Two clients that connect together
+# reached that check up to 40 ms apart at load average 7 on two cores (3 ms typically): with the
+# plain 20 ms window, a busy machine now and then showed no clash in a whole run. A name nobody
+# else asks for costs its join this wait, once, in the demo only.
+MEETING_WINDOWS = 5
 # How often a blocked naive send looks up to see whether its connection is being dropped.
 _SEND_POLL_S = 0.25
 
@@ -74,23 +83,79 @@ class NoLock:
         return None
 
 
-class SlowMotionDict(dict[Any, Any]):
-    """A dict that pauses after each lookup and once during each iteration: the race window."""
+class Meeting:
+    """Where the checks of one nickname wait for each other: the check-then-act window held
+    open until a second thread has made the same check (or `longest_s` has passed).
 
-    def __init__(self, pause: Callable[[], None], pause_iteration: Callable[[], None]) -> None:
+    Both threads then act on "the name was free", in the hub's own code: the meeting decides
+    only how long the first one pauses, as trio's `Sequencer` forces an interleaving in a test.
+
+    Thread safety: `_cond` guards `_waiting` and `_arrivals` (nickname key -> count), used by
+    every reader thread that checks a name; a waiter blocks up to `longest_s`, holding no lock.
+    """
+
+    def __init__(self, longest_s: float) -> None:
+        self._longest_s = longest_s
+        self._cond = threading.Condition()
+        self._waiting: Counter[str] = Counter()
+        self._arrivals: Counter[str] = Counter()
+
+    def meet(self, key: str) -> bool:
+        """Waits for another check of `key`, or releases the one waiting; False: nobody came."""
+        with self._cond:
+            if self._waiting[key]:
+                self._arrivals[key] += 1
+                self._cond.notify_all()
+                return True
+            self._waiting[key] += 1
+            seen = self._arrivals[key]
+            try:
+                return self._cond.wait_for(lambda: self._arrivals[key] != seen, self._longest_s)
+            finally:
+                self._waiting[key] -= 1
+                if not self._waiting[key]:  # nobody left at this name: forget it
+                    del self._waiting[key]
+                    self._arrivals.pop(key, None)
+
+    def waiting(self, key: str) -> bool:
+        """Whether a check of `key` is waiting for a second one."""
+        with self._cond:
+            return self._waiting[key] > 0
+
+
+class SlowMotionDict(dict[Any, Any]):
+    """A dict that pauses after each lookup and once during each iteration: the race window.
+
+    With a `meeting`, a lookup of a nickname (a string key) that finds it free waits there for
+    a second lookup of the same name first.
+    """
+
+    def __init__(
+        self,
+        pause: Callable[[], None],
+        pause_iteration: Callable[[], None],
+        meeting: Meeting | None = None,
+    ) -> None:
         super().__init__()
         self._pause = pause
         self._pause_iteration = pause_iteration
+        self._meeting = meeting
 
     def __contains__(self, key: object) -> bool:
         found = super().__contains__(key)
-        self._pause()  # checked, not yet acted on
+        self._checked(key, found)  # checked, not yet acted on
         return found
 
     def get(self, key: Any, default: Any = None) -> Any:
+        found = super().__contains__(key)
         value = super().get(key, default)
-        self._pause()
+        self._checked(key, found)
         return value
+
+    def _checked(self, key: object, found: bool) -> None:
+        if not found and self._meeting is not None and isinstance(key, str):
+            self._meeting.meet(key)
+        self._pause()
 
     def __iter__(self) -> Iterator[Any]:
         for i, key in enumerate(super().__iter__()):
@@ -123,12 +188,14 @@ class UnsafeHub(Hub):
             # Shorter: a broadcast that crashes every time would hide the other races.
             time.sleep(race_window_s * ITERATION_PAUSE_FRACTION)
 
+        meeting = Meeting(race_window_s * MEETING_WINDOWS)
+
         def slow_dict(role: str) -> dict[Any, Any]:
             # The nickname dicts pause after lookups (check-then-act). The default room's
             # member dict (what a broadcast iterates: the demos all happen there) only pauses
             # while iterated: it holds no check-then-act of its own.
             if role == "registry":
-                return SlowMotionDict(pause, pause_iteration)
+                return SlowMotionDict(pause, pause_iteration, meeting)
             return SlowMotionDict(lambda: None, pause_iteration)
 
         super().__init__(
@@ -139,6 +206,7 @@ class UnsafeHub(Hub):
             dict_factory=slow_dict,
         )
         self.audit = audit
+        self.meeting = meeting
         self._reported: dict[str, int] = {}  # nickname key -> holders reported
         self._problems_seen: set[str] = set()
 

@@ -30,10 +30,11 @@ DEFAULT_MAX_PER_ADDRESS = 20
 
 def default_history_path() -> str:
     """chat-server's history file: $XDG_STATE_HOME/threadroom/history.sqlite3 (XDG's default
-    for XDG_STATE_HOME is ~/.local/state)."""
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state"
-    )
+    for XDG_STATE_HOME is ~/.local/state, also used when it is relative: the XDG Base Directory
+    spec says a relative path there is invalid and must be ignored)."""
+    state = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(state):
+        state = os.path.join(os.path.expanduser("~"), ".local", "state")
     return os.path.join(state, "threadroom", "history.sqlite3")
 
 

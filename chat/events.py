@@ -408,11 +408,13 @@ class HelpText:
 @dataclass(frozen=True)
 class AwayStatus:
     """Whether `nick` is away (`text`, None: back): the answer to one's own `SetAway`, or told
-    to whoever sends an away user a private message."""
+    to whoever sends an away user a private message. `was_away` False: back, but it had not
+    been away (a plain "/away" said "You are back", which was not true)."""
 
     nick: str
     text: str | None
     ts: float
+    was_away: bool = True
 
 
 @dataclass(frozen=True)

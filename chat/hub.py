@@ -29,6 +29,7 @@ from chat.protocol import (
     AWAY_MAX_CHARS,
     clean_text,
     clean_topic,
+    in_order,
     key_error,
     nick_key,
     room_error,
@@ -88,11 +89,38 @@ def _plain_dict(role: str) -> dict[Any, Any]:
     return {}
 
 
-# Cluster (#12): a thread that sets `muted.on` hands events to nobody while it is set. A
-# cluster node applying again a request it already delivered before Redis lost its data (the
-# reply of the append was lost, the retry went into the new stream) applies it to its replica
-# like every node, but its users do not get it twice (chat/cluster/hub.py).
-muted = threading.local()
+class Muted:
+    """Cluster (#12): the threads whose events go to nobody. A cluster node applying again a
+    request it already delivered before Redis lost its data (the reply of the append was lost,
+    the retry went into the new stream) applies it to its replica like every node, but its
+    users do not get it twice (chat/cluster/hub.py's follower marks itself around it).
+
+    Not a `threading.local`: every hub operation asks, and reading a thread-local makes the
+    asking thread its own dict, kept as long as the thread: 0.28 KiB for every reader that
+    ever delivered an event (#14, memory per client). Here a reader reads one attribute.
+
+    Thread safety: `threads` is replaced whole (one assignment, read without a lock); `_lock`
+    (a leaf lock) makes two followers' changes (two nodes in one process) not lose each other.
+    """
+
+    __slots__ = ("_lock", "threads")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.threads: frozenset[int] = frozenset()
+
+    def mark(self, on: bool) -> None:
+        """The calling thread's events go to nobody (on) or to their members again (off)."""
+        me = threading.get_ident()
+        with self._lock:
+            self.threads = self.threads | {me} if on else self.threads - {me}
+
+    def here(self) -> bool:
+        threads = self.threads
+        return bool(threads) and threading.get_ident() in threads
+
+
+muted = Muted()
 
 
 class _Handover:
@@ -105,7 +133,7 @@ class _Handover:
         self.refused: list[Member] = []
 
     def give_locked(self, members: Iterable[Member], event: ev.Event) -> _Handover:
-        if getattr(muted, "on", False):  # a cluster node's repeat of a delivered request
+        if muted.threads and muted.here():  # a cluster node's repeat of a delivered request
             return self
         cache = EncodeCache()  # each wire format encodes the event once for all of them
         for member in members:
@@ -327,13 +355,13 @@ class Hub:
     def nicks(self) -> tuple[str, ...]:
         """A sorted snapshot of the nicknames online (every room, every front-end)."""
         with self._lock:
-            return tuple(sorted(self._nick_of.values(), key=nick_key))
+            return tuple(in_order(self._nick_of.values(), key=nick_key))
 
     def users(self) -> ev.UserList:
         """Everyone online, in every room (text `/users`, JSON `users`)."""
         with self._lock:
             return ev.UserList(
-                None, tuple(sorted(self._nick_of.values(), key=nick_key)), self._clock()
+                None, tuple(in_order(self._nick_of.values(), key=nick_key)), self._clock()
             )
 
     def who(self, asker: Member, room: str) -> ev.UserList:
@@ -1002,7 +1030,7 @@ class Hub:
         return ev.Welcome(
             nick=nick,
             room=state.name,
-            users=tuple(sorted(shown, key=nick_key)),
+            users=tuple(in_order(shown, key=nick_key)),  # (no sort: a reader's stack, #14)
             ts=self._clock(),
             more_users=len(state.members) - len(shown),
         )
@@ -1015,7 +1043,7 @@ class Hub:
 
     def _users_locked(self, state: RoomState) -> tuple[str, ...]:
         """The room's users, sorted, operators marked "@"."""
-        users = sorted(state.members, key=lambda m: nick_key(self._nick_of[m]))
+        users = in_order(state.members, key=lambda m: nick_key(self._nick_of[m]))
         return tuple(("@" if m in state.ops else "") + self._nick_of[m] for m in users)
 
     def _view_locked(self, state: RoomState) -> ev.RoomView:

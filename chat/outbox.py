@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import threading
 from typing import Protocol
 
@@ -57,7 +58,8 @@ class Outbox:
 
     def __init__(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes
-        self._chunks: list[bytes] = []
+        # What waits to be sent; None when nothing does (an idle client keeps no list, #14).
+        self._chunks: list[bytes] | None = None
         self._size = 0  # queued bytes plus claimed bytes not yet released
         self._claimed = 0  # bytes handed out by the current claim; 0: nobody is sending
         self._closed = False
@@ -76,17 +78,20 @@ class Outbox:
                 return True
             if self._size + len(data) > self._max_bytes:
                 return False
-            self._chunks.append(data)
+            if self._chunks is None:
+                self._chunks = [data]
+            else:
+                self._chunks.append(data)
             self._size += len(data)
             return True
 
     def claim(self) -> bytes | None:
         """Everything pending, if nobody else is sending and anything is there; else None."""
         with self._lock:
-            if self._claimed or not self._chunks:
+            if self._claimed or self._chunks is None:
                 return None
             data = b"".join(self._chunks)
-            self._chunks.clear()
+            self._chunks = None
             # Never 0 (no empty chunk is queued); `_size` counts these bytes until release().
             self._claimed = len(data)
             return data
@@ -95,7 +100,7 @@ class Outbox:
         """Ends a claim; `unsent` goes back in front of anything queued meanwhile."""
         with self._lock:
             if unsent:
-                self._chunks.insert(0, unsent)
+                self._chunks = [unsent] if self._chunks is None else [unsent, *self._chunks]
             self._size -= self._claimed - len(unsent)
             self._claimed = 0
             if self._changed is not None:
@@ -112,8 +117,9 @@ class Outbox:
         """Closes and forgets what is queued: the client is gone, or is being cut off."""
         with self._lock:
             self._closed = True
-            self._size -= sum(map(len, self._chunks))
-            self._chunks.clear()
+            if self._chunks is not None:
+                self._size -= sum(map(len, self._chunks))
+                self._chunks = None
             if self._changed is not None:
                 self._changed.notify_all()
 
@@ -148,6 +154,14 @@ class Outbox:
     def size(self) -> int:
         with self._lock:
             return self._size
+
+    @property
+    def lock(self) -> _thread.LockType:
+        """The leaf lock that guards this outbox. Its connection guards its own few flags with
+        it too: one lock per client instead of two (#14). Both hold it for an assignment or
+        one non-blocking system call and take no other lock meanwhile, so sharing it cannot
+        deadlock; it only means they never hold it at the same moment."""
+        return self._lock
 
     def _is_drained_locked(self) -> bool:
         return self._closed and self._size == 0

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from chat import events as ev
 from chat.audit import Audit
 from chat.config import ServerConfig
-from chat.connection import Connection
+from chat.connection import Connection, peer_label
 from chat.dialects import DialectClass
 from chat.dialects.irc import IrcDialect
 from chat.dialects.textjson import TextJsonDialect
@@ -75,7 +75,8 @@ class ListenError(OSError):
     def __init__(self, option: str, host: str, port: int, error: OSError) -> None:
         super().__init__(error.errno, error.strerror)
         self.option = option
-        self.message = f"cannot listen on {host}:{port} ({option}): {error.strerror or error}"
+        where = peer_label((host, port))
+        self.message = f"cannot listen on {where} ({option}): {error.strerror or error}"
 
 
 class ChatServer:
@@ -168,6 +169,7 @@ class ChatServer:
         self._connections: set[Connection] = set()
         self._per_address: Counter[str] = Counter()
         self._finished: list[Connection] = []
+        self._on_exit = self._on_connection_exit  # one bound method for every connection (#14)
         self._told_to_go = 0  # connections that ended because the server stops
         self._all_gone = threading.Condition(self._lock)
         self._listeners: list[tuple[socket.socket, DialectClass]] = []
@@ -226,7 +228,7 @@ class ChatServer:
             ("--irc-tls-port", "IRC over TLS listening on"),
         ):
             if option in self._bound:
-                log.info("%s %s:%d", what, *self._address_of(option))
+                log.info("%s %s", what, peer_label(self._address_of(option)))
         if self.store is not None:  # history (#11): where it is kept, said at every start
             log.info(
                 "history: %s (replay %d, private messages %s)",
@@ -450,7 +452,7 @@ class ChatServer:
         tls = listener in self._tls_listeners
         refusal = self._admit(sock, address, dialect, tls)
         if refusal is not None:
-            log.warning("%s:%d refused (%s)", address[0], address[1], refusal)
+            log.warning("%s refused (%s)", peer_label(address), refusal)
             # A TLS client cannot read a plaintext line: it only sees the connection close.
             _refuse(sock, b"" if tls else dialect.refusal(refusal))
 
@@ -477,7 +479,7 @@ class ChatServer:
                 sender=self._sender,
                 output=self._output(sock, config),
                 register_timeout_s=config.register_timeout_s,
-                on_exit=self._on_connection_exit,
+                on_exit=self._on_exit,
                 tls=self.tls.session(config.register_timeout_s) if tls and self.tls else None,
                 waker=self._waker,
             )
@@ -486,12 +488,12 @@ class ChatServer:
             self._per_address[ip] += 1
         # DEBUG: the "registered as"/"joined as" line names the address too, and the accept
         # thread is what a burst of arrivals waits on (#14, burst: docs/performance.md).
-        log.debug("%s:%d connected", address[0], address[1])  # before its reader can log
+        log.debug("%s connected", peer_label(address))  # before its reader can log
         if self._stopping.is_set():
             # Accepted in the accept thread's last round, after stop() took its list: it gets
             # the same goodbye as everyone (added to the set first, so none falls between).
             connection.shut_down()
-        self._runner.run(connection, connection.serve, f"reader {address[0]}:{address[1]}")
+        self._runner.run(connection, connection.serve, f"reader {connection.peer}")
         return None
 
     def _on_connection_exit(self, connection: Connection) -> None:

@@ -394,6 +394,8 @@ def _render(event: Mapping[str, Any], own_nick: str, now: float) -> Line | None:
         nick, raw = _field(event, "nick"), event.get("text")  # null: back
         text = sanitize(raw) if isinstance(raw, str) else ""
         if fold(nick) == fold(own_nick):
+            if not text and event.get("was_away") is False:  # a plain /away, not away before
+                return dim("You were not marked as away")
             return dim(f"You are away: {text}" if text else "You are back")
         return dim(f"{nick} is away: {text}" if text else f"{nick} is back")
     if kind == "notice":

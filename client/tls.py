@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from client.paths import data_home
+
 RECV_BYTES = 64 * 1024
 # OpenSSL's verify codes that mean "I do not know who issued this", the only failures that trust
 # on first use may answer (expired, wrong host and the like are refused outright).
@@ -57,8 +59,7 @@ def default_known_hosts() -> Path:
     explicit = os.environ.get("CHAT_CLIENT_KNOWN_HOSTS")
     if explicit:
         return Path(explicit)
-    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data_home) / "chat-client" / "known_hosts"
+    return data_home() / "chat-client" / "known_hosts"
 
 
 def fingerprint(der: bytes) -> str:

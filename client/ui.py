@@ -45,6 +45,7 @@ from client import commands
 from client.commands import Local, Quit, Send, Usage
 from client.completion import ChatCompleter
 from client.connection import Connection, Event, Notice, Received, StatusChanged
+from client.paths import data_home
 from client.render import (
     ERROR,
     Line,
@@ -96,8 +97,7 @@ def default_history_path() -> Path:
     explicit = os.environ.get("CHAT_CLIENT_HISTORY")
     if explicit:
         return Path(explicit)
-    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data_home) / "chat-client" / "history"
+    return data_home() / "chat-client" / "history"
 
 
 def open_history(path: Path | None) -> tuple[History, str | None]:

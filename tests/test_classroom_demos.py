@@ -6,15 +6,19 @@ few bounded attempts, so that one unlucky scheduling on a busy machine is not a 
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
 
 from chat import classroom as demo
+from chat.audit import Audit
 from chat.config import ServerConfig
 from loadtool import LoadConfig, run_load
-from tests.peers import JsonPeer
+from tests.peers import JsonPeer, wait_until
+from tests.test_room import FakeMember
 
 ATTEMPTS = 5
 
@@ -64,6 +68,32 @@ def test_unsafe_registry_lets_two_clients_hold_one_nickname(demo_server):
     )
     assert report.nick_clash_both_won >= 1  # the clients saw it too
     assert not report.ok
+
+
+def test_unsafe_registry_twins_clash_even_when_they_check_the_name_far_apart():
+    # A busy machine: the second twin reaches join()'s check well after the first one's plain
+    # race window has closed (seen: 40 ms apart at load 7; a whole run of chat-load showed no
+    # clash now and then). The first one's check waits there for it, so both act on "free"
+    # in the hub's own join(). Before: the second one got NickTaken.
+    window_s = 0.02
+    hub = demo.UnsafeHub(Audit(), window_s)
+    first, second = FakeMember(), FakeMember()
+
+    def join(member: FakeMember) -> None:
+        # The two joins' broadcasts may crash each other (the demo's other race; the server
+        # catches it): the names are taken before that.
+        with contextlib.suppress(RuntimeError):
+            hub.join(member, "twin0")
+
+    joining = threading.Thread(target=join, args=(first,))
+    joining.start()
+    wait_until(lambda: hub.meeting.waiting("twin0"))  # the first one found the name free
+    threading.Event().wait(3 * window_s)  # the late arrival itself, not a synchronisation
+    join(second)
+    joining.join(10)
+    assert not joining.is_alive()
+    assert hub.nicks() == ("twin0", "twin0")
+    assert hub.audit.counts() == {"duplicate nickname": 1}
 
 
 def test_unsafe_registry_crashes_broadcasts_and_the_server_survives(demo_server, caplog):

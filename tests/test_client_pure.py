@@ -581,4 +581,29 @@ def test_away_command_and_its_answers() -> None:
     assert back.plain.endswith("You are back")
     assert theirs is not None
     assert "bob is away: " in theirs.plain
+    # Not away to begin with: the server says so (was_away false); an older server has no field.
+    never = {"type": "away", "nick": "alice", "text": None, "was_away": False}
+    not_away = render_event(never, "alice", TS)
+    assert not_away is not None
+    assert not_away.plain.endswith("You were not marked as away")
+    old_server = render_event({"type": "away", "nick": "alice", "text": None}, "alice", TS)
+    assert old_server is not None
+    assert old_server.plain.endswith("You are back")
     assert "\x1b" not in theirs.plain  # shown as a visible ␛, never sent to the terminal
+
+
+def test_a_relative_xdg_data_home_is_ignored(tmp_path, monkeypatch):
+    # The XDG Base Directory spec: relative paths are invalid and must be ignored.
+    from client.tls import default_known_hosts
+    from client.ui import default_history_path
+
+    monkeypatch.delenv("CHAT_CLIENT_HISTORY", raising=False)
+    monkeypatch.delenv("CHAT_CLIENT_KNOWN_HOSTS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    share = tmp_path / ".local" / "share" / "chat-client"
+    for relative in ("data", "./data", ""):
+        monkeypatch.setenv("XDG_DATA_HOME", relative)
+        assert default_history_path() == share / "history", relative
+        assert default_known_hosts() == share / "known_hosts", relative
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "abs"))
+    assert default_history_path() == tmp_path / "abs" / "chat-client" / "history"

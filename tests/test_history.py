@@ -812,3 +812,17 @@ def test_dormant_rooms_are_bounded_by_max_rooms_and_the_newest_come_back(make_se
     server = make_server(history_db=path, flood_rate=0, max_rooms=2)
     bob = JsonPeer(server.address, "bob")
     assert _room_names(bob) == ["#lobby", "#r4", "#r5"]
+
+
+def test_a_relative_xdg_state_home_is_ignored(tmp_path, monkeypatch):
+    # The XDG Base Directory spec: relative paths are invalid and must be ignored (the history
+    # went wherever chat-server was started).
+    from chat.config import default_history_path
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    fallback = str(tmp_path / ".local" / "state" / "threadroom" / "history.sqlite3")
+    for relative in ("state", "./state", "", "~/state"):
+        monkeypatch.setenv("XDG_STATE_HOME", relative)
+        assert default_history_path() == fallback, relative
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "abs"))
+    assert default_history_path() == str(tmp_path / "abs" / "threadroom" / "history.sqlite3")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -16,7 +17,7 @@ import time
 import pytest
 
 from chat.config import ServerConfig
-from chat.server import SHUTDOWN_FLUSH_S, ChatServer
+from chat.server import SHUTDOWN_FLUSH_S, ChatServer, ListenError
 from tests.peers import TIMEOUT_S, JsonPeer, Peer, TextPeer, wait_until
 
 
@@ -120,6 +121,66 @@ def test_ipv6_loopback():
     try:
         peer = TextPeer(server.address, "six")
         assert peer.welcome.startswith("* Hello six")
+    finally:
+        server.stop()
+
+
+def test_ipv6_peers_are_logged_with_brackets(caplog):
+    # "::1:41234" reads as an address with no port; RFC 3986's "[::1]:41234" does not. Every
+    # label: listening, connected, refused, the reader thread's name, the connection's label.
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    caplog.set_level(logging.DEBUG, logger="chat")
+    server = ChatServer(ServerConfig(host="::1", port=0, max_clients=1))
+    try:
+        server.start()
+    except OSError:
+        pytest.skip("::1 not available")
+    try:
+        port = server.address[1]
+        assert f"listening on [::1]:{port}" in caplog.text
+        peer = TextPeer(server.address, "six")
+        here = f"[::1]:{peer.sock.getsockname()[1]}"
+        assert f"reader {here}" in [t.name for t in threading.enumerate()]
+        refused = socket.create_connection(server.address, timeout=5)  # over max_clients
+        assert refused.recv(1024).startswith(b"!")
+        peer.send("/quit\n")
+        peer.until_closed()
+        refused.close()
+    finally:
+        server.stop()
+    assert f"{here} connected" in caplog.text
+    assert f"{here} six joined as six" in caplog.text
+    assert f"{here} six disconnected" in caplog.text
+    assert re.search(r"\[::1\]:\d+ refused \(", caplog.text), caplog.text
+    assert "::1:" not in caplog.text.replace("[::1]:", "")
+    with socket.socket(socket.AF_INET6) as taken:
+        taken.bind(("::1", 0))
+        taken.listen()
+        busy = ChatServer(ServerConfig(host="::1", port=taken.getsockname()[1]))
+        with pytest.raises(ListenError) as refused_port:
+            busy.start()
+    assert refused_port.value.message.startswith("cannot listen on [::1]:"), refused_port.value
+
+
+def test_an_ipv6_client_leaving_frees_its_place_under_the_per_address_cap():
+    """The per-address count is given back by address at the end: an IPv6 address (kept as
+    "[::1]:port") must come back as "::1", or every later client from it is refused."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    config = ServerConfig(host="::1", port=0, max_per_address=1, limit_loopback=True)
+    server = ChatServer(config)
+    try:
+        server.start()
+    except OSError:
+        pytest.skip("::1 not available")
+    try:
+        for n in range(3):  # one at a time: each is let in once the one before has gone
+            peer = TextPeer(server.address, f"six{n}")
+            assert peer.welcome.startswith(f"* Hello six{n}")
+            peer.send("/quit\n")
+            peer.until_closed()
+            wait_until(lambda: server.client_count == 0)
     finally:
         server.stop()
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from chat import events as ev
-from chat.hub import Hub, NickTaken, NoSuchNick
+from chat.hub import Hub, NickTaken, NoSuchNick, muted
 from chat.wire import EncodeCache
 
 THREADS = 16
@@ -166,3 +166,37 @@ def test_concurrent_joins_and_leaves_leave_no_ghosts():
     assert joins - 1 == leaves == THREADS * 40
     counts = [e.count for e in watcher.events if isinstance(e, (ev.Joined, ev.Left))]
     assert counts[-1] == 1
+
+
+def test_a_muted_thread_hands_its_events_to_nobody_while_other_threads_deliver():
+    """Cluster (#12): the follower marks itself while it applies a request its users already
+    had; a reader speaking at that moment must still be heard, and the follower again after."""
+    room = Hub()
+    alice, bob = FakeMember(), FakeMember()
+    room.join(alice, "alice")
+    room.join(bob, "bob")
+    marked, said = threading.Event(), threading.Event()
+
+    def follower() -> None:
+        muted.mark(True)
+        try:
+            room.say(alice, "repeated")  # applied, but told to nobody
+            marked.set()
+            assert said.wait(JOIN_TIMEOUT_S)
+        finally:
+            muted.mark(False)
+        room.say(alice, "new")
+
+    thread = threading.Thread(target=follower)
+    thread.start()
+    assert marked.wait(JOIN_TIMEOUT_S)
+    room.say(bob, "meanwhile")  # another thread, while the follower is marked
+    said.set()
+    thread.join(JOIN_TIMEOUT_S)
+
+    def heard(member: FakeMember) -> list[str]:
+        return [e.text for e in member.events if isinstance(e, ev.Message)]
+
+    assert heard(alice) == ["meanwhile"]  # (a sender is not told its own message)
+    assert heard(bob) == ["new"]  # not "repeated"
+    assert muted.threads == frozenset()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from chat.connection import RECV_FIRST_BYTES
 from chat.wire.text import HELP_LINES
 from tests.peers import TextPeer
 
@@ -157,6 +158,29 @@ def test_join_and_leave_reasons_are_announced(server):
     assert alice.line() == "*** bob left (connection lost)"
 
 
+def test_away_alone_when_not_away_tells_the_truth_text_and_json(server):
+    """/away alone when one was not away says so (it said "You are back"); JSON's answer
+    carries `was_away`: false, and true when one really was away."""
+    from tests.peers import JsonPeer
+
+    alice = TextPeer(server.address, "alice")
+    alice.send("/away\n")
+    assert alice.expect("*** You") == "*** You were not marked as away"
+    program = JsonPeer(server.address, "bot")
+    program.send_json({"type": "away", "text": ""})
+    assert program.expect_type("away") | {"ts": 0} == {
+        "type": "away",
+        "ts": 0,
+        "nick": "bot",
+        "text": None,
+        "was_away": False,
+    }
+    program.send_json({"type": "away", "text": "off"})
+    assert program.expect_type("away")["text"] == "off"
+    program.send_json({"type": "away"})
+    assert program.expect_type("away")["was_away"] is True
+
+
 def test_away_is_told_to_whoever_writes_privately_whichever_front_end(server):
     """/away why marks a text user away (IRC's AWAY): a private message to them is answered
     with why; /away alone brings them back. Nothing is announced to the room."""
@@ -184,3 +208,48 @@ def test_away_is_told_to_whoever_writes_privately_whichever_front_end(server):
     assert bob.line() == "[private to alice] <bob> back?"  # the copy of his own, no "away"
     assert bob.line().startswith("*** Online (")
     program.close()
+
+
+def test_an_action_that_is_empty_once_cleaned_is_not_sent(server):
+    """`/me` followed only by control characters (an escape sequence) was shown to everyone as
+    an empty "* alice "; like an empty message, it is now dropped. JSON alike."""
+    from tests.peers import JsonPeer
+
+    alice = TextPeer(server.address, "alice")
+    bob = TextPeer(server.address, "bob")
+    assert alice.line() == "*** bob joined (2 online)"
+    alice.send("/me \x1b[2J\x07\n")
+    program = JsonPeer(server.address, "bot")
+    assert bob.line() == "*** bot joined (3 online)"
+    program.send_json({"type": "action", "text": " \x1b[0m "})
+    alice.send("/me waves\n")
+    assert bob.line() == "* alice waves"
+
+
+def test_a_private_message_that_is_empty_once_cleaned_is_not_sent(server):
+    """`/msg bob ESC[2J` reached bob as an empty "[private] <alice> "; now the sender gets the
+    usage line (text) or nothing is sent (JSON), as for an empty message."""
+    from tests.peers import JsonPeer
+
+    alice = TextPeer(server.address, "alice")
+    bob = TextPeer(server.address, "bob")
+    assert alice.line() == "*** bob joined (2 online)"
+    alice.send("/msg bob \x1b[2J\x07\n")
+    assert alice.line() == "! usage: /msg NICK text"
+    program = JsonPeer(server.address, "bot")
+    assert bob.line() == "*** bot joined (3 online)"
+    program.send_json({"type": "private", "to": "bob", "text": " \x1b[0m "})
+    program.send_json({"type": "private", "to": "bob", "text": "hi"})
+    assert bob.line() == "[private] <bot> hi"
+
+
+def test_a_paste_longer_than_the_first_read_arrives_whole_and_in_order(server):
+    """A reader first asks for RECV_FIRST_BYTES (small enough for Python's own allocator: memory
+    per client, #14) and reads the rest at once: a paste several times that long, with lines
+    that cross each boundary, arrives whole and in order."""
+    alice, bob = TextPeer(server.address, "alice"), TextPeer(server.address, "bob")
+    alice.expect("*** bob joined")
+    lines = [f"line {n} " + "x" * (70 + n) for n in range(15)]
+    assert len("".join(lines)) > 2 * RECV_FIRST_BYTES
+    alice.send("".join(line + "\n" for line in lines))  # one write: one read if it could
+    assert [bob.line() for _ in lines] == [f"<alice> {line}" for line in lines]

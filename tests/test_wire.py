@@ -131,6 +131,25 @@ def test_json_bad_requests(line, registered, code):
     assert raised.value.code == code
 
 
+@pytest.mark.parametrize("version", ["true", "false", "1.0", '"1"', "[1]", "null", "2", "0", "-1"])
+def test_json_hello_version_must_be_the_integer_1(version):
+    # true == 1 and 1.0 == 1 in Python: both were taken for version 1. Every other integer
+    # field (history's limit, before, after, since) refuses true alike.
+    line = f'{{"type": "hello", "nick": "a", "version": {version}}}'
+    with pytest.raises(ProtocolError) as raised:
+        wire_json.parse(line, registered=False)
+    assert raised.value.code == "bad_request"
+    assert raised.value.message == f"unsupported protocol version {json.loads(version)!r}"
+    for field in ("limit", "before", "after", "since"):
+        with pytest.raises(ProtocolError, match=field):
+            wire_json.parse(f'{{"type": "history", "{field}": true}}', registered=True)
+
+
+def test_json_hello_version_1_or_none_is_taken():
+    for line in ('{"type": "hello", "nick": "a", "version": 1}', '{"type": "hello", "nick": "a"}'):
+        assert wire_json.parse(line, registered=False) == ev.Hello("a", None)
+
+
 def test_json_encode_carries_id_time_and_room():
     msg = ev.Message(7, 123.5, "#lobby", sender="alice", text="hi ✓")
     line = wire_json.encode(msg, "bob")

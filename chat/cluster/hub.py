@@ -934,7 +934,8 @@ class ClusterHub(Hub):
             # Whatever this node's own flag: a node started without it may replay a stream the
             # demo wrote (docs/classroom.md runs the two one after the other on one Redis).
             twin = self._racy_leave(member) if op == "leave" else None
-            hub_muted.on = muted
+            if muted:
+                hub_muted.mark(True)
             try:
                 if not self._numbered_only(op, member, arguments, options):
                     outcome = operation(self, member, *arguments, **options)
@@ -944,7 +945,8 @@ class ClusterHub(Hub):
                 log.exception("cluster: applying %s failed", op)
                 error = bug
             finally:
-                hub_muted.on = False
+                if muted:
+                    hub_muted.mark(False)
                 self._stamp.ts = None
                 self._stamp.local = None
                 if twin is not None:

@@ -35,6 +35,7 @@ from chat.protocol import (
     REALNAME_MAX_CHARS,
     Line,
     clean_text,
+    in_order,
     nick_error,
     nick_key,
     nick_mask,
@@ -54,6 +55,9 @@ _BEFORE_REGISTRATION = {"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"}
 # Capabilities of a client that asked for none: one shared object (since Python 3.10 every
 # `frozenset()` is a new 216-byte object; one per idle client is 2 MiB at 10,000, #14).
 NO_CAPS: frozenset[str] = frozenset()
+# What CAP LS offers when the server keeps history, sorted once here (a sort in a reader thread
+# costs it a stack page for good: chat/protocol.py `in_order`).
+_HISTORY_CAPS = tuple(sorted((*irc.CAPS, irc.CHATHISTORY_CAP)))
 
 
 class IrcDialect:
@@ -217,7 +221,7 @@ class IrcDialect:
                 irc.format_line(self._server, "CAP", self.nick or "*", "LS", " ".join(offered))
             )
         elif sub == "LIST":
-            listed = " ".join(sorted(self._caps))
+            listed = " ".join(in_order(self._caps, key=str))  # (no sort: the stack, #14)
             self._send(irc.format_line(self._server, "CAP", self.nick or "*", "LIST", listed))
         elif sub == "REQ":
             self._cap_open = self.nick is None
@@ -573,7 +577,7 @@ class IrcDialect:
         """What CAP LS offers: the capabilities of history, when the server keeps it."""
         if self._hub.store is None:
             return ()
-        return tuple(sorted((*irc.CAPS, irc.CHATHISTORY_CAP)))
+        return _HISTORY_CAPS
 
     def _irc_chathistory(self, params: tuple[str, ...]) -> None:
         """CHATHISTORY LATEST|BEFORE|AFTER|AROUND|BETWEEN target ref [ref] limit, answered in a

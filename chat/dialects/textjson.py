@@ -209,14 +209,20 @@ class TextJsonDialect:
                 if text.strip():
                     hub.say(link, text, room=self._room_or_current(room))
             case ev.Act(text=text, room=room):
-                hub.act(link, text, self._room_or_current(room))
+                if text.strip():  # "/me ESC[2J" is empty once cleaned: dropped, as a Say
+                    hub.act(link, text, self._room_or_current(room))
             case ev.Whisper(to=to, text=text):
+                if not text.strip():  # empty once cleaned: dropped, as a Say
+                    return
                 hub.whisper(link, to, text)
                 if (who := hub.identity_of(to)) is not None and who.away is not None:
                     self._reply(ev.AwayStatus(who.nick, who.away, time.time()))
             case ev.SetAway(text=text):
+                # Only this reader changes its user's away state: what it was is still true.
+                before = hub.identity_of(self.nick) if self.nick else None
                 away = hub.set_away(link, text)
-                self._reply(ev.AwayStatus(self.nick or "", away, time.time()))
+                was_away = before is not None and before.away is not None
+                self._reply(ev.AwayStatus(self.nick or "", away, time.time(), was_away))
             case ev.ChangeNick(nick=new):
                 self._rename(new)
             case ev.Who(room=room):

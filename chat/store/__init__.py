@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chat import events as ev
-from chat.protocol import clean_text, nick_key, room_key
+from chat.protocol import clean_text, in_order, nick_key, room_key
 
 # What a store keeps: messages (notices included) and actions in rooms, and private messages
 # when the operator allows it. Joins, parts, topics and modes are not history: a room's topic,
@@ -118,7 +118,8 @@ def conversation_key(a: str, b: str) -> str:
 
     Nicknames cannot contain a space or start with "#", so this never equals a room key.
     """
-    return " ".join(sorted((nick_key(a), nick_key(b))))
+    a, b = nick_key(a), nick_key(b)
+    return f"{a} {b}" if a <= b else f"{b} {a}"  # (no sorted(): a reader's stack, #14)
 
 
 def target_of(event: HistoryEvent) -> str:
@@ -181,7 +182,7 @@ def select(events: Iterable[HistoryEvent], query: HistoryQuery) -> list[HistoryE
     """The answer to `query` from `events` of any order (duplicates by id counted once),
     oldest first: the reference meaning of HistoryQuery."""
     by_id = {e.id: e for e in events if target_of(e) == query.target}
-    ordered = sorted(by_id.values(), key=lambda e: e.id)
+    ordered = in_order(by_id.values(), key=lambda e: e.id)  # (no sort: a reader's stack, #14)
     limit = max(0, min(query.limit, MAX_HISTORY_LIMIT))
     if limit == 0:
         return []

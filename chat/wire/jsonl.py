@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, cast
+from typing import Any, TypeGuard, cast
 
 from chat import events as ev
 from chat.protocol import ProtocolError, clean_text
@@ -96,6 +96,12 @@ def _text_field(obj: dict[str, Any], key: str) -> str:
     return clean_text(value)
 
 
+def _is_whole(value: object) -> TypeGuard[int]:
+    """A JSON integer: not a bool (True is an int in Python, and True == 1), not a float (1.0
+    == 1). Every integer field of a request is checked with this."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _optional(obj: dict[str, Any], key: str) -> str | None:
     """A string field that may be missing (None); present, it must be a string."""
     if obj.get(key) is None:
@@ -130,7 +136,7 @@ def parse(line: str, registered: bool) -> ev.Request:
         if registered:
             raise ProtocolError("bad_request", "already registered; use 'nick' to rename")
         version = obj.get("version", VERSION)
-        if version != VERSION:
+        if not _is_whole(version) or version != VERSION:
             raise ProtocolError("bad_request", f"unsupported protocol version {version!r}")
         password = obj.get("password")
         return ev.Hello(
@@ -359,6 +365,8 @@ def _reply(event: ev.Event) -> dict[str, Any]:
             }
         case ev.Notice(text=text, ts=ts):
             return {"type": "notice", "ts": ts, "text": text}
+        case ev.AwayStatus(nick=nick, text=None, ts=ts, was_away=was_away):
+            return {"type": "away", "ts": ts, "nick": nick, "text": None, "was_away": was_away}
         case ev.AwayStatus(nick=nick, text=text, ts=ts):
             return {"type": "away", "ts": ts, "nick": nick, "text": text}
         case ev.HelpText(ts=ts):
@@ -403,14 +411,14 @@ def _optional_id(obj: dict[str, Any], key: str) -> int | None:
     value = obj.get(key)
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if not _is_whole(value) or value < 0:
         raise ProtocolError("bad_request", f"field {key!r} must be a message id (a number)")
     return value
 
 
 def _history_request(obj: dict[str, Any]) -> ev.ShowHistory:
     limit = obj.get("limit")
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+    if limit is not None and (not _is_whole(limit) or limit < 1):
         raise ProtocolError("bad_request", "field 'limit' must be a whole number, at least 1")
     since = obj.get("since")
     if since is not None and (not isinstance(since, int | float) or isinstance(since, bool)):

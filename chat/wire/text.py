@@ -86,9 +86,10 @@ def parse(line: str, registered: bool) -> ev.Request:
     words = [word for word in rest.split(" ") if word]  # only spaces separate: not U+0085
     if name == "msg":
         to, _, text = rest.partition(" ")
-        if not to or not text.strip():
+        text = clean_text(text).strip()  # "ESC[2J" alone is no text
+        if not to or not text:
             raise ProtocolError("bad_request", _USAGE["msg"])
-        return ev.Whisper(clean_text(to), clean_text(text).strip())
+        return ev.Whisper(clean_text(to), text)
     if name == "me":
         if not rest:
             raise ProtocolError("bad_request", _USAGE["me"])
@@ -329,6 +330,8 @@ def _render(event: ev.Event, recipient: str) -> str:
         case ev.Error(message=message, prompt_again=prompt_again):
             again = "* Choose a nickname:\n" if prompt_again else ""
             return f"! {message}\n{again}"
+        case ev.AwayStatus(nick=nick, text=None, was_away=False) if nick == recipient:
+            return "*** You were not marked as away\n"
         case ev.AwayStatus(nick=nick, text=None):
             return "*** You are back\n" if nick == recipient else f"*** {nick} is back\n"
         case ev.AwayStatus(nick=nick, text=str() as text):
