@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from chat import events as ev
@@ -414,3 +414,19 @@ def test_json_batch_of_one_senders_messages_is_encoded_as_one_by_one(
     for batch in (events, (*events, other), (other, *events)):
         expected = b"".join(wire_json.encode(e, "x") for e in batch)
         assert wire_json.encode(ev.Batch(batch), "x", None, EncodeCache()) == expected
+
+
+@PROPERTY
+@given(
+    st.text(st.one_of(st.sampled_from(NASTY), st.characters()), max_size=40)
+    | st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+)
+@example("bob\r\nQUIT :forged")  # ASCII, not printable: the full cleaning
+@example("a\x00b")
+@example("caf\udce9")
+def test_an_irc_parameter_is_cleaned_the_same_with_or_without_the_fast_path(text):
+    """Printable ASCII skips the cleaning (#14, the burst: the welcome's 55 parameters); for
+    every text the result is what the full cleaning gives: no CR, LF or NUL, no lone
+    surrogate."""
+    full = re.sub("[\ud800-\udfff]", "\ufffd", text.translate({13: None, 10: None, 0: None}))
+    assert wire_irc._sendable(text) == full
