@@ -253,3 +253,16 @@ def test_a_paste_longer_than_the_first_read_arrives_whole_and_in_order(server):
     assert len("".join(lines)) > 2 * RECV_FIRST_BYTES
     alice.send("".join(line + "\n" for line in lines))  # one write: one read if it could
     assert [bob.line() for _ in lines] == [f"<alice> {line}" for line in lines]
+
+
+def test_nick_to_the_name_one_has_is_answered_and_changes_nothing(server):
+    """`/nick alice` as alice: the hub changes nothing and announces nothing; the user is told
+    so instead of silence. A change of case is a real rename, told to everyone."""
+    alice, bob = TextPeer(server.address, "alice"), TextPeer(server.address, "bob")
+    alice.expect("*** bob joined")
+    alice.send("/nick alice\n")
+    assert alice.line() == "*** you are already alice"
+    alice.send("/nick Alice\n")
+    assert bob.expect("***") == "*** alice is now known as Alice"
+    bob.send("/who\n")
+    assert bob.line() == "*** Users in #lobby (2): Alice, bob"

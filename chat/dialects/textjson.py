@@ -387,6 +387,9 @@ class TextJsonDialect:
         problem = nick_error(new)
         if problem is not None:
             raise ProtocolError("nick_invalid", problem)
+        if new == self.nick:  # the hub changes nothing and tells nobody: say so, not silence
+            self._reply(ev.Notice(f"you are already {new}", time.time()))
+            return
         try:
             self._hub.rename(self._link, new)
         except NickTaken:
