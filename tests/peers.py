@@ -153,6 +153,14 @@ class IrcPeer(Peer):
             seen.append(self.msg())
         return seen
 
+    def register_for_history(self, nick: str) -> list[Any]:
+        """Registers as a client of IRCv3 chathistory does: the capabilities first (batch,
+        server-time, message-tags, draft/chathistory), then NICK + USER (`register`)."""
+        self.send_line("CAP REQ :batch server-time message-tags draft/chathistory")
+        self.expect_cmd("CAP")
+        self.send_line("CAP END")
+        return self.register(nick)
+
     def send_line(self, line: str) -> None:
         self.send(line + "\r\n")
 

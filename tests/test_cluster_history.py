@@ -195,10 +195,7 @@ def test_irc_chathistory_on_another_node(valkey: Valkey, make_server: Any) -> No
     talker = JsonPeer(a.address, "talker")
     said = _talk(talker, "#lobby", [f"t{i}" for i in range(10)], JsonPeer(a.address, "ann"))
     client = IrcPeer(b.irc_address)
-    client.send_line("CAP REQ :batch server-time message-tags draft/chathistory")
-    client.expect_cmd("CAP")
-    client.send_line("CAP END")
-    client.register("client")
+    client.register_for_history("client")
     client.send_line("JOIN #lobby")
     client.sync()
 

@@ -467,10 +467,7 @@ def test_irc_private_history_with_history_private(make_server):
     alice = IrcPeer(server.irc_address)
     alice.register("alice")
     bob = IrcPeer(server.irc_address)
-    bob.send_line("CAP REQ :batch server-time message-tags draft/chathistory")
-    bob.expect_cmd("CAP")
-    bob.send_line("CAP END")
-    bob.register("bob")
+    bob.register_for_history("bob")
     for text in ("psst", "still there?"):
         alice.send_line(f"PRIVMSG bob :{text}")
         assert bob.expect_cmd("PRIVMSG").params == ("bob", text)
@@ -497,10 +494,7 @@ def test_irc_chathistory_subcommands(make_server):
         talker.send_json({"type": "message", "text": f"t{i}"})
     talker.sync()
     client = IrcPeer(server.irc_address)
-    client.send_line("CAP REQ :batch server-time message-tags draft/chathistory")
-    client.expect_cmd("CAP")
-    client.send_line("CAP END")
-    client.register("client")
+    client.register_for_history("client")
     client.send_line("JOIN #lobby")
     # It negotiated draft/chathistory: no replay on join, it asks for what it wants.
     assert [m.command for m in client.sync()] == ["JOIN", "353", "366"]
@@ -555,10 +549,7 @@ def test_ids_and_limits_past_any_real_one_are_answered_not_a_crash(make_server):
     assert error["code"] == "bad_request"
     assert "message id" not in error["message"], error  # a limit is a count, not an id
     client = IrcPeer(server.irc_address)
-    client.send_line("CAP REQ :batch server-time message-tags draft/chathistory")
-    client.expect_cmd("CAP")
-    client.send_line("CAP END")
-    client.register("client")
+    client.register_for_history("client")
     client.send_line("JOIN #lobby")
     client.sync()
     for line, texts in [
