@@ -116,6 +116,7 @@ class Muted:
             self.threads = self.threads | {me} if on else self.threads - {me}
 
     def here(self) -> bool:
+        """Whether the calling thread is marked (one attribute read when none is)."""
         threads = self.threads
         return bool(threads) and threading.get_ident() in threads
 
@@ -133,7 +134,7 @@ class _Handover:
         self.refused: list[Member] = []
 
     def give_locked(self, members: Iterable[Member], event: ev.Event) -> _Handover:
-        if muted.threads and muted.here():  # a cluster node's repeat of a delivered request
+        if muted.here():  # a cluster node's repeat of a delivered request
             return self
         cache = EncodeCache()  # each wire format encodes the event once for all of them
         for member in members:
@@ -359,10 +360,7 @@ class Hub:
 
     def users(self) -> ev.UserList:
         """Everyone online, in every room (text `/users`, JSON `users`)."""
-        with self._lock:
-            return ev.UserList(
-                None, tuple(in_order(self._nick_of.values(), key=nick_key)), self._clock()
-            )
+        return ev.UserList(None, self.nicks(), self._clock())
 
     def who(self, asker: Member, room: str) -> ev.UserList:
         """The members of `room`, operators marked "@"; raises NoSuchRoom (also for a secret

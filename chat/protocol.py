@@ -110,8 +110,8 @@ class LineDecoder:
     def _keep(self, tail: bytes, lines: list[Line]) -> None:
         if self._discarding:
             self._discarded += len(tail)
-        elif self.pending + len(tail) > self._max_line + 1:  # +1: a '\r' may follow
-            self._discarded = self.pending + len(tail)
+        elif (kept := self.pending + len(tail)) > self._max_line + 1:  # +1: a '\r' may follow
+            self._discarded = kept
             self._buffer = None
             self._discarding = True
             lines.append(Line(b"", too_long=True))
